@@ -1,0 +1,370 @@
+"""The gateway's logic: access control, cube creation, fan-out and merging.
+
+Works on the protobuf contract types (they are the gateway's domain: it
+composes other services), and reports failures with :mod:`shared.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.rpc import status_pb2
+
+from memos.common.v1 import memory_pb2
+from memos.gateway.v1 import gateway_pb2
+from memos.textmem.v1 import textmem_pb2
+from services.gateway.settings import GatewaySettings
+from services.gateway.textmem_client import TextMemClient
+from shared.errors import DeadlineExceeded, InvalidArgument, MemosError, NotFound, PermissionDenied
+from shared.grpc_errors import ok_status_proto, to_status_proto
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 100
+_READ_ROLES = {"owner", "writer", "reader"}
+_WRITE_ROLES = {"owner", "writer"}
+_ROLE_NAMES = {textmem_pb2.CUBE_ROLE_READER: "reader", textmem_pb2.CUBE_ROLE_WRITER: "writer"}
+_SHARE_TO_CUBE_ROLE = {
+    gateway_pb2.SHARE_ROLE_READER: textmem_pb2.CUBE_ROLE_READER,
+    gateway_pb2.SHARE_ROLE_WRITER: textmem_pb2.CUBE_ROLE_WRITER,
+    gateway_pb2.SHARE_ROLE_NONE: textmem_pb2.CUBE_ROLE_UNSPECIFIED,
+}
+
+
+def role_of(cube: textmem_pb2.Cube, user_id: str) -> str:
+    if cube.owner_id == user_id:
+        return "owner"
+    for m in cube.members:
+        if m.user_id == user_id:
+            return _ROLE_NAMES.get(m.role, "")
+    return ""
+
+
+def require_user(user_id: str) -> None:
+    if not user_id or not user_id.strip():
+        raise InvalidArgument("user_id is required", reason="MISSING_USER_ID", metadata={"field": "user_id"})
+    if len(user_id) > 256:
+        raise InvalidArgument("user_id is longer than 256 characters", reason="USER_ID_TOO_LONG")
+
+
+def check_cube_ids(cube_ids: Sequence[str], field: str, limit: int) -> list[str]:
+    if not cube_ids:
+        raise InvalidArgument(f"{field} must name at least one cube", reason="NO_CUBES", metadata={"field": field})
+    if len(cube_ids) > limit:
+        raise InvalidArgument(f"{field} names {len(cube_ids)} cubes; the limit is {limit}", reason="TOO_MANY_CUBES",
+                              metadata={"field": field, "limit": str(limit)})
+    for c in cube_ids:
+        if not c or not c.strip():
+            raise InvalidArgument(f"{field} contains an empty cube id", reason="EMPTY_CUBE_ID", metadata={"field": field})
+        if len(c) > 256:
+            raise InvalidArgument(f"{field} contains a cube id over 256 characters", reason="CUBE_ID_TOO_LONG")
+    return list(dict.fromkeys(cube_ids))
+
+
+@dataclass
+class _CachedCube:
+    cube: textmem_pb2.Cube
+    expires: float
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, textmem: TextMemClient) -> None:
+        self.settings = settings
+        self.textmem = textmem
+        self._cube_cache: dict[str, _CachedCube] = {}
+
+    # cubes and access ---------------------------------------------------------------
+    def _forget(self, cube_id: str) -> None:
+        self._cube_cache.pop(cube_id, None)
+
+    async def _get_cube(self, cube_id: str, timeout: float | None) -> textmem_pb2.Cube | None:
+        now = time.monotonic()
+        hit = self._cube_cache.get(cube_id)
+        if hit is not None and hit.expires > now:
+            return hit.cube
+        try:
+            resp = await self.textmem.call(self.textmem.cubes.GetCube, textmem_pb2.GetCubeRequest(cube_id=cube_id), timeout)
+        except NotFound:
+            return None
+        if self.settings.cube_cache_ttl_s > 0:
+            self._cube_cache[cube_id] = _CachedCube(resp.cube, now + self.settings.cube_cache_ttl_s)
+        return resp.cube
+
+    async def authorize_read(self, user_id: str, cube_ids: Sequence[str], timeout: float | None) -> None:
+        cubes = await asyncio.gather(*(self._get_cube(c, timeout) for c in cube_ids))
+        for cube_id, cube in zip(cube_ids, cubes, strict=True):
+            if cube is None:
+                raise NotFound(f"cube {cube_id!r} does not exist", reason="CUBE_NOT_FOUND", metadata={"cube_id": cube_id})
+            if role_of(cube, user_id) not in _READ_ROLES:
+                raise PermissionDenied(f"user may not read cube {cube_id!r}", reason="CUBE_READ_DENIED",
+                                       metadata={"cube_id": cube_id})
+
+    async def authorize_write(self, user_id: str, cube_ids: Sequence[str], timeout: float | None) -> list[str]:
+        """Checks every cube before touching any; creates the new ones. Returns the created ids."""
+        cubes = await asyncio.gather(*(self._get_cube(c, timeout) for c in cube_ids))
+        missing = []
+        for cube_id, cube in zip(cube_ids, cubes, strict=True):
+            if cube is None:
+                missing.append(cube_id)
+            elif role_of(cube, user_id) not in _WRITE_ROLES:
+                raise PermissionDenied(f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED",
+                                       metadata={"cube_id": cube_id})
+        created = []
+        for cube_id in missing:
+            resp = await self.textmem.call(
+                self.textmem.cubes.EnsureCube, textmem_pb2.EnsureCubeRequest(cube_id=cube_id, user_id=user_id), timeout
+            )
+            # Someone else may have created it a moment ago.
+            if role_of(resp.cube, user_id) not in _WRITE_ROLES:
+                raise PermissionDenied(f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED",
+                                       metadata={"cube_id": cube_id})
+            if resp.created:
+                created.append(cube_id)
+        return created
+
+    # add -----------------------------------------------------------------------------
+    async def add(self, req: gateway_pb2.AddMemoriesRequest, timeout: float | None) -> gateway_pb2.AddMemoriesResponse:
+        require_user(req.user_id)
+        cube_ids = check_cube_ids(req.writable_cube_ids, "writable_cube_ids", self.settings.max_cubes_per_request)
+        if not req.messages:
+            raise InvalidArgument("messages must not be empty", reason="EMPTY_MESSAGES", metadata={"field": "messages"})
+        if len(req.messages) > self.settings.max_messages_per_add:
+            raise InvalidArgument(f"{len(req.messages)} messages; the limit is {self.settings.max_messages_per_add}",
+                                  reason="TOO_MANY_MESSAGES", metadata={"limit": str(self.settings.max_messages_per_add)})
+        if req.mode not in gateway_pb2.ExtractMode.values():
+            raise InvalidArgument(f"unknown mode {req.mode}", reason="UNKNOWN_MODE", metadata={"field": "mode"})
+        if req.async_mode not in gateway_pb2.AsyncMode.values():
+            raise InvalidArgument(f"unknown async_mode {req.async_mode}", reason="UNKNOWN_ASYNC_MODE",
+                                  metadata={"field": "async_mode"})
+        notices: list[str] = []
+        if req.mode == gateway_pb2.EXTRACT_MODE_FINE and not self.settings.ingest_addr:
+            notices.append("mode=fine needs an LLM-backed ingest service, none is configured: stored with fast mode")
+        if req.async_mode == gateway_pb2.ASYNC_MODE_ASYNC and not self.settings.scheduler_addr:
+            notices.append("async_mode=async needs the scheduler service, none is configured: ran synchronously")
+        await self.authorize_write(req.user_id, cube_ids, timeout)
+        request_id = req.request_id or uuid.uuid4().hex
+        session_id = req.session_id or "default_session"
+        written: dict[str, list[str]] = {}
+        added: list[gateway_pb2.AddedMemory] = []
+        try:
+            for cube_id in cube_ids:
+                resp = await self.textmem.call(
+                    self.textmem.memories.AddMemories,
+                    textmem_pb2.AddMemoriesRequest(
+                        request_id=f"{request_id}:{cube_id}", cube_id=cube_id, user_id=req.user_id,
+                        session_id=session_id, messages=req.messages, custom_tags=req.custom_tags, info=req.info,
+                    ),
+                    timeout,
+                )
+                written[cube_id] = [m.id for m in resp.memories]
+                added.extend(
+                    gateway_pb2.AddedMemory(memory_id=m.id, memory=m.memory, memory_type=m.metadata.memory_type,
+                                            cube_id=cube_id)
+                    for m in resp.memories
+                )
+        except MemosError:
+            await self._roll_back(written)
+            raise
+        message = f"added {len(added)} memories to {len(cube_ids)} cube(s)"
+        if notices:
+            message += "; " + "; ".join(notices)
+        return gateway_pb2.AddMemoriesResponse(
+            message=message, memories=added, effective_mode=gateway_pb2.EXTRACT_MODE_FAST, notices=notices
+        )
+
+    async def _roll_back(self, written: dict[str, list[str]]) -> None:
+        """A multi-cube add failed part-way: remove what the earlier cubes got."""
+        for cube_id, ids in written.items():
+            if not ids:
+                continue
+            try:
+                await self.textmem.call(
+                    self.textmem.memories.DeleteMemories,
+                    textmem_pb2.DeleteMemoriesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id, memory_ids=ids),
+                    self.settings.search_timeout_s,
+                )
+            except MemosError:
+                log.error("could not roll back a partial add", extra={"cube_id": cube_id, "count": len(ids)})
+
+    # search ----------------------------------------------------------------------------
+    async def search(self, req: gateway_pb2.SearchMemoriesRequest, time_remaining: float | None) -> gateway_pb2.SearchMemoriesResponse:
+        started = time.monotonic()
+        require_user(req.user_id)
+        cube_ids = check_cube_ids(req.readable_cube_ids, "readable_cube_ids", self.settings.max_cubes_per_request)
+        if not req.query.strip():
+            raise InvalidArgument("query must not be empty", reason="EMPTY_QUERY", metadata={"field": "query"})
+        top_k = req.top_k or 10
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}", reason="TOP_K_OUT_OF_RANGE",
+                                  metadata={"field": "top_k", "max": str(MAX_TOP_K)})
+        pref_top_k = req.pref_top_k or 6
+        if not 1 <= pref_top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"pref_top_k must be between 1 and {MAX_TOP_K}", reason="TOP_K_OUT_OF_RANGE",
+                                  metadata={"field": "pref_top_k", "max": str(MAX_TOP_K)})
+        for t in req.filter.memory_types:
+            if t not in memory_pb2.MemoryType.values() or t == memory_pb2.MEMORY_TYPE_UNSPECIFIED:
+                raise InvalidArgument(f"unknown memory type {t} in filter", reason="UNKNOWN_MEMORY_TYPE",
+                                      metadata={"field": "filter.memory_types"})
+        budget = time_remaining if time_remaining is not None else self.settings.search_timeout_s
+        if budget <= 0:
+            raise DeadlineExceeded("the call's deadline had passed", reason="DEADLINE_PASSED")
+        await self.authorize_read(req.user_id, cube_ids, budget)
+        # Every cube gets what is left of the caller's deadline, less a reserve to answer in.
+        fanout_timeout = max(budget - (time.monotonic() - started) - self.settings.fanout_reserve_s, 0.001)
+        text_filter = memory_pb2.MemoryFilter()
+        text_filter.CopyFrom(req.filter)
+        if req.session_id and not text_filter.session_id:
+            text_filter.session_id = req.session_id
+        jobs = [self._search_cube(c, req.query, top_k, text_filter, fanout_timeout) for c in cube_ids]
+        if req.include_preference:
+            pref_filter = memory_pb2.MemoryFilter()
+            pref_filter.CopyFrom(text_filter)
+            del pref_filter.memory_types[:]
+            pref_filter.memory_types.append(memory_pb2.MEMORY_TYPE_PREFERENCE)
+            jobs += [self._search_cube(c, req.query, pref_top_k, pref_filter, fanout_timeout) for c in cube_ids]
+        buckets = await asyncio.gather(*jobs)
+        text_buckets = buckets[: len(cube_ids)]
+        pref_buckets = buckets[len(cube_ids) :]
+        ranked = sorted(
+            (m for b in text_buckets for m in b.memories), key=lambda m: (-m.score, m.item.id)
+        )[:top_k]
+        pref_string = ""
+        if req.include_preference:
+            prefs = [m.item.memory for b in pref_buckets for m in b.memories]
+            if prefs:
+                pref_string = "User preferences:\n" + "\n".join(f"- {p}" for p in prefs)
+        return gateway_pb2.SearchMemoriesResponse(
+            text_mem=text_buckets, pref_mem=pref_buckets, pref_string=pref_string, ranked=ranked
+        )
+
+    async def _search_cube(self, cube_id: str, query: str, top_k: int, flt: memory_pb2.MemoryFilter,
+                           timeout: float) -> gateway_pb2.CubeMemories:
+        try:
+            resp = await self.textmem.call(
+                self.textmem.memories.SearchMemories,
+                textmem_pb2.SearchMemoriesRequest(cube_id=cube_id, query=query, top_k=top_k, filter=flt),
+                timeout,
+            )
+        except MemosError as err:
+            if err.code.name == "INVALID_ARGUMENT":
+                raise  # the request is wrong for every cube alike
+            log.warning("cube search failed", extra={"cube_id": cube_id, "reason": err.reason})
+            return gateway_pb2.CubeMemories(cube_id=cube_id, status=to_status_proto(err))
+        return gateway_pb2.CubeMemories(cube_id=cube_id, memories=resp.memories, total=resp.total,
+                                        status=ok_status_proto())
+
+    # single-cube operations -------------------------------------------------------------------
+    async def get(self, req: gateway_pb2.GetMemoryRequest, timeout: float | None) -> gateway_pb2.GetMemoryResponse:
+        require_user(req.user_id)
+        check_cube_ids([req.cube_id], "cube_id", 1)
+        await self.authorize_read(req.user_id, [req.cube_id], timeout)
+        resp = await self.textmem.call(
+            self.textmem.memories.GetMemory, textmem_pb2.GetMemoryRequest(cube_id=req.cube_id, memory_id=req.memory_id), timeout
+        )
+        return gateway_pb2.GetMemoryResponse(memory=resp.memory)
+
+    async def list(self, req: gateway_pb2.ListMemoriesRequest, timeout: float | None) -> gateway_pb2.ListMemoriesResponse:
+        require_user(req.user_id)
+        check_cube_ids([req.cube_id], "cube_id", 1)
+        await self.authorize_read(req.user_id, [req.cube_id], timeout)
+        resp = await self.textmem.call(
+            self.textmem.memories.ListMemories,
+            textmem_pb2.ListMemoriesRequest(cube_id=req.cube_id, page_size=req.page_size, page_token=req.page_token,
+                                            filter=req.filter),
+            timeout,
+        )
+        return gateway_pb2.ListMemoriesResponse(memories=resp.memories, next_page_token=resp.next_page_token)
+
+    async def update(self, req: gateway_pb2.UpdateMemoryRequest, timeout: float | None) -> gateway_pb2.UpdateMemoryResponse:
+        require_user(req.user_id)
+        check_cube_ids([req.cube_id], "cube_id", 1)
+        await self._authorize_existing_write(req.user_id, req.cube_id, timeout)
+        resp = await self.textmem.call(
+            self.textmem.memories.UpdateMemory,
+            textmem_pb2.UpdateMemoryRequest(request_id=req.request_id or uuid.uuid4().hex, cube_id=req.cube_id,
+                                            memory=req.memory, update_mask=req.update_mask),
+            timeout,
+        )
+        return gateway_pb2.UpdateMemoryResponse(memory=resp.memory)
+
+    async def delete(self, req: gateway_pb2.DeleteMemoriesRequest, timeout: float | None) -> gateway_pb2.DeleteMemoriesResponse:
+        require_user(req.user_id)
+        check_cube_ids([req.cube_id], "cube_id", 1)
+        await self._authorize_existing_write(req.user_id, req.cube_id, timeout)
+        resp = await self.textmem.call(
+            self.textmem.memories.DeleteMemories,
+            textmem_pb2.DeleteMemoriesRequest(request_id=req.request_id or uuid.uuid4().hex, cube_id=req.cube_id,
+                                              memory_ids=req.memory_ids, all=req.all),
+            timeout,
+        )
+        return gateway_pb2.DeleteMemoriesResponse(deleted_count=resp.deleted_count)
+
+    async def _authorize_existing_write(self, user_id: str, cube_id: str, timeout: float | None) -> None:
+        cube = await self._get_cube(cube_id, timeout)
+        if cube is None:
+            raise NotFound(f"cube {cube_id!r} does not exist", reason="CUBE_NOT_FOUND", metadata={"cube_id": cube_id})
+        if role_of(cube, user_id) not in _WRITE_ROLES:
+            raise PermissionDenied(f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED",
+                                   metadata={"cube_id": cube_id})
+
+    # cube management ----------------------------------------------------------------------------
+    @staticmethod
+    def cube_info(cube: textmem_pb2.Cube, user_id: str) -> gateway_pb2.CubeInfo:
+        role = role_of(cube, user_id)
+        my_role = {"owner": gateway_pb2.SHARE_ROLE_WRITER, "writer": gateway_pb2.SHARE_ROLE_WRITER,
+                   "reader": gateway_pb2.SHARE_ROLE_READER}.get(role, gateway_pb2.SHARE_ROLE_NONE)
+        return gateway_pb2.CubeInfo(cube_id=cube.cube_id, owner_id=cube.owner_id, name=cube.name, my_role=my_role,
+                                    owned=role == "owner")
+
+    async def create_cube(self, req: gateway_pb2.CreateCubeRequest, timeout: float | None) -> gateway_pb2.CreateCubeResponse:
+        require_user(req.user_id)
+        check_cube_ids([req.cube_id], "cube_id", 1)
+        resp = await self.textmem.call(
+            self.textmem.cubes.CreateCube,
+            textmem_pb2.CreateCubeRequest(request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id,
+                                          name=req.name),
+            timeout,
+        )
+        return gateway_pb2.CreateCubeResponse(cube=self.cube_info(resp.cube, req.user_id))
+
+    async def list_cubes(self, req: gateway_pb2.ListCubesRequest, timeout: float | None) -> gateway_pb2.ListCubesResponse:
+        require_user(req.user_id)
+        resp = await self.textmem.call(self.textmem.cubes.ListCubes, textmem_pb2.ListCubesRequest(user_id=req.user_id), timeout)
+        return gateway_pb2.ListCubesResponse(cubes=[self.cube_info(c, req.user_id) for c in resp.cubes])
+
+    async def share_cube(self, req: gateway_pb2.ShareCubeRequest, timeout: float | None) -> gateway_pb2.ShareCubeResponse:
+        require_user(req.user_id)
+        check_cube_ids([req.cube_id], "cube_id", 1)
+        if not req.target_user_id:
+            raise InvalidArgument("target_user_id is required", reason="MISSING_TARGET_USER_ID")
+        if req.role not in _SHARE_TO_CUBE_ROLE:
+            raise InvalidArgument("role must be READER, WRITER or NONE", reason="UNKNOWN_ROLE", metadata={"field": "role"})
+        self._forget(req.cube_id)
+        resp = await self.textmem.call(
+            self.textmem.cubes.SetCubeAccess,
+            textmem_pb2.SetCubeAccessRequest(request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id,
+                                             user_id=req.target_user_id, role=_SHARE_TO_CUBE_ROLE[req.role]),
+            timeout,
+        )
+        self._forget(req.cube_id)
+        return gateway_pb2.ShareCubeResponse(cube=self.cube_info(resp.cube, req.user_id))
+
+    async def delete_cube(self, req: gateway_pb2.DeleteCubeRequest, timeout: float | None) -> gateway_pb2.DeleteCubeResponse:
+        require_user(req.user_id)
+        check_cube_ids([req.cube_id], "cube_id", 1)
+        self._forget(req.cube_id)
+        resp = await self.textmem.call(
+            self.textmem.cubes.DeleteCube,
+            textmem_pb2.DeleteCubeRequest(request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id),
+            timeout,
+        )
+        self._forget(req.cube_id)
+        return gateway_pb2.DeleteCubeResponse(deleted_memories=resp.deleted_memories)
+
+
+__all__ = ["Gateway", "status_pb2"]

@@ -1,0 +1,1 @@
+"""textmem: textual memory of many cubes (items, sources, relations, vectors, hybrid retrieval)."""

@@ -1,0 +1,44 @@
+"""Assembles textmem from its settings: stores, embedder, servicers, server."""
+
+from __future__ import annotations
+
+from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
+from services.textmem.embedders import Embedder, build_embedder
+from services.textmem.memory import TextMemory
+from services.textmem.servicer import CubeServicer, TextMemServicer
+from services.textmem.settings import TextMemSettings
+from services.textmem.stores.milvus_vector import MilvusVectorStore
+from services.textmem.stores.sqlite_graph import SqliteGraphStore
+from shared.server import GrpcServer, ServiceBinding
+
+SERVICE_NAMES = [s.full_name for s in textmem_pb2.DESCRIPTOR.services_by_name.values()]
+
+
+def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) -> TextMemory:
+    embedder = embedder or build_embedder(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    graph = SqliteGraphStore(settings.sqlite_path or settings.data_dir / "graph.sqlite3")
+    vectors = MilvusVectorStore(
+        settings.milvus_uri or str(settings.data_dir / "milvus.db"), settings.milvus_collection, embedder.dim,
+        token=settings.milvus_token, index_type=settings.milvus_index_type,
+    )
+    return TextMemory(
+        graph, vectors, embedder, window_size=settings.window_size, window_overlap=settings.window_overlap,
+        query_cache_size=settings.query_cache_size, max_messages_per_add=settings.max_messages_per_add,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def build_server(settings: TextMemSettings, memory: TextMemory | None = None) -> GrpcServer:
+    memory = memory or build_memory(settings)
+    tm = TextMemServicer(memory)
+    cubes = CubeServicer(memory)
+    return GrpcServer(
+        name="textmem",
+        settings=settings,
+        services=[
+            ServiceBinding("memos.textmem.v1.TextMemService", lambda s: textmem_pb2_grpc.add_TextMemServiceServicer_to_server(tm, s)),
+            ServiceBinding("memos.textmem.v1.CubeService", lambda s: textmem_pb2_grpc.add_CubeServiceServicer_to_server(cubes, s)),
+        ],
+        on_stop=[memory.close],
+    )

@@ -1,0 +1,380 @@
+"""TextMemory: the domain logic of textmem, free of gRPC.
+
+Write path (add, write, update): validate, embed, write vectors, then write
+the graph in one transaction; if the graph write fails the vectors are removed
+again. Search hydrates hits from the graph, so a vector without its graph
+record (a crash between the two writes) is never returned.
+
+Read path: dense (Milvus) and lexical (BM25) candidates fused by reciprocal
+rank, hydrated from the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.textmem.embedders import Embedder, QueryCache
+from services.textmem.models import MEMORY_TYPES, STATUSES, ChatMessage, Cube, Edge, Memory, MemoryFilter
+from services.textmem.stores.graph import GraphStore
+from services.textmem.stores.vector import VectorRecord, VectorStore
+from services.textmem.windowing import build_window_memories
+from shared.errors import AlreadyExists, InvalidArgument, MemosError, NotFound, PermissionDenied, Unavailable
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60
+MAX_TOP_K = 100
+MAX_PAGE_SIZE = 1000
+UPDATABLE_FIELDS = frozenset(
+    {"memory", "metadata.tags", "metadata.key", "metadata.background", "metadata.status", "metadata.memory_type",
+     "metadata.info", "metadata.confidence"}
+)
+
+
+@dataclass
+class AddResult:
+    memories: list[Memory]
+    replayed: bool = False
+
+
+def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: sum of 1/(k + rank) over the rankings, best first."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class TextMemory:
+    def __init__(
+        self,
+        graph: GraphStore,
+        vectors: VectorStore,
+        embedder: Embedder,
+        *,
+        window_size: int = 4,
+        window_overlap: int = 1,
+        query_cache_size: int = 2048,
+        max_messages_per_add: int = 2000,
+        max_text_chars: int = 200_000,
+    ) -> None:
+        if vectors.dim != embedder.dim:
+            raise ValueError(f"vector store dimension {vectors.dim} != embedder dimension {embedder.dim}")
+        self.graph = graph
+        self.vectors = vectors
+        self.embedder = embedder
+        self._queries = QueryCache(embedder, query_cache_size)
+        self.window_size = window_size
+        self.window_overlap = window_overlap
+        self.max_messages_per_add = max_messages_per_add
+        self.max_text_chars = max_text_chars
+
+    def close(self) -> None:
+        self.graph.close()
+        self.vectors.close()
+
+    # validation -------------------------------------------------------------
+    @staticmethod
+    def check_cube_id(cube_id: str) -> None:
+        if not cube_id or not cube_id.strip():
+            raise InvalidArgument("cube_id is required", reason="MISSING_CUBE_ID", metadata={"field": "cube_id"})
+        if len(cube_id) > 256:
+            raise InvalidArgument("cube_id is longer than 256 characters", reason="CUBE_ID_TOO_LONG")
+
+    def _check_messages(self, messages: Sequence[ChatMessage]) -> None:
+        if not messages:
+            raise InvalidArgument("messages must not be empty", reason="EMPTY_MESSAGES", metadata={"field": "messages"})
+        if len(messages) > self.max_messages_per_add:
+            raise InvalidArgument(
+                f"{len(messages)} messages in one add; the limit is {self.max_messages_per_add}",
+                reason="TOO_MANY_MESSAGES", metadata={"limit": str(self.max_messages_per_add)},
+            )
+        for i, m in enumerate(messages):
+            for p in m.parts:
+                if len(p.text) > self.max_text_chars:
+                    raise InvalidArgument(
+                        f"message {i} has a part longer than {self.max_text_chars} characters",
+                        reason="TEXT_TOO_LONG", metadata={"message_index": str(i), "limit": str(self.max_text_chars)},
+                    )
+
+    @staticmethod
+    def check_filter(flt: MemoryFilter) -> None:
+        for t in flt.memory_types:
+            if t not in MEMORY_TYPES:
+                raise InvalidArgument(f"unknown memory type {t!r}", reason="UNKNOWN_MEMORY_TYPE")
+        if flt.created_after is not None and flt.created_before is not None and flt.created_after >= flt.created_before:
+            raise InvalidArgument("created_after must be before created_before", reason="EMPTY_TIME_RANGE")
+
+    # writes -------------------------------------------------------------------
+    def _replay(self, cube_id: str, request_id: str) -> AddResult | None:
+        if not request_id:
+            return None
+        ids = self.graph.memory_ids_for_request(cube_id, request_id)
+        if ids is None:
+            return None
+        found = self.graph.get_memories(cube_id, ids)
+        return AddResult([found[i] for i in ids if i in found], replayed=True)
+
+    def _store(self, cube_id: str, memories: list[Memory], edges: list[Edge], request_id: str) -> AddResult:
+        if not memories:
+            return AddResult([])
+        vectors = self.embedder.embed([m.memory for m in memories])
+        records = [
+            VectorRecord(m.id, m.cube_id, m.user_id, m.session_id, m.memory_type, m.status, m.created_at, v)
+            for m, v in zip(memories, vectors, strict=True)
+        ]
+        self.vectors.upsert(records)
+        try:
+            self.graph.insert_memories(cube_id, memories, edges, request_id=request_id)
+        except AlreadyExists:
+            # A concurrent retry of the same request won the race: undo ours, return theirs.
+            self.vectors.delete(cube_id, [m.id for m in memories])
+            replay = self._replay(cube_id, request_id)
+            if replay is None:
+                raise
+            return replay
+        except BaseException:
+            self._undo_vectors(cube_id, memories)
+            raise
+        return AddResult(memories)
+
+    def _undo_vectors(self, cube_id: str, memories: list[Memory]) -> None:
+        try:
+            self.vectors.delete(cube_id, [m.id for m in memories])
+        except MemosError:
+            # The vectors stay orphaned; search never returns them (it hydrates from the graph).
+            log.error("could not remove vectors of a failed add", extra={"cube_id": cube_id, "count": len(memories)})
+
+    def add_messages(
+        self,
+        cube_id: str,
+        user_id: str,
+        session_id: str,
+        messages: list[ChatMessage],
+        *,
+        tags: Sequence[str] = (),
+        info: dict | None = None,
+        request_id: str = "",
+        window_size: int = 0,
+        window_overlap: int | None = None,
+    ) -> AddResult:
+        """Fast mode: windows of turns become memories, each keeping its messages as sources."""
+        self.check_cube_id(cube_id)
+        self._check_messages(messages)
+        replay = self._replay(cube_id, request_id)
+        if replay is not None:
+            return replay
+        size = window_size or self.window_size
+        overlap = self.window_overlap if window_overlap is None else window_overlap
+        if overlap >= size:
+            raise InvalidArgument("window overlap must be smaller than its size", reason="BAD_WINDOW")
+        memories = build_window_memories(
+            messages, cube_id=cube_id, user_id=user_id, session_id=session_id, tags=tags, info=info or {},
+            size=size, overlap=overlap,
+        )
+        edges = [Edge(cube_id, a.id, b.id, "FOLLOWS") for a, b in zip(memories, memories[1:])]
+        return self._store(cube_id, memories, edges, request_id)
+
+    def write_memories(self, cube_id: str, user_id: str, session_id: str, candidates: list[Memory], request_id: str = "") -> AddResult:
+        """Stores memories made elsewhere (ingest), after checking them."""
+        self.check_cube_id(cube_id)
+        if not candidates:
+            raise InvalidArgument("candidates must not be empty", reason="EMPTY_CANDIDATES")
+        replay = self._replay(cube_id, request_id)
+        if replay is not None:
+            return replay
+        now = time.time()
+        for i, m in enumerate(candidates):
+            if not m.memory.strip():
+                raise InvalidArgument(f"candidate {i} has no text", reason="EMPTY_MEMORY", metadata={"index": str(i)})
+            if len(m.memory) > self.max_text_chars:
+                raise InvalidArgument(f"candidate {i} is too long", reason="TEXT_TOO_LONG", metadata={"index": str(i)})
+            if m.memory_type not in MEMORY_TYPES:
+                raise InvalidArgument(f"candidate {i} has unknown memory type", reason="UNKNOWN_MEMORY_TYPE")
+            m.id = uuid.uuid4().hex
+            m.cube_id, m.user_id, m.session_id = cube_id, user_id or m.user_id, session_id or m.session_id
+            m.created_at = m.updated_at = now
+            m.status = m.status if m.status in STATUSES else "activated"
+        return self._store(cube_id, candidates, [], request_id)
+
+    def update_memory(self, cube_id: str, memory_id: str, changes: Memory, paths: Sequence[str]) -> Memory:
+        self.check_cube_id(cube_id)
+        if not paths:
+            raise InvalidArgument("update_mask names no field", reason="EMPTY_UPDATE_MASK")
+        unknown = set(paths) - UPDATABLE_FIELDS
+        if unknown:
+            raise InvalidArgument(
+                f"cannot update {sorted(unknown)}; updatable: {sorted(UPDATABLE_FIELDS)}", reason="BAD_UPDATE_MASK"
+            )
+        current = self.graph.get_memories(cube_id, [memory_id]).get(memory_id)
+        if current is None:
+            raise NotFound(f"memory {memory_id!r} not found in cube", reason="MEMORY_NOT_FOUND")
+        new = Memory(**{**current.__dict__})
+        if "memory" in paths:
+            if not changes.memory.strip():
+                raise InvalidArgument("memory text must not be empty", reason="EMPTY_MEMORY")
+            new.memory = changes.memory
+        if "metadata.tags" in paths:
+            new.tags = list(changes.tags)
+        if "metadata.key" in paths:
+            new.key = changes.key
+        if "metadata.background" in paths:
+            new.background = changes.background
+        if "metadata.info" in paths:
+            new.info = dict(changes.info)
+        if "metadata.confidence" in paths:
+            new.confidence = changes.confidence
+        if "metadata.status" in paths:
+            if changes.status not in STATUSES:
+                raise InvalidArgument("unknown status", reason="UNKNOWN_STATUS")
+            new.status = changes.status
+        if "metadata.memory_type" in paths:
+            if changes.memory_type not in MEMORY_TYPES:
+                raise InvalidArgument("unknown memory type", reason="UNKNOWN_MEMORY_TYPE")
+            new.memory_type = changes.memory_type
+        new.version = current.version + 1
+        new.updated_at = time.time()
+        if new.memory != current.memory:
+            vector = self.embedder.embed([new.memory])[0]
+        else:
+            vector = self.vectors.get_vectors(cube_id, [memory_id]).get(memory_id)
+            if vector is None:
+                vector = self.embedder.embed([new.memory])[0]
+        record = VectorRecord(new.id, cube_id, new.user_id, new.session_id, new.memory_type, new.status, new.created_at, vector)
+        self.vectors.upsert([record])
+        try:
+            self.graph.update_memory(new)
+        except BaseException:
+            # Put the old vector state back so the two stores agree.
+            old_vec = vector if new.memory == current.memory else self.embedder.embed([current.memory])[0]
+            self.vectors.upsert([VectorRecord(current.id, cube_id, current.user_id, current.session_id,
+                                              current.memory_type, current.status, current.created_at, old_vec)])
+            raise
+        return new
+
+    def delete_memories(self, cube_id: str, ids: Sequence[str]) -> int:
+        self.check_cube_id(cube_id)
+        if not ids:
+            raise InvalidArgument("memory_ids must not be empty (or set all)", reason="EMPTY_MEMORY_IDS")
+        deleted = self.graph.delete_memories(cube_id, ids)
+        self._delete_vectors(cube_id, deleted)
+        return len(deleted)
+
+    def delete_all(self, cube_id: str) -> int:
+        self.check_cube_id(cube_id)
+        deleted = self.graph.delete_cube_memories(cube_id)
+        try:
+            self.vectors.delete_cube(cube_id)
+        except Unavailable:
+            log.error("vectors of a cleared cube remain; search cannot return them", extra={"cube_id": cube_id})
+        return len(deleted)
+
+    def _delete_vectors(self, cube_id: str, ids: list[str]) -> None:
+        try:
+            self.vectors.delete(cube_id, ids)
+        except Unavailable:
+            log.error("vectors of deleted memories remain; search cannot return them", extra={"cube_id": cube_id})
+
+    # reads ----------------------------------------------------------------------
+    def search(self, cube_id: str, query: str, top_k: int, flt: MemoryFilter) -> tuple[list[tuple[Memory, float]], int]:
+        self.check_cube_id(cube_id)
+        if not query.strip():
+            raise InvalidArgument("query must not be empty", reason="EMPTY_QUERY", metadata={"field": "query"})
+        if len(query) > self.max_text_chars:
+            raise InvalidArgument("query is too long", reason="QUERY_TOO_LONG")
+        top_k = top_k or 10
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}", reason="TOP_K_OUT_OF_RANGE",
+                                  metadata={"field": "top_k", "max": str(MAX_TOP_K)})
+        self.check_filter(flt)
+        # Tag filters are applied after hydration, so fetch more candidates when they are set.
+        depth = top_k * (3 if not flt.tags else 10)
+        qvec: np.ndarray = self._queries.get(query)
+        dense = self.vectors.search(cube_id, qvec, flt, depth)
+        lexical = self.graph.search_lexical(cube_id, query, flt, depth)
+        fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]])
+        hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused[: depth]])
+        results: list[tuple[Memory, float]] = []
+        for mid, score in fused:
+            m = hydrated.get(mid)
+            if m is None or not _matches(m, flt):
+                continue
+            results.append((m, score))
+            if len(results) == top_k:
+                break
+        return results, self.graph.count(cube_id, flt)
+
+    def get(self, cube_id: str, memory_id: str) -> Memory:
+        self.check_cube_id(cube_id)
+        m = self.graph.get_memories(cube_id, [memory_id]).get(memory_id)
+        if m is None:
+            raise NotFound(f"memory {memory_id!r} not found in cube", reason="MEMORY_NOT_FOUND",
+                           metadata={"memory_id": memory_id})
+        return m
+
+    def list(self, cube_id: str, flt: MemoryFilter, page_size: int, after: int) -> tuple[list[Memory], int]:
+        self.check_cube_id(cube_id)
+        self.check_filter(flt)
+        page_size = page_size or 100
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}", reason="PAGE_SIZE_OUT_OF_RANGE")
+        return self.graph.list_memories(cube_id, flt, page_size, after)
+
+    # cubes ------------------------------------------------------------------------
+    def ensure_cube(self, cube_id: str, user_id: str) -> tuple[Cube, bool]:
+        self.check_cube_id(cube_id)
+        if not user_id:
+            raise InvalidArgument("user_id is required", reason="MISSING_USER_ID")
+        cube = self.graph.get_cube(cube_id)
+        if cube is not None:
+            return cube, False
+        try:
+            return self.graph.create_cube(Cube(cube_id, user_id, cube_id)), True
+        except AlreadyExists:
+            cube = self.graph.get_cube(cube_id)
+            assert cube is not None
+            return cube, False
+
+    def create_cube(self, cube_id: str, owner_id: str, name: str) -> Cube:
+        self.check_cube_id(cube_id)
+        if not owner_id:
+            raise InvalidArgument("owner_id is required", reason="MISSING_USER_ID")
+        return self.graph.create_cube(Cube(cube_id, owner_id, name or cube_id))
+
+    def get_cube(self, cube_id: str) -> Cube:
+        self.check_cube_id(cube_id)
+        cube = self.graph.get_cube(cube_id)
+        if cube is None:
+            raise NotFound(f"cube {cube_id!r} not found", reason="CUBE_NOT_FOUND", metadata={"cube_id": cube_id})
+        return cube
+
+    def set_access(self, cube_id: str, owner_id: str, user_id: str, role: str) -> Cube:
+        cube = self.get_cube(cube_id)
+        if cube.owner_id != owner_id:
+            raise PermissionDenied("only the cube's owner can change who may use it", reason="NOT_CUBE_OWNER")
+        if not user_id:
+            raise InvalidArgument("user_id is required", reason="MISSING_USER_ID")
+        if user_id == owner_id:
+            raise InvalidArgument("the owner's own access cannot be changed", reason="OWNER_ACCESS")
+        if role not in ("", "reader", "writer"):
+            raise InvalidArgument("role must be reader, writer or none", reason="UNKNOWN_ROLE")
+        return self.graph.set_member(cube_id, user_id, role)
+
+    def delete_cube(self, cube_id: str, owner_id: str) -> int:
+        cube = self.get_cube(cube_id)
+        if cube.owner_id != owner_id:
+            raise PermissionDenied("only the cube's owner can delete it", reason="NOT_CUBE_OWNER")
+        n = self.delete_all(cube_id)
+        self.graph.delete_cube(cube_id)
+        return n
+
+
+def _matches(m: Memory, flt: MemoryFilter) -> bool:
+    return all(t in m.tags for t in flt.tags)

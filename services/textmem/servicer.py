@@ -1,0 +1,119 @@
+"""gRPC servicers of textmem: convert, call the domain in a worker thread, convert back.
+
+Domain calls block (embedding, SQLite, Milvus), so they run in threads and the
+event loop stays free to accept calls and health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
+from services.textmem import convert
+from services.textmem.memory import TextMemory
+from shared.errors import InvalidArgument
+
+
+def _require(value: str, field: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{field} is required", reason=f"MISSING_{field.upper()}", metadata={"field": field})
+
+
+class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
+    def __init__(self, memory: TextMemory) -> None:
+        self._mem = memory
+
+    async def AddMemories(self, request, context):  # type: ignore[no-untyped-def]
+        messages = convert.messages_from_proto(request.messages)
+        window_overlap = request.window.overlap if request.window.HasField("overlap") else None
+        result = await asyncio.to_thread(
+            self._mem.add_messages, request.cube_id, request.user_id, request.session_id, messages,
+            tags=list(request.custom_tags), info=convert.json_format.MessageToDict(request.info),
+            request_id=request.request_id, window_size=request.window.size, window_overlap=window_overlap,
+        )
+        return textmem_pb2.AddMemoriesResponse(
+            memories=[convert.memory_to_proto(m) for m in result.memories], replayed=result.replayed
+        )
+
+    async def WriteMemories(self, request, context):  # type: ignore[no-untyped-def]
+        candidates = [convert.memory_from_proto(c) for c in request.candidates]
+        result = await asyncio.to_thread(
+            self._mem.write_memories, request.cube_id, request.user_id, request.session_id, candidates,
+            request.request_id,
+        )
+        return textmem_pb2.WriteMemoriesResponse(
+            memories=[convert.memory_to_proto(m) for m in result.memories], replayed=result.replayed
+        )
+
+    async def SearchMemories(self, request, context):  # type: ignore[no-untyped-def]
+        flt = convert.filter_from_proto(request.filter)
+        hits, total = await asyncio.to_thread(self._mem.search, request.cube_id, request.query, request.top_k, flt)
+        return textmem_pb2.SearchMemoriesResponse(
+            memories=[convert.memory_pb2.ScoredMemory(item=convert.memory_to_proto(m), score=s) for m, s in hits],
+            total=total,
+        )
+
+    async def GetMemory(self, request, context):  # type: ignore[no-untyped-def]
+        _require(request.memory_id, "memory_id")
+        m = await asyncio.to_thread(self._mem.get, request.cube_id, request.memory_id)
+        return textmem_pb2.GetMemoryResponse(memory=convert.memory_to_proto(m))
+
+    async def ListMemories(self, request, context):  # type: ignore[no-untyped-def]
+        after = convert.decode_page_token(request.page_token)
+        flt = convert.filter_from_proto(request.filter)
+        items, cursor = await asyncio.to_thread(self._mem.list, request.cube_id, flt, request.page_size, after)
+        return textmem_pb2.ListMemoriesResponse(
+            memories=[convert.memory_to_proto(m) for m in items], next_page_token=convert.encode_page_token(cursor)
+        )
+
+    async def UpdateMemory(self, request, context):  # type: ignore[no-untyped-def]
+        _require(request.memory.id, "memory.id")
+        changes = convert.memory_from_proto(request.memory)
+        if request.memory.metadata.status:
+            changes.status = convert._STATUS_TO_NAME.get(request.memory.metadata.status, "")
+        m = await asyncio.to_thread(
+            self._mem.update_memory, request.cube_id, request.memory.id, changes, list(request.update_mask.paths)
+        )
+        return textmem_pb2.UpdateMemoryResponse(memory=convert.memory_to_proto(m))
+
+    async def DeleteMemories(self, request, context):  # type: ignore[no-untyped-def]
+        if request.all:
+            n = await asyncio.to_thread(self._mem.delete_all, request.cube_id)
+        else:
+            n = await asyncio.to_thread(self._mem.delete_memories, request.cube_id, list(request.memory_ids))
+        return textmem_pb2.DeleteMemoriesResponse(deleted_count=n)
+
+
+class CubeServicer(textmem_pb2_grpc.CubeServiceServicer):
+    def __init__(self, memory: TextMemory) -> None:
+        self._mem = memory
+
+    async def CreateCube(self, request, context):  # type: ignore[no-untyped-def]
+        cube = await asyncio.to_thread(self._mem.create_cube, request.cube_id, request.owner_id, request.name)
+        return textmem_pb2.CreateCubeResponse(cube=convert.cube_to_proto(cube))
+
+    async def GetCube(self, request, context):  # type: ignore[no-untyped-def]
+        cube = await asyncio.to_thread(self._mem.get_cube, request.cube_id)
+        return textmem_pb2.GetCubeResponse(cube=convert.cube_to_proto(cube))
+
+    async def EnsureCube(self, request, context):  # type: ignore[no-untyped-def]
+        cube, created = await asyncio.to_thread(self._mem.ensure_cube, request.cube_id, request.user_id)
+        return textmem_pb2.EnsureCubeResponse(cube=convert.cube_to_proto(cube), created=created)
+
+    async def ListCubes(self, request, context):  # type: ignore[no-untyped-def]
+        _require(request.user_id, "user_id")
+        cubes = await asyncio.to_thread(self._mem.graph.list_cubes, request.user_id)
+        return textmem_pb2.ListCubesResponse(cubes=[convert.cube_to_proto(c) for c in cubes])
+
+    async def SetCubeAccess(self, request, context):  # type: ignore[no-untyped-def]
+        if request.role == textmem_pb2.CUBE_ROLE_OWNER:
+            raise InvalidArgument("ownership cannot be granted", reason="UNKNOWN_ROLE")
+        role = convert.CUBE_ROLE_TO_NAME.get(request.role, "")
+        if request.role not in (0, *convert.CUBE_ROLE_TO_NAME):
+            raise InvalidArgument(f"unknown role {request.role}", reason="UNKNOWN_ROLE")
+        cube = await asyncio.to_thread(self._mem.set_access, request.cube_id, request.owner_id, request.user_id, role)
+        return textmem_pb2.SetCubeAccessResponse(cube=convert.cube_to_proto(cube))
+
+    async def DeleteCube(self, request, context):  # type: ignore[no-untyped-def]
+        n = await asyncio.to_thread(self._mem.delete_cube, request.cube_id, request.owner_id)
+        return textmem_pb2.DeleteCubeResponse(deleted_memories=n)

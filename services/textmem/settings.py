@@ -1,0 +1,75 @@
+"""Settings of the textmem service (``MEMOS_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from shared.settings import ServerSettings, default_data_dir
+
+
+class TextMemSettings(ServerSettings):
+    listen_addr: str = "127.0.0.1:50052"
+    """host:port to listen on."""
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Root of the embedded stores (Milvus Lite file, SQLite graph)."""
+
+    milvus_uri: str = ""
+    """Milvus server URI (http://host:19530); empty means Milvus Lite under data_dir."""
+
+    milvus_token: str = ""
+    """Milvus token ("user:password" or API key), if the server needs one."""
+
+    milvus_collection: str = "memos_text"
+    """Collection holding every cube's vectors (cubes are partition keys)."""
+
+    milvus_index_type: str = "AUTOINDEX"
+    """Vector index type (AUTOINDEX, HNSW, IVF_FLAT, FLAT)."""
+
+    graph_store: Literal["sqlite"] = "sqlite"
+    """Graph store backend; Neo4j arrives with its own issue."""
+
+    sqlite_path: Path | None = None
+    """SQLite graph file; data_dir/graph.sqlite3 when unset."""
+
+    embedder: Literal["local", "openai"] = "local"
+    """"local": sentence-transformers in process; "openai": an OpenAI-compatible /v1/embeddings."""
+
+    embedding_model_path: str = ""
+    """Local model directory; the bundled all-MiniLM-L6-v2 when empty."""
+
+    embedding_device: str = "cpu"
+    """torch device for the local embedder."""
+
+    embedding_url: str = ""
+    """Base URL of an OpenAI-compatible embeddings API (…/v1)."""
+
+    embedding_api_key: str = ""
+    """Bearer token for embedding_url."""
+
+    embedding_model: str = "all-MiniLM-L6-v2"
+    """Model name sent to embedding_url, and recorded with every vector."""
+
+    embedding_dim: int = Field(default=384, ge=8, le=16384)
+    """Vector dimension of the embedding model (checked against the model at start)."""
+
+    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    """Texts per embedding call."""
+
+    query_cache_size: int = Field(default=2048, ge=0)
+    """Query embeddings kept in memory (a multi-cube search embeds its query once)."""
+
+    window_size: int = Field(default=4, ge=1, le=64)
+    """Messages per fast-mode memory."""
+
+    window_overlap: int = Field(default=1, ge=0, le=63)
+    """Messages shared by consecutive fast-mode windows."""
+
+    max_messages_per_add: int = Field(default=2000, ge=1)
+    """Messages one add may carry."""
+
+    max_text_chars: int = Field(default=200_000, ge=1)
+    """Characters one message part (or one memory) may carry."""

@@ -1,0 +1,1 @@
+"""Store adapters behind small interfaces (see graph.py and vector.py)."""

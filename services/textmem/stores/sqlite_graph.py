@@ -1,0 +1,422 @@
+"""GraphStore on SQLite: the embedded default.
+
+One file holds memories, their sources (one row per source), edges, tags,
+cubes and idempotency records; an FTS5 index over memory text gives BM25
+lexical search. WAL mode lets searches run while an add commits. Every value
+is bound as a parameter; nothing from a request is spliced into SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from services.textmem.models import Cube, Edge, Memory, MemoryFilter, Source
+from shared.errors import AlreadyExists, NotFound, Unavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  cube_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  memory TEXT NOT NULL,
+  memory_type TEXT NOT NULL,
+  status TEXT NOT NULL,
+  key TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  background TEXT NOT NULL,
+  confidence REAL NOT NULL,
+  info TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL,
+  event_time REAL,
+  version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_cube ON memories(cube_id, seq);
+CREATE TABLE IF NOT EXISTS sources (
+  memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+  position INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY (memory_id, position)
+);
+CREATE TABLE IF NOT EXISTS memory_tags (
+  memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+  tag TEXT NOT NULL,
+  PRIMARY KEY (memory_id, tag)
+);
+CREATE TABLE IF NOT EXISTS edges (
+  cube_id TEXT NOT NULL,
+  src_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+  dst_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+  type TEXT NOT NULL,
+  PRIMARY KEY (src_id, dst_id, type)
+);
+CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst_id);
+CREATE TABLE IF NOT EXISTS requests (
+  cube_id TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  memory_ids TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  PRIMARY KEY (cube_id, request_id)
+);
+CREATE TABLE IF NOT EXISTS cubes (
+  cube_id TEXT PRIMARY KEY,
+  owner_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cube_members (
+  cube_id TEXT NOT NULL REFERENCES cubes(cube_id) ON DELETE CASCADE,
+  user_id TEXT NOT NULL,
+  role TEXT NOT NULL,
+  PRIMARY KEY (cube_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS cube_members_user ON cube_members(user_id);
+CREATE INDEX IF NOT EXISTS cubes_owner ON cubes(owner_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+  memory, content='memories', content_rowid='seq', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
+  INSERT INTO memories_fts(rowid, memory) VALUES (new.seq, new.memory);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
+  INSERT INTO memories_fts(memories_fts, rowid, memory) VALUES ('delete', old.seq, old.memory);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF memory ON memories BEGIN
+  INSERT INTO memories_fts(memories_fts, rowid, memory) VALUES ('delete', old.seq, old.memory);
+  INSERT INTO memories_fts(rowid, memory) VALUES (new.seq, new.memory);
+END;
+"""
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Words too common to help BM25; dropping them keeps OR-queries small.
+_STOPWORDS = frozenset(
+    "a an and are as at be but by do for from has have he her his i in is it its me my of on or our she so that the "
+    "their them they this to was we what when where which who will with you your".split()
+)
+
+
+def fts_query(text: str) -> str:
+    """An FTS5 OR-query of the text's words, each quoted so no syntax leaks in."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    kept = [w for w in words if w not in _STOPWORDS] or words
+    unique = list(dict.fromkeys(kept))[:64]
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+
+
+def _filter_sql(flt: MemoryFilter, alias: str = "m") -> tuple[str, list]:
+    clauses = [f"{alias}.memory_type IN ({','.join('?' * len(flt.types()))})"]
+    params: list = list(flt.types())
+    clauses.append(f"{alias}.status IN ({','.join('?' * len(flt.statuses()))})")
+    params.extend(flt.statuses())
+    if flt.user_id:
+        clauses.append(f"{alias}.user_id = ?")
+        params.append(flt.user_id)
+    if flt.session_id:
+        clauses.append(f"{alias}.session_id = ?")
+        params.append(flt.session_id)
+    if flt.created_after is not None:
+        clauses.append(f"{alias}.created_at >= ?")
+        params.append(flt.created_after)
+    if flt.created_before is not None:
+        clauses.append(f"{alias}.created_at < ?")
+        params.append(flt.created_before)
+    for tag in flt.tags:
+        clauses.append(f"EXISTS (SELECT 1 FROM memory_tags t WHERE t.memory_id = {alias}.id AND t.tag = ?)")
+        params.append(tag)
+    return " AND ".join(clauses), params
+
+
+class SqliteGraphStore:
+    def __init__(self, path: Path | str) -> None:
+        self._path = str(path)
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        with self._write_lock:
+            self._conn().executescript(_SCHEMA)
+
+    # connections ----------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._all_conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise Unavailable(f"graph store busy: {exc}", reason="GRAPH_STORE_BUSY") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._all_conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all_conns.clear()
+        self._local = threading.local()
+
+    # memories -------------------------------------------------------------
+    def insert_memories(
+        self, cube_id: str, memories: Sequence[Memory], edges: Sequence[Edge] = (), request_id: str = ""
+    ) -> None:
+        with self._tx() as conn:
+            if request_id:
+                try:
+                    conn.execute(
+                        "INSERT INTO requests(cube_id, request_id, memory_ids, created_at) VALUES (?,?,?,?)",
+                        (cube_id, request_id, json.dumps([m.id for m in memories]), time.time()),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise AlreadyExists("request id already used", reason="DUPLICATE_REQUEST") from exc
+            for m in memories:
+                if m.cube_id != cube_id:
+                    raise ValueError("memory of another cube in insert")
+                conn.execute(
+                    "INSERT INTO memories(id, cube_id, user_id, session_id, memory, memory_type, status, key, tags,"
+                    " background, confidence, info, created_at, updated_at, event_time, version)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        m.id, m.cube_id, m.user_id, m.session_id, m.memory, m.memory_type, m.status, m.key,
+                        json.dumps(m.tags), m.background, m.confidence, json.dumps(m.info), m.created_at,
+                        m.updated_at, m.event_time, m.version,
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO sources(memory_id, position, body) VALUES (?,?,?)",
+                    [(m.id, i, json.dumps(s.to_dict())) for i, s in enumerate(m.sources)],
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO memory_tags(memory_id, tag) VALUES (?,?)", [(m.id, t) for t in m.tags]
+                )
+            for e in edges:
+                conn.execute(
+                    "INSERT OR IGNORE INTO edges(cube_id, src_id, dst_id, type)"
+                    " SELECT ?,?,?,? WHERE (SELECT COUNT(*) FROM memories WHERE id IN (?,?) AND cube_id = ?) = 2",
+                    (cube_id, e.src_id, e.dst_id, e.type, e.src_id, e.dst_id, cube_id),
+                )
+
+    def memory_ids_for_request(self, cube_id: str, request_id: str) -> list[str] | None:
+        row = self._conn().execute(
+            "SELECT memory_ids FROM requests WHERE cube_id = ? AND request_id = ?", (cube_id, request_id)
+        ).fetchone()
+        return None if row is None else json.loads(row["memory_ids"])
+
+    def _rows_to_memories(self, rows: list[sqlite3.Row]) -> list[Memory]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        sources: dict[str, list[Source]] = {i: [] for i in ids}
+        conn = self._conn()
+        for chunk in _chunks(ids, 500):
+            for s in conn.execute(
+                f"SELECT memory_id, body FROM sources WHERE memory_id IN ({','.join('?' * len(chunk))})"
+                " ORDER BY memory_id, position",
+                chunk,
+            ):
+                sources[s["memory_id"]].append(Source.from_dict(json.loads(s["body"])))
+        return [
+            Memory(
+                id=r["id"], cube_id=r["cube_id"], user_id=r["user_id"], session_id=r["session_id"], memory=r["memory"],
+                memory_type=r["memory_type"], status=r["status"], key=r["key"], tags=json.loads(r["tags"]),
+                sources=sources[r["id"]], background=r["background"], confidence=r["confidence"],
+                info=json.loads(r["info"]), created_at=r["created_at"], updated_at=r["updated_at"],
+                event_time=r["event_time"], version=r["version"],
+            )
+            for r in rows
+        ]
+
+    def get_memories(self, cube_id: str, ids: Sequence[str]) -> dict[str, Memory]:
+        rows: list[sqlite3.Row] = []
+        conn = self._conn()
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            rows.extend(
+                conn.execute(
+                    f"SELECT * FROM memories WHERE cube_id = ? AND id IN ({','.join('?' * len(chunk))})",
+                    [cube_id, *chunk],
+                ).fetchall()
+            )
+        return {m.id: m for m in self._rows_to_memories(rows)}
+
+    def list_memories(self, cube_id: str, flt: MemoryFilter, limit: int, after: int = 0) -> tuple[list[Memory], int]:
+        where, params = _filter_sql(flt)
+        rows = self._conn().execute(
+            f"SELECT * FROM memories m WHERE m.cube_id = ? AND m.seq > ? AND {where} ORDER BY m.seq LIMIT ?",
+            [cube_id, after, *params, limit + 1],
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = rows[-1]["seq"] if more and rows else 0
+        return self._rows_to_memories(rows), cursor
+
+    def update_memory(self, memory: Memory) -> None:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE memories SET memory=?, memory_type=?, status=?, key=?, tags=?, background=?, confidence=?,"
+                " info=?, updated_at=?, version=? WHERE id = ? AND cube_id = ?",
+                (
+                    memory.memory, memory.memory_type, memory.status, memory.key, json.dumps(memory.tags),
+                    memory.background, memory.confidence, json.dumps(memory.info), memory.updated_at,
+                    memory.version, memory.id, memory.cube_id,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"memory {memory.id} not found in cube", reason="MEMORY_NOT_FOUND")
+            conn.execute("DELETE FROM memory_tags WHERE memory_id = ?", (memory.id,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO memory_tags(memory_id, tag) VALUES (?,?)", [(memory.id, t) for t in memory.tags]
+            )
+
+    def delete_memories(self, cube_id: str, ids: Sequence[str]) -> list[str]:
+        deleted: list[str] = []
+        with self._tx() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+                marks = ",".join("?" * len(chunk))
+                found = [
+                    r["id"]
+                    for r in conn.execute(
+                        f"SELECT id FROM memories WHERE cube_id = ? AND id IN ({marks})", [cube_id, *chunk]
+                    )
+                ]
+                if found:
+                    fm = ",".join("?" * len(found))
+                    conn.execute(f"DELETE FROM edges WHERE src_id IN ({fm}) OR dst_id IN ({fm})", [*found, *found])
+                    conn.execute(f"DELETE FROM memories WHERE id IN ({fm})", found)
+                deleted.extend(found)
+        return deleted
+
+    def delete_cube_memories(self, cube_id: str) -> list[str]:
+        with self._tx() as conn:
+            ids = [r["id"] for r in conn.execute("SELECT id FROM memories WHERE cube_id = ?", (cube_id,))]
+            conn.execute("DELETE FROM edges WHERE cube_id = ?", (cube_id,))
+            conn.execute("DELETE FROM memories WHERE cube_id = ?", (cube_id,))
+            conn.execute("DELETE FROM requests WHERE cube_id = ?", (cube_id,))
+        return ids
+
+    def search_lexical(self, cube_id: str, query: str, flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
+        match = fts_query(query)
+        if not match:
+            return []
+        where, params = _filter_sql(flt)
+        rows = self._conn().execute(
+            "SELECT m.id AS id, bm25(memories_fts) AS rank FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
+            f" WHERE memories_fts MATCH ? AND m.cube_id = ? AND {where} ORDER BY rank LIMIT ?",
+            [match, cube_id, *params, limit],
+        ).fetchall()
+        # bm25() is lower-is-better and negative; flip it so higher is better.
+        return [(r["id"], -float(r["rank"])) for r in rows]
+
+    def count(self, cube_id: str, flt: MemoryFilter | None = None) -> int:
+        if flt is None:
+            row = self._conn().execute("SELECT COUNT(*) AS n FROM memories WHERE cube_id = ?", (cube_id,)).fetchone()
+        else:
+            where, params = _filter_sql(flt)
+            row = self._conn().execute(
+                f"SELECT COUNT(*) AS n FROM memories m WHERE m.cube_id = ? AND {where}", [cube_id, *params]
+            ).fetchone()
+        return int(row["n"])
+
+    def neighbours(self, cube_id: str, memory_id: str, edge_type: str) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT dst_id AS id FROM edges WHERE cube_id = ? AND src_id = ? AND type = ?"
+            " UNION SELECT src_id AS id FROM edges WHERE cube_id = ? AND dst_id = ? AND type = ?",
+            (cube_id, memory_id, edge_type, cube_id, memory_id, edge_type),
+        ).fetchall()
+        return [r["id"] for r in rows]
+
+    # cubes ----------------------------------------------------------------
+    def _load_cube(self, conn: sqlite3.Connection, cube_id: str) -> Cube | None:
+        row = conn.execute("SELECT * FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone()
+        if row is None:
+            return None
+        members = {
+            r["user_id"]: r["role"]
+            for r in conn.execute("SELECT user_id, role FROM cube_members WHERE cube_id = ?", (cube_id,))
+        }
+        return Cube(row["cube_id"], row["owner_id"], row["name"], members, row["created_at"])
+
+    def create_cube(self, cube: Cube) -> Cube:
+        with self._tx() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO cubes(cube_id, owner_id, name, created_at) VALUES (?,?,?,?)",
+                    (cube.cube_id, cube.owner_id, cube.name, cube.created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"cube {cube.cube_id!r} already exists", reason="CUBE_EXISTS") from exc
+            conn.executemany(
+                "INSERT INTO cube_members(cube_id, user_id, role) VALUES (?,?,?)",
+                [(cube.cube_id, u, r) for u, r in cube.members.items()],
+            )
+        return cube
+
+    def get_cube(self, cube_id: str) -> Cube | None:
+        return self._load_cube(self._conn(), cube_id)
+
+    def list_cubes(self, user_id: str) -> list[Cube]:
+        conn = self._conn()
+        ids = [
+            r["cube_id"]
+            for r in conn.execute(
+                "SELECT cube_id FROM cubes WHERE owner_id = ?"
+                " UNION SELECT cube_id FROM cube_members WHERE user_id = ? ORDER BY cube_id",
+                (user_id, user_id),
+            )
+        ]
+        return [c for c in (self._load_cube(conn, i) for i in ids) if c is not None]
+
+    def set_member(self, cube_id: str, user_id: str, role: str) -> Cube:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM cubes WHERE cube_id = ?", (cube_id,)).fetchone() is None:
+                raise NotFound(f"cube {cube_id!r} not found", reason="CUBE_NOT_FOUND")
+            if role:
+                conn.execute(
+                    "INSERT INTO cube_members(cube_id, user_id, role) VALUES (?,?,?)"
+                    " ON CONFLICT(cube_id, user_id) DO UPDATE SET role = excluded.role",
+                    (cube_id, user_id, role),
+                )
+            else:
+                conn.execute("DELETE FROM cube_members WHERE cube_id = ? AND user_id = ?", (cube_id, user_id))
+            cube = self._load_cube(conn, cube_id)
+        assert cube is not None
+        return cube
+
+    def delete_cube(self, cube_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,))
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

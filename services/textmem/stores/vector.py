@@ -1,0 +1,47 @@
+"""The VectorStore interface: one vector per memory, searchable per cube.
+
+Implementations: :class:`~services.textmem.stores.milvus_vector.MilvusVectorStore`
+(Milvus Lite embedded, or a Milvus server by URI). Every implementation passes
+``tests/conformance``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from services.textmem.models import MemoryFilter
+
+
+@dataclass
+class VectorRecord:
+    id: str
+    cube_id: str
+    user_id: str
+    session_id: str
+    memory_type: str
+    status: str
+    created_at: float
+    vector: np.ndarray
+
+
+class VectorStore(Protocol):
+    dim: int
+
+    def upsert(self, records: Sequence[VectorRecord]) -> None: ...
+
+    def search(self, cube_id: str, vector: np.ndarray, flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
+        """Nearest memories of the cube as (id, similarity), best first. Tags are not filtered here."""
+
+    def get_vectors(self, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def delete(self, cube_id: str, ids: Sequence[str]) -> None: ...
+
+    def delete_cube(self, cube_id: str) -> None: ...
+
+    def count(self, cube_id: str) -> int: ...
+
+    def close(self) -> None: ...

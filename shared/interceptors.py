@@ -1,0 +1,205 @@
+"""Interceptors that every server and client channel gets.
+
+Server side, :class:`ServerCallInterceptor` wraps each handler so that every
+call has a request id (from ``x-request-id`` or generated, echoed back), runs
+in a SERVER span joined to the caller's trace, is access-logged once with its
+outcome and duration, and reports failures in the one error model: a
+:class:`shared.errors.MemosError` becomes its status with an ``ErrorInfo``; any
+other exception becomes INTERNAL with the request id, never a bare traceback.
+
+Client side, :class:`ClientCallInterceptor` propagates the request id and the
+trace context and sets a default deadline on calls that have none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from shared.context import REQUEST_ID_HEADER, current_request_id, new_request_id, reset_request_id, set_request_id
+from shared.errors import Code, DeadlineExceeded, Internal, MemosError
+from shared.grpc_errors import grpc_code, trailing_metadata_for
+from shared.telemetry import extract_context, inject_metadata
+
+access_log = logging.getLogger("memos.access")
+log = logging.getLogger(__name__)
+
+# Calls that are too frequent and too boring to log at INFO.
+_QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class ServerCallInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service_name: str) -> None:
+        self._tracer = trace.get_tracer(f"memos.{service_name}")
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        metadata = tuple(details.invocation_metadata or ())
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, metadata, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, metadata, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, metadata, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(method, metadata, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(self, method: str, metadata: tuple, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(self._tracer, method, metadata, context)
+            with call:
+                try:
+                    await call.begin()
+                    return await behavior(request_or_iterator, context)
+                except BaseException as exc:  # noqa: BLE001 - translated, then re-raised
+                    await call.fail(exc)
+
+        return wrapped
+
+    def _wrap_stream(self, method: str, metadata: tuple, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = _Call(self._tracer, method, metadata, context)
+            with call:
+                try:
+                    await call.begin()
+                    async for response in behavior(request_or_iterator, context):
+                        yield response
+                except BaseException as exc:  # noqa: BLE001
+                    await call.fail(exc)
+
+        return wrapped
+
+
+class _Call:
+    """Bookkeeping of one server call: request id, span, access log line."""
+
+    def __init__(self, tracer: trace.Tracer, method: str, metadata: tuple, context: grpc.aio.ServicerContext):
+        self.method = method
+        self.context = context
+        md = {k: v for k, v in metadata if isinstance(v, str)}
+        self.request_id = md.get(REQUEST_ID_HEADER) or new_request_id()
+        self._parent = extract_context(metadata)
+        self._tracer = tracer
+        self._start = time.perf_counter()
+        self.code = Code.OK
+        self.reason = ""
+
+    def __enter__(self) -> _Call:
+        self._rid_token = set_request_id(self.request_id)
+        self._ctx_token = otel_context.attach(self._parent)
+        self._span_cm = self._tracer.start_as_current_span(
+            self.method.lstrip("/"), kind=trace.SpanKind.SERVER, record_exception=False, set_status_on_exception=False
+        )
+        self.span = self._span_cm.__enter__()
+        self.span.set_attribute("rpc.system", "grpc")
+        self.span.set_attribute("memos.request_id", self.request_id)
+        return self
+
+    async def begin(self) -> None:
+        await self.context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
+        remaining = self.context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded("the call's deadline had passed before it started", reason="DEADLINE_PASSED")
+
+    async def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            self.code, self.reason = Code.CANCELLED, "CANCELLED"
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError":
+            # Already aborted by the handler itself: keep what it said.
+            code = self.context.code()
+            self.code = Code(code.value[0]) if isinstance(code, grpc.StatusCode) else Code.UNKNOWN
+            raise exc
+        if isinstance(exc, MemosError):
+            err = exc
+        else:
+            log.exception("unhandled error in %s", self.method)
+            err = Internal(
+                f"internal error; quote request id {self.request_id} when reporting it",
+                reason="INTERNAL",
+                metadata={"request_id": self.request_id, "exception": type(exc).__name__},
+            )
+        self.code, self.reason = err.code, err.reason
+        self.span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
+        await self.context.abort(grpc_code(err.code), err.message, trailing_metadata=trailing_metadata_for(err))
+
+    def __exit__(self, *exc_info: Any) -> None:
+        elapsed_ms = (time.perf_counter() - self._start) * 1000
+        self.span.set_attribute("rpc.grpc.status_code", int(self.code))
+        self._span_cm.__exit__(None, None, None)
+        otel_context.detach(self._ctx_token)
+        level = logging.DEBUG if self.method.startswith(_QUIET_PREFIXES) else logging.INFO
+        if self.code not in (Code.OK, Code.CANCELLED) and self.code >= Code.INTERNAL:
+            level = logging.WARNING
+        if access_log.isEnabledFor(level):
+            access_log.log(
+                level,
+                "rpc",
+                extra={
+                    "method": self.method,
+                    "code": self.code.name,
+                    "reason": self.reason,
+                    "duration_ms": round(elapsed_ms, 2),
+                    "peer": self.context.peer(),
+                },
+            )
+        reset_request_id(self._rid_token)
+
+
+def _with_metadata(details: grpc.aio.ClientCallDetails, default_timeout: float) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if REQUEST_ID_HEADER not in metadata:
+        metadata.add(REQUEST_ID_HEADER, current_request_id() or new_request_id())
+    for key, value in inject_metadata():
+        metadata[key] = value
+    timeout = details.timeout if details.timeout is not None else default_timeout
+    return grpc.aio.ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
+
+
+class ClientCallInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    def __init__(self, default_timeout_s: float) -> None:
+        self._timeout = default_timeout_s
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
+        return await continuation(_with_metadata(client_call_details, self._timeout), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
+        return await continuation(_with_metadata(client_call_details, self._timeout), request)
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
+        return await continuation(_with_metadata(client_call_details, self._timeout), request_iterator)
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
+        return await continuation(_with_metadata(client_call_details, self._timeout), request_iterator)
