@@ -39,6 +39,20 @@ def _service_config(idempotent_methods: Iterable[str], max_attempts: int) -> str
     return json.dumps(config)
 
 
+def channel_options(
+    settings: ClientSettings, idempotent_methods: Iterable[str], max_message_bytes: int = 64 * 1024 * 1024
+) -> list[tuple[str, object]]:
+    """Channel options shared by the async (service) and sync (SDK) channels."""
+    return [
+        ("grpc.service_config", _service_config(idempotent_methods, settings.retry_max_attempts)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+    ]
+
+
 def open_channel(
     target: str,
     *,
@@ -51,16 +65,10 @@ def open_channel(
     ``idempotent_methods`` are full method names ("/pkg.Service/Method").
     """
     settings = settings or ClientSettings()
-    options = [
-        ("grpc.service_config", _service_config(idempotent_methods, settings.retry_max_attempts)),
-        ("grpc.enable_retries", 1),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_permit_without_calls", 0),
-    ]
     return grpc.aio.insecure_channel(
-        target, options=options, interceptors=[ClientCallInterceptor(settings.default_deadline_s)]
+        target,
+        options=channel_options(settings, idempotent_methods, max_message_bytes),
+        interceptors=[ClientCallInterceptor(settings.default_deadline_s)],
     )
 
 

@@ -72,7 +72,7 @@ def from_rpc_error(exc: grpc.RpcError) -> MemosError:
     status = None
     try:
         status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    except Exception:  # a malformed trailer is treated as absent
+    except (ValueError, TypeError, AttributeError):  # a malformed trailer is treated as absent
         status = None
     if status is not None:
         return from_status_proto(status)

@@ -71,7 +71,9 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [svc.full_name for svc in self.services]
         if s.enable_reflection:
-            reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+            reflection.enable_server_reflection(
+                [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+            )
         self.port = server.add_insecure_port(s.listen_addr)
         if self.port == 0:
             raise RuntimeError(f"could not bind {s.listen_addr}")

@@ -17,8 +17,10 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
         name="gateway",
         settings=settings,
         services=[
-            ServiceBinding("memos.gateway.v1.GatewayService",
-                           lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s)),
+            ServiceBinding(
+                "memos.gateway.v1.GatewayService",
+                lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
+            ),
         ],
         on_stop=[textmem.close],
     )

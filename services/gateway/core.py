@@ -56,11 +56,16 @@ def check_cube_ids(cube_ids: Sequence[str], field: str, limit: int) -> list[str]
     if not cube_ids:
         raise InvalidArgument(f"{field} must name at least one cube", reason="NO_CUBES", metadata={"field": field})
     if len(cube_ids) > limit:
-        raise InvalidArgument(f"{field} names {len(cube_ids)} cubes; the limit is {limit}", reason="TOO_MANY_CUBES",
-                              metadata={"field": field, "limit": str(limit)})
+        raise InvalidArgument(
+            f"{field} names {len(cube_ids)} cubes; the limit is {limit}",
+            reason="TOO_MANY_CUBES",
+            metadata={"field": field, "limit": str(limit)},
+        )
     for c in cube_ids:
         if not c or not c.strip():
-            raise InvalidArgument(f"{field} contains an empty cube id", reason="EMPTY_CUBE_ID", metadata={"field": field})
+            raise InvalidArgument(
+                f"{field} contains an empty cube id", reason="EMPTY_CUBE_ID", metadata={"field": field}
+            )
         if len(c) > 256:
             raise InvalidArgument(f"{field} contains a cube id over 256 characters", reason="CUBE_ID_TOO_LONG")
     return list(dict.fromkeys(cube_ids))
@@ -88,7 +93,9 @@ class Gateway:
         if hit is not None and hit.expires > now:
             return hit.cube
         try:
-            resp = await self.textmem.call(self.textmem.cubes.GetCube, textmem_pb2.GetCubeRequest(cube_id=cube_id), timeout)
+            resp = await self.textmem.call(
+                self.textmem.cubes.GetCube, textmem_pb2.GetCubeRequest(cube_id=cube_id), timeout
+            )
         except NotFound:
             return None
         if self.settings.cube_cache_ttl_s > 0:
@@ -99,10 +106,13 @@ class Gateway:
         cubes = await asyncio.gather(*(self._get_cube(c, timeout) for c in cube_ids))
         for cube_id, cube in zip(cube_ids, cubes, strict=True):
             if cube is None:
-                raise NotFound(f"cube {cube_id!r} does not exist", reason="CUBE_NOT_FOUND", metadata={"cube_id": cube_id})
+                raise NotFound(
+                    f"cube {cube_id!r} does not exist", reason="CUBE_NOT_FOUND", metadata={"cube_id": cube_id}
+                )
             if role_of(cube, user_id) not in _READ_ROLES:
-                raise PermissionDenied(f"user may not read cube {cube_id!r}", reason="CUBE_READ_DENIED",
-                                       metadata={"cube_id": cube_id})
+                raise PermissionDenied(
+                    f"user may not read cube {cube_id!r}", reason="CUBE_READ_DENIED", metadata={"cube_id": cube_id}
+                )
 
     async def authorize_write(self, user_id: str, cube_ids: Sequence[str], timeout: float | None) -> list[str]:
         """Checks every cube before touching any; creates the new ones. Returns the created ids."""
@@ -112,8 +122,9 @@ class Gateway:
             if cube is None:
                 missing.append(cube_id)
             elif role_of(cube, user_id) not in _WRITE_ROLES:
-                raise PermissionDenied(f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED",
-                                       metadata={"cube_id": cube_id})
+                raise PermissionDenied(
+                    f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED", metadata={"cube_id": cube_id}
+                )
         created = []
         for cube_id in missing:
             resp = await self.textmem.call(
@@ -121,8 +132,9 @@ class Gateway:
             )
             # Someone else may have created it a moment ago.
             if role_of(resp.cube, user_id) not in _WRITE_ROLES:
-                raise PermissionDenied(f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED",
-                                       metadata={"cube_id": cube_id})
+                raise PermissionDenied(
+                    f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED", metadata={"cube_id": cube_id}
+                )
             if resp.created:
                 created.append(cube_id)
         return created
@@ -134,13 +146,17 @@ class Gateway:
         if not req.messages:
             raise InvalidArgument("messages must not be empty", reason="EMPTY_MESSAGES", metadata={"field": "messages"})
         if len(req.messages) > self.settings.max_messages_per_add:
-            raise InvalidArgument(f"{len(req.messages)} messages; the limit is {self.settings.max_messages_per_add}",
-                                  reason="TOO_MANY_MESSAGES", metadata={"limit": str(self.settings.max_messages_per_add)})
+            raise InvalidArgument(
+                f"{len(req.messages)} messages; the limit is {self.settings.max_messages_per_add}",
+                reason="TOO_MANY_MESSAGES",
+                metadata={"limit": str(self.settings.max_messages_per_add)},
+            )
         if req.mode not in gateway_pb2.ExtractMode.values():
             raise InvalidArgument(f"unknown mode {req.mode}", reason="UNKNOWN_MODE", metadata={"field": "mode"})
         if req.async_mode not in gateway_pb2.AsyncMode.values():
-            raise InvalidArgument(f"unknown async_mode {req.async_mode}", reason="UNKNOWN_ASYNC_MODE",
-                                  metadata={"field": "async_mode"})
+            raise InvalidArgument(
+                f"unknown async_mode {req.async_mode}", reason="UNKNOWN_ASYNC_MODE", metadata={"field": "async_mode"}
+            )
         notices: list[str] = []
         if req.mode == gateway_pb2.EXTRACT_MODE_FINE and not self.settings.ingest_addr:
             notices.append("mode=fine needs an LLM-backed ingest service, none is configured: stored with fast mode")
@@ -156,15 +172,21 @@ class Gateway:
                 resp = await self.textmem.call(
                     self.textmem.memories.AddMemories,
                     textmem_pb2.AddMemoriesRequest(
-                        request_id=f"{request_id}:{cube_id}", cube_id=cube_id, user_id=req.user_id,
-                        session_id=session_id, messages=req.messages, custom_tags=req.custom_tags, info=req.info,
+                        request_id=f"{request_id}:{cube_id}",
+                        cube_id=cube_id,
+                        user_id=req.user_id,
+                        session_id=session_id,
+                        messages=req.messages,
+                        custom_tags=req.custom_tags,
+                        info=req.info,
                     ),
                     timeout,
                 )
                 written[cube_id] = [m.id for m in resp.memories]
                 added.extend(
-                    gateway_pb2.AddedMemory(memory_id=m.id, memory=m.memory, memory_type=m.metadata.memory_type,
-                                            cube_id=cube_id)
+                    gateway_pb2.AddedMemory(
+                        memory_id=m.id, memory=m.memory, memory_type=m.metadata.memory_type, cube_id=cube_id
+                    )
                     for m in resp.memories
                 )
         except MemosError:
@@ -192,7 +214,9 @@ class Gateway:
                 log.error("could not roll back a partial add", extra={"cube_id": cube_id, "count": len(ids)})
 
     # search ----------------------------------------------------------------------------
-    async def search(self, req: gateway_pb2.SearchMemoriesRequest, time_remaining: float | None) -> gateway_pb2.SearchMemoriesResponse:
+    async def search(
+        self, req: gateway_pb2.SearchMemoriesRequest, time_remaining: float | None
+    ) -> gateway_pb2.SearchMemoriesResponse:
         started = time.monotonic()
         require_user(req.user_id)
         cube_ids = check_cube_ids(req.readable_cube_ids, "readable_cube_ids", self.settings.max_cubes_per_request)
@@ -200,16 +224,25 @@ class Gateway:
             raise InvalidArgument("query must not be empty", reason="EMPTY_QUERY", metadata={"field": "query"})
         top_k = req.top_k or 10
         if not 1 <= top_k <= MAX_TOP_K:
-            raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}", reason="TOP_K_OUT_OF_RANGE",
-                                  metadata={"field": "top_k", "max": str(MAX_TOP_K)})
+            raise InvalidArgument(
+                f"top_k must be between 1 and {MAX_TOP_K}",
+                reason="TOP_K_OUT_OF_RANGE",
+                metadata={"field": "top_k", "max": str(MAX_TOP_K)},
+            )
         pref_top_k = req.pref_top_k or 6
         if not 1 <= pref_top_k <= MAX_TOP_K:
-            raise InvalidArgument(f"pref_top_k must be between 1 and {MAX_TOP_K}", reason="TOP_K_OUT_OF_RANGE",
-                                  metadata={"field": "pref_top_k", "max": str(MAX_TOP_K)})
+            raise InvalidArgument(
+                f"pref_top_k must be between 1 and {MAX_TOP_K}",
+                reason="TOP_K_OUT_OF_RANGE",
+                metadata={"field": "pref_top_k", "max": str(MAX_TOP_K)},
+            )
         for t in req.filter.memory_types:
             if t not in memory_pb2.MemoryType.values() or t == memory_pb2.MEMORY_TYPE_UNSPECIFIED:
-                raise InvalidArgument(f"unknown memory type {t} in filter", reason="UNKNOWN_MEMORY_TYPE",
-                                      metadata={"field": "filter.memory_types"})
+                raise InvalidArgument(
+                    f"unknown memory type {t} in filter",
+                    reason="UNKNOWN_MEMORY_TYPE",
+                    metadata={"field": "filter.memory_types"},
+                )
         budget = time_remaining if time_remaining is not None else self.settings.search_timeout_s
         if budget <= 0:
             raise DeadlineExceeded("the call's deadline had passed", reason="DEADLINE_PASSED")
@@ -230,9 +263,7 @@ class Gateway:
         buckets = await asyncio.gather(*jobs)
         text_buckets = buckets[: len(cube_ids)]
         pref_buckets = buckets[len(cube_ids) :]
-        ranked = sorted(
-            (m for b in text_buckets for m in b.memories), key=lambda m: (-m.score, m.item.id)
-        )[:top_k]
+        ranked = sorted((m for b in text_buckets for m in b.memories), key=lambda m: (-m.score, m.item.id))[:top_k]
         pref_string = ""
         if req.include_preference:
             prefs = [m.item.memory for b in pref_buckets for m in b.memories]
@@ -242,8 +273,9 @@ class Gateway:
             text_mem=text_buckets, pref_mem=pref_buckets, pref_string=pref_string, ranked=ranked
         )
 
-    async def _search_cube(self, cube_id: str, query: str, top_k: int, flt: memory_pb2.MemoryFilter,
-                           timeout: float) -> gateway_pb2.CubeMemories:
+    async def _search_cube(
+        self, cube_id: str, query: str, top_k: int, flt: memory_pb2.MemoryFilter, timeout: float
+    ) -> gateway_pb2.CubeMemories:
         try:
             resp = await self.textmem.call(
                 self.textmem.memories.SearchMemories,
@@ -255,8 +287,9 @@ class Gateway:
                 raise  # the request is wrong for every cube alike
             log.warning("cube search failed", extra={"cube_id": cube_id, "reason": err.reason})
             return gateway_pb2.CubeMemories(cube_id=cube_id, status=to_status_proto(err))
-        return gateway_pb2.CubeMemories(cube_id=cube_id, memories=resp.memories, total=resp.total,
-                                        status=ok_status_proto())
+        return gateway_pb2.CubeMemories(
+            cube_id=cube_id, memories=resp.memories, total=resp.total, status=ok_status_proto()
+        )
 
     # single-cube operations -------------------------------------------------------------------
     async def get(self, req: gateway_pb2.GetMemoryRequest, timeout: float | None) -> gateway_pb2.GetMemoryResponse:
@@ -264,42 +297,59 @@ class Gateway:
         check_cube_ids([req.cube_id], "cube_id", 1)
         await self.authorize_read(req.user_id, [req.cube_id], timeout)
         resp = await self.textmem.call(
-            self.textmem.memories.GetMemory, textmem_pb2.GetMemoryRequest(cube_id=req.cube_id, memory_id=req.memory_id), timeout
+            self.textmem.memories.GetMemory,
+            textmem_pb2.GetMemoryRequest(cube_id=req.cube_id, memory_id=req.memory_id),
+            timeout,
         )
         return gateway_pb2.GetMemoryResponse(memory=resp.memory)
 
-    async def list(self, req: gateway_pb2.ListMemoriesRequest, timeout: float | None) -> gateway_pb2.ListMemoriesResponse:
+    async def list(
+        self, req: gateway_pb2.ListMemoriesRequest, timeout: float | None
+    ) -> gateway_pb2.ListMemoriesResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         await self.authorize_read(req.user_id, [req.cube_id], timeout)
         resp = await self.textmem.call(
             self.textmem.memories.ListMemories,
-            textmem_pb2.ListMemoriesRequest(cube_id=req.cube_id, page_size=req.page_size, page_token=req.page_token,
-                                            filter=req.filter),
+            textmem_pb2.ListMemoriesRequest(
+                cube_id=req.cube_id, page_size=req.page_size, page_token=req.page_token, filter=req.filter
+            ),
             timeout,
         )
         return gateway_pb2.ListMemoriesResponse(memories=resp.memories, next_page_token=resp.next_page_token)
 
-    async def update(self, req: gateway_pb2.UpdateMemoryRequest, timeout: float | None) -> gateway_pb2.UpdateMemoryResponse:
+    async def update(
+        self, req: gateway_pb2.UpdateMemoryRequest, timeout: float | None
+    ) -> gateway_pb2.UpdateMemoryResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         await self._authorize_existing_write(req.user_id, req.cube_id, timeout)
         resp = await self.textmem.call(
             self.textmem.memories.UpdateMemory,
-            textmem_pb2.UpdateMemoryRequest(request_id=req.request_id or uuid.uuid4().hex, cube_id=req.cube_id,
-                                            memory=req.memory, update_mask=req.update_mask),
+            textmem_pb2.UpdateMemoryRequest(
+                request_id=req.request_id or uuid.uuid4().hex,
+                cube_id=req.cube_id,
+                memory=req.memory,
+                update_mask=req.update_mask,
+            ),
             timeout,
         )
         return gateway_pb2.UpdateMemoryResponse(memory=resp.memory)
 
-    async def delete(self, req: gateway_pb2.DeleteMemoriesRequest, timeout: float | None) -> gateway_pb2.DeleteMemoriesResponse:
+    async def delete(
+        self, req: gateway_pb2.DeleteMemoriesRequest, timeout: float | None
+    ) -> gateway_pb2.DeleteMemoriesResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         await self._authorize_existing_write(req.user_id, req.cube_id, timeout)
         resp = await self.textmem.call(
             self.textmem.memories.DeleteMemories,
-            textmem_pb2.DeleteMemoriesRequest(request_id=req.request_id or uuid.uuid4().hex, cube_id=req.cube_id,
-                                              memory_ids=req.memory_ids, all=req.all),
+            textmem_pb2.DeleteMemoriesRequest(
+                request_id=req.request_id or uuid.uuid4().hex,
+                cube_id=req.cube_id,
+                memory_ids=req.memory_ids,
+                all=req.all,
+            ),
             timeout,
         )
         return gateway_pb2.DeleteMemoriesResponse(deleted_count=resp.deleted_count)
@@ -309,52 +359,75 @@ class Gateway:
         if cube is None:
             raise NotFound(f"cube {cube_id!r} does not exist", reason="CUBE_NOT_FOUND", metadata={"cube_id": cube_id})
         if role_of(cube, user_id) not in _WRITE_ROLES:
-            raise PermissionDenied(f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED",
-                                   metadata={"cube_id": cube_id})
+            raise PermissionDenied(
+                f"user may not write cube {cube_id!r}", reason="CUBE_WRITE_DENIED", metadata={"cube_id": cube_id}
+            )
 
     # cube management ----------------------------------------------------------------------------
     @staticmethod
     def cube_info(cube: textmem_pb2.Cube, user_id: str) -> gateway_pb2.CubeInfo:
         role = role_of(cube, user_id)
-        my_role = {"owner": gateway_pb2.SHARE_ROLE_WRITER, "writer": gateway_pb2.SHARE_ROLE_WRITER,
-                   "reader": gateway_pb2.SHARE_ROLE_READER}.get(role, gateway_pb2.SHARE_ROLE_NONE)
-        return gateway_pb2.CubeInfo(cube_id=cube.cube_id, owner_id=cube.owner_id, name=cube.name, my_role=my_role,
-                                    owned=role == "owner")
+        my_role = {
+            "owner": gateway_pb2.SHARE_ROLE_WRITER,
+            "writer": gateway_pb2.SHARE_ROLE_WRITER,
+            "reader": gateway_pb2.SHARE_ROLE_READER,
+        }.get(role, gateway_pb2.SHARE_ROLE_NONE)
+        return gateway_pb2.CubeInfo(
+            cube_id=cube.cube_id, owner_id=cube.owner_id, name=cube.name, my_role=my_role, owned=role == "owner"
+        )
 
-    async def create_cube(self, req: gateway_pb2.CreateCubeRequest, timeout: float | None) -> gateway_pb2.CreateCubeResponse:
+    async def create_cube(
+        self, req: gateway_pb2.CreateCubeRequest, timeout: float | None
+    ) -> gateway_pb2.CreateCubeResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         resp = await self.textmem.call(
             self.textmem.cubes.CreateCube,
-            textmem_pb2.CreateCubeRequest(request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id,
-                                          name=req.name),
+            textmem_pb2.CreateCubeRequest(
+                request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id, name=req.name
+            ),
             timeout,
         )
         return gateway_pb2.CreateCubeResponse(cube=self.cube_info(resp.cube, req.user_id))
 
-    async def list_cubes(self, req: gateway_pb2.ListCubesRequest, timeout: float | None) -> gateway_pb2.ListCubesResponse:
+    async def list_cubes(
+        self, req: gateway_pb2.ListCubesRequest, timeout: float | None
+    ) -> gateway_pb2.ListCubesResponse:
         require_user(req.user_id)
-        resp = await self.textmem.call(self.textmem.cubes.ListCubes, textmem_pb2.ListCubesRequest(user_id=req.user_id), timeout)
+        resp = await self.textmem.call(
+            self.textmem.cubes.ListCubes, textmem_pb2.ListCubesRequest(user_id=req.user_id), timeout
+        )
         return gateway_pb2.ListCubesResponse(cubes=[self.cube_info(c, req.user_id) for c in resp.cubes])
 
-    async def share_cube(self, req: gateway_pb2.ShareCubeRequest, timeout: float | None) -> gateway_pb2.ShareCubeResponse:
+    async def share_cube(
+        self, req: gateway_pb2.ShareCubeRequest, timeout: float | None
+    ) -> gateway_pb2.ShareCubeResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         if not req.target_user_id:
             raise InvalidArgument("target_user_id is required", reason="MISSING_TARGET_USER_ID")
         if req.role not in _SHARE_TO_CUBE_ROLE:
-            raise InvalidArgument("role must be READER, WRITER or NONE", reason="UNKNOWN_ROLE", metadata={"field": "role"})
+            raise InvalidArgument(
+                "role must be READER, WRITER or NONE", reason="UNKNOWN_ROLE", metadata={"field": "role"}
+            )
         self._forget(req.cube_id)
         resp = await self.textmem.call(
             self.textmem.cubes.SetCubeAccess,
-            textmem_pb2.SetCubeAccessRequest(request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id,
-                                             user_id=req.target_user_id, role=_SHARE_TO_CUBE_ROLE[req.role]),
+            textmem_pb2.SetCubeAccessRequest(
+                request_id=req.request_id,
+                cube_id=req.cube_id,
+                owner_id=req.user_id,
+                user_id=req.target_user_id,
+                role=_SHARE_TO_CUBE_ROLE[req.role],
+            ),
             timeout,
         )
         self._forget(req.cube_id)
         return gateway_pb2.ShareCubeResponse(cube=self.cube_info(resp.cube, req.user_id))
 
-    async def delete_cube(self, req: gateway_pb2.DeleteCubeRequest, timeout: float | None) -> gateway_pb2.DeleteCubeResponse:
+    async def delete_cube(
+        self, req: gateway_pb2.DeleteCubeRequest, timeout: float | None
+    ) -> gateway_pb2.DeleteCubeResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         self._forget(req.cube_id)

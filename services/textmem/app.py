@@ -19,12 +19,20 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     graph = SqliteGraphStore(settings.sqlite_path or settings.data_dir / "graph.sqlite3")
     vectors = MilvusVectorStore(
-        settings.milvus_uri or str(settings.data_dir / "milvus.db"), settings.milvus_collection, embedder.dim,
-        token=settings.milvus_token, index_type=settings.milvus_index_type,
+        settings.milvus_uri or str(settings.data_dir / "milvus.db"),
+        settings.milvus_collection,
+        embedder.dim,
+        token=settings.milvus_token,
+        index_type=settings.milvus_index_type,
     )
     return TextMemory(
-        graph, vectors, embedder, window_size=settings.window_size, window_overlap=settings.window_overlap,
-        query_cache_size=settings.query_cache_size, max_messages_per_add=settings.max_messages_per_add,
+        graph,
+        vectors,
+        embedder,
+        window_size=settings.window_size,
+        window_overlap=settings.window_overlap,
+        query_cache_size=settings.query_cache_size,
+        max_messages_per_add=settings.max_messages_per_add,
         max_text_chars=settings.max_text_chars,
     )
 
@@ -37,8 +45,13 @@ def build_server(settings: TextMemSettings, memory: TextMemory | None = None) ->
         name="textmem",
         settings=settings,
         services=[
-            ServiceBinding("memos.textmem.v1.TextMemService", lambda s: textmem_pb2_grpc.add_TextMemServiceServicer_to_server(tm, s)),
-            ServiceBinding("memos.textmem.v1.CubeService", lambda s: textmem_pb2_grpc.add_CubeServiceServicer_to_server(cubes, s)),
+            ServiceBinding(
+                "memos.textmem.v1.TextMemService",
+                lambda s: textmem_pb2_grpc.add_TextMemServiceServicer_to_server(tm, s),
+            ),
+            ServiceBinding(
+                "memos.textmem.v1.CubeService", lambda s: textmem_pb2_grpc.add_CubeServiceServicer_to_server(cubes, s)
+            ),
         ],
         on_stop=[memory.close],
     )

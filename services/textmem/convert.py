@@ -48,8 +48,11 @@ _ROLES = {
     message_pb2.ROLE_DEVELOPER: "developer",
 }
 CUBE_ROLE_TO_NAME = {textmem_pb2.CUBE_ROLE_READER: "reader", textmem_pb2.CUBE_ROLE_WRITER: "writer"}
-_NAME_TO_CUBE_ROLE = {"reader": textmem_pb2.CUBE_ROLE_READER, "writer": textmem_pb2.CUBE_ROLE_WRITER,
-                      "owner": textmem_pb2.CUBE_ROLE_OWNER}
+_NAME_TO_CUBE_ROLE = {
+    "reader": textmem_pb2.CUBE_ROLE_READER,
+    "writer": textmem_pb2.CUBE_ROLE_WRITER,
+    "owner": textmem_pb2.CUBE_ROLE_OWNER,
+}
 
 
 def _ts(value: float | None) -> timestamp_pb2.Timestamp | None:
@@ -99,18 +102,31 @@ def messages_from_proto(messages) -> list[ChatMessage]:  # type: ignore[no-untyp
                 parts.append(Part("input_audio"))
             else:
                 raise InvalidArgument(
-                    f"message {i} part {j} is empty", reason="EMPTY_CONTENT_PART",
+                    f"message {i} part {j} is empty",
+                    reason="EMPTY_CONTENT_PART",
                     metadata={"message_index": str(i), "part_index": str(j)},
                 )
         calls = [ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls]
         if not parts and not calls:
-            raise InvalidArgument(f"message {i} has no content", reason="EMPTY_MESSAGE", metadata={"message_index": str(i)})
+            raise InvalidArgument(
+                f"message {i} has no content", reason="EMPTY_MESSAGE", metadata={"message_index": str(i)}
+            )
         if role == "tool" and not m.tool_call_id:
-            raise InvalidArgument(f"tool message {i} has no tool_call_id", reason="MISSING_TOOL_CALL_ID",
-                                  metadata={"message_index": str(i)})
+            raise InvalidArgument(
+                f"tool message {i} has no tool_call_id",
+                reason="MISSING_TOOL_CALL_ID",
+                metadata={"message_index": str(i)},
+            )
         out.append(
-            ChatMessage(role=role, parts=parts, name=m.name, tool_calls=calls, tool_call_id=m.tool_call_id,
-                        chat_time=_from_ts(m, "chat_time"), message_id=m.message_id)
+            ChatMessage(
+                role=role,
+                parts=parts,
+                name=m.name,
+                tool_calls=calls,
+                tool_call_id=m.tool_call_id,
+                chat_time=_from_ts(m, "chat_time"),
+                message_id=m.message_id,
+            )
         )
     return out
 
@@ -118,9 +134,14 @@ def messages_from_proto(messages) -> list[ChatMessage]:  # type: ignore[no-untyp
 # memories ---------------------------------------------------------------------------
 def source_to_proto(s: Source) -> memory_pb2.Source:
     pb = memory_pb2.Source(
-        type=_NAME_TO_SOURCE.get(s.type, memory_pb2.SOURCE_TYPE_UNSPECIFIED), role=s.role,
-        message_index=s.message_index, message_id=s.message_id, content=s.content, image_url=s.image_url,
-        tool_call_id=s.tool_call_id, tool_name=s.tool_name,
+        type=_NAME_TO_SOURCE.get(s.type, memory_pb2.SOURCE_TYPE_UNSPECIFIED),
+        role=s.role,
+        message_index=s.message_index,
+        message_id=s.message_id,
+        content=s.content,
+        image_url=s.image_url,
+        tool_call_id=s.tool_call_id,
+        tool_name=s.tool_name,
     )
     if s.chat_time is not None:
         pb.chat_time.CopyFrom(_ts(s.chat_time))
@@ -137,9 +158,16 @@ def source_from_proto(pb: memory_pb2.Source) -> Source:
     if pb.HasField("file"):
         file = {k: v for k, v in json_format.MessageToDict(pb.file, preserving_proto_field_name=True).items()}
     return Source(
-        type=_SOURCE_TO_NAME.get(pb.type, "chat"), role=pb.role, message_index=pb.message_index,
-        message_id=pb.message_id, chat_time=_from_ts(pb, "chat_time"), content=pb.content, file=file,
-        image_url=pb.image_url, tool_call_id=pb.tool_call_id, tool_name=pb.tool_name,
+        type=_SOURCE_TO_NAME.get(pb.type, "chat"),
+        role=pb.role,
+        message_index=pb.message_index,
+        message_id=pb.message_id,
+        chat_time=_from_ts(pb, "chat_time"),
+        content=pb.content,
+        file=file,
+        image_url=pb.image_url,
+        tool_call_id=pb.tool_call_id,
+        tool_name=pb.tool_name,
     )
 
 
@@ -148,10 +176,20 @@ def memory_to_proto(m: Memory) -> memory_pb2.MemoryItem:
     if m.info:
         info.update(m.info)
     meta = memory_pb2.MemoryMetadata(
-        memory_type=memory_type_value(m.memory_type), status=_NAME_TO_STATUS.get(m.status, 0), key=m.key,
-        tags=m.tags, sources=[source_to_proto(s) for s in m.sources], background=m.background,
-        confidence=m.confidence, user_id=m.user_id, session_id=m.session_id, cube_id=m.cube_id,
-        created_at=_ts(m.created_at), updated_at=_ts(m.updated_at), version=m.version, info=info,
+        memory_type=memory_type_value(m.memory_type),
+        status=_NAME_TO_STATUS.get(m.status, 0),
+        key=m.key,
+        tags=m.tags,
+        sources=[source_to_proto(s) for s in m.sources],
+        background=m.background,
+        confidence=m.confidence,
+        user_id=m.user_id,
+        session_id=m.session_id,
+        cube_id=m.cube_id,
+        created_at=_ts(m.created_at),
+        updated_at=_ts(m.updated_at),
+        version=m.version,
+        info=info,
     )
     if m.event_time is not None:
         meta.event_time.CopyFrom(_ts(m.event_time))
@@ -162,9 +200,17 @@ def memory_from_proto(pb: memory_pb2.MemoryItem | textmem_pb2.MemoryCandidate) -
     md = pb.metadata
     mtype = md.memory_type or memory_pb2.MEMORY_TYPE_LONG_TERM
     return Memory(
-        id=getattr(pb, "id", ""), cube_id=md.cube_id, memory=pb.memory, user_id=md.user_id, session_id=md.session_id,
-        memory_type=memory_type_name(mtype), status=_STATUS_TO_NAME.get(md.status, "activated"), key=md.key,
-        tags=list(md.tags), sources=[source_from_proto(s) for s in md.sources], background=md.background,
+        id=getattr(pb, "id", ""),
+        cube_id=md.cube_id,
+        memory=pb.memory,
+        user_id=md.user_id,
+        session_id=md.session_id,
+        memory_type=memory_type_name(mtype),
+        status=_STATUS_TO_NAME.get(md.status, "activated"),
+        key=md.key,
+        tags=list(md.tags),
+        sources=[source_from_proto(s) for s in md.sources],
+        background=md.background,
         confidence=md.confidence if md.confidence else 1.0,
         info=json_format.MessageToDict(md.info) if md.HasField("info") else {},
         event_time=_from_ts(md, "event_time"),
@@ -178,8 +224,11 @@ def status_value(name: str) -> int:
 def filter_from_proto(pb: memory_pb2.MemoryFilter) -> MemoryFilter:
     return MemoryFilter(
         memory_types=tuple(memory_type_name(t) for t in pb.memory_types),
-        user_id=pb.user_id, session_id=pb.session_id, tags=tuple(pb.tags),
-        created_after=_from_ts(pb, "created_after"), created_before=_from_ts(pb, "created_before"),
+        user_id=pb.user_id,
+        session_id=pb.session_id,
+        tags=tuple(pb.tags),
+        created_after=_from_ts(pb, "created_after"),
+        created_before=_from_ts(pb, "created_before"),
         include_archived=pb.include_archived,
     )
 
@@ -199,14 +248,16 @@ def decode_page_token(token: str) -> int:
         if not isinstance(value, int) or value < 0:
             raise ValueError
         return value
-    except Exception:
+    except (ValueError, KeyError, TypeError):
         raise InvalidArgument("page_token is not one this service issued", reason="BAD_PAGE_TOKEN") from None
 
 
 # cubes --------------------------------------------------------------------------------
 def cube_to_proto(c: Cube) -> textmem_pb2.Cube:
     return textmem_pb2.Cube(
-        cube_id=c.cube_id, owner_id=c.owner_id, name=c.name,
+        cube_id=c.cube_id,
+        owner_id=c.owner_id,
+        name=c.name,
         members=[textmem_pb2.CubeMember(user_id=u, role=_NAME_TO_CUBE_ROLE[r]) for u, r in sorted(c.members.items())],
         created_at=_ts(c.created_at),
     )

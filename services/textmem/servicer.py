@@ -27,9 +27,16 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         messages = convert.messages_from_proto(request.messages)
         window_overlap = request.window.overlap if request.window.HasField("overlap") else None
         result = await asyncio.to_thread(
-            self._mem.add_messages, request.cube_id, request.user_id, request.session_id, messages,
-            tags=list(request.custom_tags), info=convert.json_format.MessageToDict(request.info),
-            request_id=request.request_id, window_size=request.window.size, window_overlap=window_overlap,
+            self._mem.add_messages,
+            request.cube_id,
+            request.user_id,
+            request.session_id,
+            messages,
+            tags=list(request.custom_tags),
+            info=convert.json_format.MessageToDict(request.info),
+            request_id=request.request_id,
+            window_size=request.window.size,
+            window_overlap=window_overlap,
         )
         return textmem_pb2.AddMemoriesResponse(
             memories=[convert.memory_to_proto(m) for m in result.memories], replayed=result.replayed
@@ -38,7 +45,11 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
     async def WriteMemories(self, request, context):  # type: ignore[no-untyped-def]
         candidates = [convert.memory_from_proto(c) for c in request.candidates]
         result = await asyncio.to_thread(
-            self._mem.write_memories, request.cube_id, request.user_id, request.session_id, candidates,
+            self._mem.write_memories,
+            request.cube_id,
+            request.user_id,
+            request.session_id,
+            candidates,
             request.request_id,
         )
         return textmem_pb2.WriteMemoriesResponse(

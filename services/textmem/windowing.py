@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from services.textmem.models import ChatMessage, Memory, Source
 
@@ -31,7 +31,7 @@ def window_bounds(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
 
 
 def _format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def render_message(msg: ChatMessage) -> str:
@@ -97,7 +97,7 @@ def build_window_memories(
 ) -> list[Memory]:
     """The fast-mode memories of a conversation, in order."""
     now = time.time() if now is None else now
-    for i, msg in enumerate(messages):
+    for msg in messages:
         if not msg.message_id:
             msg.message_id = f"msg-{uuid.uuid4().hex[:16]}"
     memories = []

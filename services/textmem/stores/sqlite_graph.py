@@ -208,9 +208,22 @@ class SqliteGraphStore:
                     " background, confidence, info, created_at, updated_at, event_time, version)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
-                        m.id, m.cube_id, m.user_id, m.session_id, m.memory, m.memory_type, m.status, m.key,
-                        json.dumps(m.tags), m.background, m.confidence, json.dumps(m.info), m.created_at,
-                        m.updated_at, m.event_time, m.version,
+                        m.id,
+                        m.cube_id,
+                        m.user_id,
+                        m.session_id,
+                        m.memory,
+                        m.memory_type,
+                        m.status,
+                        m.key,
+                        json.dumps(m.tags),
+                        m.background,
+                        m.confidence,
+                        json.dumps(m.info),
+                        m.created_at,
+                        m.updated_at,
+                        m.event_time,
+                        m.version,
                     ),
                 )
                 conn.executemany(
@@ -228,9 +241,11 @@ class SqliteGraphStore:
                 )
 
     def memory_ids_for_request(self, cube_id: str, request_id: str) -> list[str] | None:
-        row = self._conn().execute(
-            "SELECT memory_ids FROM requests WHERE cube_id = ? AND request_id = ?", (cube_id, request_id)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT memory_ids FROM requests WHERE cube_id = ? AND request_id = ?", (cube_id, request_id))
+            .fetchone()
+        )
         return None if row is None else json.loads(row["memory_ids"])
 
     def _rows_to_memories(self, rows: list[sqlite3.Row]) -> list[Memory]:
@@ -248,11 +263,23 @@ class SqliteGraphStore:
                 sources[s["memory_id"]].append(Source.from_dict(json.loads(s["body"])))
         return [
             Memory(
-                id=r["id"], cube_id=r["cube_id"], user_id=r["user_id"], session_id=r["session_id"], memory=r["memory"],
-                memory_type=r["memory_type"], status=r["status"], key=r["key"], tags=json.loads(r["tags"]),
-                sources=sources[r["id"]], background=r["background"], confidence=r["confidence"],
-                info=json.loads(r["info"]), created_at=r["created_at"], updated_at=r["updated_at"],
-                event_time=r["event_time"], version=r["version"],
+                id=r["id"],
+                cube_id=r["cube_id"],
+                user_id=r["user_id"],
+                session_id=r["session_id"],
+                memory=r["memory"],
+                memory_type=r["memory_type"],
+                status=r["status"],
+                key=r["key"],
+                tags=json.loads(r["tags"]),
+                sources=sources[r["id"]],
+                background=r["background"],
+                confidence=r["confidence"],
+                info=json.loads(r["info"]),
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+                event_time=r["event_time"],
+                version=r["version"],
             )
             for r in rows
         ]
@@ -271,10 +298,14 @@ class SqliteGraphStore:
 
     def list_memories(self, cube_id: str, flt: MemoryFilter, limit: int, after: int = 0) -> tuple[list[Memory], int]:
         where, params = _filter_sql(flt)
-        rows = self._conn().execute(
-            f"SELECT * FROM memories m WHERE m.cube_id = ? AND m.seq > ? AND {where} ORDER BY m.seq LIMIT ?",
-            [cube_id, after, *params, limit + 1],
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT * FROM memories m WHERE m.cube_id = ? AND m.seq > ? AND {where} ORDER BY m.seq LIMIT ?",
+                [cube_id, after, *params, limit + 1],
+            )
+            .fetchall()
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = rows[-1]["seq"] if more and rows else 0
@@ -286,9 +317,18 @@ class SqliteGraphStore:
                 "UPDATE memories SET memory=?, memory_type=?, status=?, key=?, tags=?, background=?, confidence=?,"
                 " info=?, updated_at=?, version=? WHERE id = ? AND cube_id = ?",
                 (
-                    memory.memory, memory.memory_type, memory.status, memory.key, json.dumps(memory.tags),
-                    memory.background, memory.confidence, json.dumps(memory.info), memory.updated_at,
-                    memory.version, memory.id, memory.cube_id,
+                    memory.memory,
+                    memory.memory_type,
+                    memory.status,
+                    memory.key,
+                    json.dumps(memory.tags),
+                    memory.background,
+                    memory.confidence,
+                    json.dumps(memory.info),
+                    memory.updated_at,
+                    memory.version,
+                    memory.id,
+                    memory.cube_id,
                 ),
             )
             if cur.rowcount == 0:
@@ -329,11 +369,15 @@ class SqliteGraphStore:
         if not match:
             return []
         where, params = _filter_sql(flt)
-        rows = self._conn().execute(
-            "SELECT m.id AS id, bm25(memories_fts) AS rank FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
-            f" WHERE memories_fts MATCH ? AND m.cube_id = ? AND {where} ORDER BY rank LIMIT ?",
-            [match, cube_id, *params, limit],
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT m.id AS id, bm25(memories_fts) AS rank FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
+                f" WHERE memories_fts MATCH ? AND m.cube_id = ? AND {where} ORDER BY rank LIMIT ?",
+                [match, cube_id, *params, limit],
+            )
+            .fetchall()
+        )
         # bm25() is lower-is-better and negative; flip it so higher is better.
         return [(r["id"], -float(r["rank"])) for r in rows]
 
@@ -342,17 +386,23 @@ class SqliteGraphStore:
             row = self._conn().execute("SELECT COUNT(*) AS n FROM memories WHERE cube_id = ?", (cube_id,)).fetchone()
         else:
             where, params = _filter_sql(flt)
-            row = self._conn().execute(
-                f"SELECT COUNT(*) AS n FROM memories m WHERE m.cube_id = ? AND {where}", [cube_id, *params]
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(f"SELECT COUNT(*) AS n FROM memories m WHERE m.cube_id = ? AND {where}", [cube_id, *params])
+                .fetchone()
+            )
         return int(row["n"])
 
     def neighbours(self, cube_id: str, memory_id: str, edge_type: str) -> list[str]:
-        rows = self._conn().execute(
-            "SELECT dst_id AS id FROM edges WHERE cube_id = ? AND src_id = ? AND type = ?"
-            " UNION SELECT src_id AS id FROM edges WHERE cube_id = ? AND dst_id = ? AND type = ?",
-            (cube_id, memory_id, edge_type, cube_id, memory_id, edge_type),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT dst_id AS id FROM edges WHERE cube_id = ? AND src_id = ? AND type = ?"
+                " UNION SELECT src_id AS id FROM edges WHERE cube_id = ? AND dst_id = ? AND type = ?",
+                (cube_id, memory_id, edge_type, cube_id, memory_id, edge_type),
+            )
+            .fetchall()
+        )
         return [r["id"] for r in rows]
 
     # cubes ----------------------------------------------------------------

@@ -1,0 +1,58 @@
+# memos: one target per task. CI calls only these targets (see .ci/run).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.setup-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup gen check-gen lint test test-unit test-integration test-e2e run bench clean-data help
+
+help:
+	@echo "make run    - set up (if needed) and run the suite on embedded defaults (gateway on 127.0.0.1:50051)"
+	@echo "make test   - set up (if needed) and run the whole test suite"
+	@echo "make lint   - buf lint/format/breaking, stale-stub check, ruff"
+	@echo "make bench  - gateway benchmarks (latency, fan-out, add throughput, memory)"
+	@echo "make gen    - regenerate the Python stubs from protos/"
+
+setup: $(STAMP)
+
+$(STAMP): tools/setup.sh requirements/runtime.txt requirements/textmem.txt requirements/dev.txt package.json package-lock.json
+	tools/setup.sh
+	@touch $@
+
+gen: $(STAMP)
+	tools/gen_protos.sh gen/python
+
+check-gen: $(STAMP)
+	@tmp=$$(mktemp -d) && tools/gen_protos.sh $$tmp && \
+	if diff -r -q $$tmp/memos gen/python/memos >/dev/null; then echo "stubs: up to date"; rm -rf $$tmp; \
+	else echo "stubs: gen/python is stale or missing; run 'make gen'"; diff -r -q $$tmp/memos gen/python/memos; rm -rf $$tmp; exit 1; fi
+
+lint: $(STAMP) check-gen
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	tools/buf-breaking.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration tests/conformance $(PYTEST_ARGS)
+
+test-e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(PY) tools/run_suite.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_gateway.py
+
+clean-data:
+	rm -rf $${MEMOS_DATA_DIR:-$$HOME/.local/share/memos}

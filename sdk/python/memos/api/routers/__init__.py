@@ -1,0 +1,1 @@
+"""MemOS-compatible routers."""

@@ -1,0 +1,41 @@
+"""asyncio client; every method returns an awaitable of the sync client's result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from memos.client._base import IDEMPOTENT_METHODS, ClientMethods
+from memos.gateway.v1 import gateway_pb2_grpc
+from shared.channels import open_channel
+from shared.grpc_errors import from_rpc_error
+from shared.settings import ClientSettings
+
+
+class AsyncMemosClient(ClientMethods):
+    """Talks to a memos gateway from asyncio code. Create it inside the running loop."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, settings: ClientSettings | None = None) -> None:
+        self._channel = open_channel(
+            target, settings=settings or ClientSettings(), idempotent_methods=IDEMPOTENT_METHODS
+        )
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+
+    async def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+        try:
+            return await getattr(self._stub, method)(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def _invoke(self, method: str, request: Any, timeout: float | None) -> Any:
+        return self._call(method, request, timeout)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncMemosClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,217 @@
+"""The client's methods, written once for the sync and the async client.
+
+Each public method builds its request and hands it to ``_invoke``; the sync
+client's ``_invoke`` returns the response, the async client's returns an
+awaitable of it. Every mutation gets a request id, so retrying is safe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import field_mask_pb2
+
+from memos.client import _convert
+from memos.common.v1 import memory_pb2
+from memos.gateway.v1 import gateway_pb2
+from shared.errors import InvalidArgument
+
+GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
+# The SDK puts a request id on every mutation, so every method may be retried on UNAVAILABLE.
+IDEMPOTENT_METHODS = [f"/{GATEWAY_SERVICE.full_name}/{m.name}" for m in GATEWAY_SERVICE.methods]
+_SHARE_ROLES = {
+    "reader": gateway_pb2.SHARE_ROLE_READER,
+    "writer": gateway_pb2.SHARE_ROLE_WRITER,
+    "none": gateway_pb2.SHARE_ROLE_NONE,
+}
+
+
+def _request_id(value: str | None) -> str:
+    return value or uuid.uuid4().hex
+
+
+def _choice(value: str, options: Mapping[str, int], field: str) -> int:
+    try:
+        return options[value]
+    except KeyError:
+        raise InvalidArgument(
+            f"{field} must be one of {sorted(options)}, not {value!r}",
+            reason=f"UNKNOWN_{field.upper()}",
+            metadata={"field": field},
+        ) from None
+
+
+class ClientMethods:
+    def _invoke(self, method: str, request: Any, timeout: float | None) -> Any:
+        raise NotImplementedError
+
+    def add_memories(
+        self,
+        user_id: str,
+        cube_ids: Sequence[str],
+        messages: Sequence[Mapping[str, Any]] | str,
+        *,
+        mode: str = "fast",
+        async_mode: str = "sync",
+        session_id: str = "",
+        custom_tags: Sequence[str] = (),
+        info: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.AddMemoriesResponse:
+        """Adds OpenAI-format messages to each of ``cube_ids`` (created if new)."""
+        req = gateway_pb2.AddMemoriesRequest(
+            request_id=_request_id(request_id),
+            user_id=user_id,
+            writable_cube_ids=list(cube_ids),
+            session_id=session_id,
+            messages=_convert.messages_to_proto(messages),
+            mode=_choice(mode, _convert.MODES, "mode"),
+            async_mode=_choice(async_mode, _convert.ASYNC_MODES, "async_mode"),
+            custom_tags=list(custom_tags),
+            info=_convert.struct(info),
+        )
+        return self._invoke("AddMemories", req, timeout)
+
+    def search_memories(
+        self,
+        user_id: str,
+        cube_ids: Sequence[str],
+        query: str,
+        *,
+        top_k: int = 10,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - MemOS's name
+        include_preference: bool = False,
+        pref_top_k: int = 6,
+        session_id: str = "",
+        timeout: float | None = None,
+    ) -> gateway_pb2.SearchMemoriesResponse:
+        """Searches the cubes in parallel; one bucket per cube plus a merged ranking."""
+        req = gateway_pb2.SearchMemoriesRequest(
+            user_id=user_id,
+            readable_cube_ids=list(cube_ids),
+            query=query,
+            top_k=top_k,
+            filter=_convert.filter_to_proto(filter),
+            include_preference=include_preference,
+            pref_top_k=pref_top_k,
+            session_id=session_id,
+        )
+        return self._invoke("SearchMemories", req, timeout)
+
+    def get_memory(
+        self, user_id: str, cube_id: str, memory_id: str, *, timeout: float | None = None
+    ) -> gateway_pb2.GetMemoryResponse:
+        return self._invoke(
+            "GetMemory", gateway_pb2.GetMemoryRequest(user_id=user_id, cube_id=cube_id, memory_id=memory_id), timeout
+        )
+
+    def list_memories(
+        self,
+        user_id: str,
+        cube_id: str,
+        *,
+        page_size: int = 100,
+        page_token: str = "",
+        filter: Mapping[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: A002
+    ) -> gateway_pb2.ListMemoriesResponse:
+        req = gateway_pb2.ListMemoriesRequest(
+            user_id=user_id,
+            cube_id=cube_id,
+            page_size=page_size,
+            page_token=page_token,
+            filter=_convert.filter_to_proto(filter),
+        )
+        return self._invoke("ListMemories", req, timeout)
+
+    def update_memory(
+        self,
+        user_id: str,
+        cube_id: str,
+        memory_id: str,
+        *,
+        memory: str | None = None,
+        tags: Sequence[str] | None = None,
+        key: str | None = None,
+        memory_type: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.UpdateMemoryResponse:
+        """Changes the given fields only; a new text is re-embedded."""
+        item = memory_pb2.MemoryItem(id=memory_id)
+        paths = []
+        if memory is not None:
+            item.memory = memory
+            paths.append("memory")
+        if tags is not None:
+            item.metadata.tags.extend(tags)
+            paths.append("metadata.tags")
+        if key is not None:
+            item.metadata.key = key
+            paths.append("metadata.key")
+        if memory_type is not None:
+            item.metadata.memory_type = _choice(memory_type, _convert.MEMORY_TYPES, "memory_type")
+            paths.append("metadata.memory_type")
+        req = gateway_pb2.UpdateMemoryRequest(
+            request_id=_request_id(request_id),
+            user_id=user_id,
+            cube_id=cube_id,
+            memory=item,
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+        )
+        return self._invoke("UpdateMemory", req, timeout)
+
+    def delete_memories(
+        self,
+        user_id: str,
+        cube_id: str,
+        memory_ids: Sequence[str] = (),
+        *,
+        all: bool = False,  # noqa: A002
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.DeleteMemoriesResponse:
+        req = gateway_pb2.DeleteMemoriesRequest(
+            request_id=_request_id(request_id), user_id=user_id, cube_id=cube_id, memory_ids=list(memory_ids), all=all
+        )
+        return self._invoke("DeleteMemories", req, timeout)
+
+    def create_cube(
+        self, user_id: str, cube_id: str, *, name: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> gateway_pb2.CreateCubeResponse:
+        req = gateway_pb2.CreateCubeRequest(
+            request_id=_request_id(request_id), user_id=user_id, cube_id=cube_id, name=name
+        )
+        return self._invoke("CreateCube", req, timeout)
+
+    def list_cubes(self, user_id: str, *, timeout: float | None = None) -> gateway_pb2.ListCubesResponse:
+        return self._invoke("ListCubes", gateway_pb2.ListCubesRequest(user_id=user_id), timeout)
+
+    def share_cube(
+        self,
+        user_id: str,
+        cube_id: str,
+        target_user_id: str,
+        role: str = "reader",
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> gateway_pb2.ShareCubeResponse:
+        """Gives ``target_user_id`` "reader" or "writer" access, or "none" to revoke it."""
+        req = gateway_pb2.ShareCubeRequest(
+            request_id=_request_id(request_id),
+            user_id=user_id,
+            cube_id=cube_id,
+            target_user_id=target_user_id,
+            role=_choice(role, _SHARE_ROLES, "role"),
+        )
+        return self._invoke("ShareCube", req, timeout)
+
+    def delete_cube(
+        self, user_id: str, cube_id: str, *, request_id: str | None = None, timeout: float | None = None
+    ) -> gateway_pb2.DeleteCubeResponse:
+        req = gateway_pb2.DeleteCubeRequest(request_id=_request_id(request_id), user_id=user_id, cube_id=cube_id)
+        return self._invoke("DeleteCube", req, timeout)

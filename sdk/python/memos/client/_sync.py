@@ -1,0 +1,42 @@
+"""Blocking client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from memos.client._base import IDEMPOTENT_METHODS, ClientMethods
+from memos.gateway.v1 import gateway_pb2_grpc
+from shared.channels import channel_options
+from shared.context import REQUEST_ID_HEADER, new_request_id
+from shared.grpc_errors import from_rpc_error
+from shared.settings import ClientSettings
+
+
+class MemosClient(ClientMethods):
+    """Talks to a memos gateway. Thread-safe; reuse one per process."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, settings: ClientSettings | None = None) -> None:
+        self._settings = settings or ClientSettings()
+        self._channel = grpc.insecure_channel(target, options=channel_options(self._settings, IDEMPOTENT_METHODS))
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+
+    def _invoke(self, method: str, request: Any, timeout: float | None) -> Any:
+        try:
+            return getattr(self._stub, method)(
+                request,
+                timeout=timeout if timeout is not None else self._settings.default_deadline_s,
+                metadata=((REQUEST_ID_HEADER, new_request_id()),),
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> MemosClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
