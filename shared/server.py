@@ -89,6 +89,10 @@ class GrpcServer:
         if self._server is None or self._stopped.is_set():
             return
         grace = self.settings.grace_period_s if grace is None else grace
+        # Tell health watchers first; keep serving while they react, then drain.
+        await self.set_serving(False)
+        if self.settings.drain_delay_s > 0:
+            await asyncio.sleep(self.settings.drain_delay_s)
         await self._health.enter_graceful_shutdown()
         log.info("stopping", extra={"service": self.name, "grace_s": grace})
         await self._server.stop(grace)

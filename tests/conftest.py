@@ -1,0 +1,121 @@
+"""Fixtures shared by the test tiers.
+
+The integration suite runs the real textmem and gateway servers in-process on
+ephemeral loopback ports, over real gRPC, on the embedded stores (SQLite,
+Milvus Lite) and the real MiniLM embedder, loaded once per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from memos.client import AsyncMemosClient
+from services.gateway.app import build_server as build_gateway
+from services.gateway.settings import GatewaySettings
+from services.textmem.app import build_memory
+from services.textmem.app import build_server as build_textmem
+from services.textmem.embedders import LocalEmbedder
+from services.textmem.memory import TextMemory
+from services.textmem.settings import TextMemSettings
+from shared.errors import Unavailable
+from shared.server import GrpcServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEED_FILE = Path(os.environ.get("MEMOS_SEED_FILE", REPO_ROOT.parent / "shared" / "seed" / "memos_examples.md"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FaultInjectingTextMemory(TextMemory):
+    """The real TextMemory, with faults on demand for cubes named for them.
+
+    Cubes whose id starts with ``slow-`` answer searches after ``slow_s``;
+    ``down-`` cubes fail searches and adds with UNAVAILABLE. Everything else is untouched.
+    """
+
+    slow_s = 2.0
+
+    def search(self, cube_id, query, top_k, flt):  # type: ignore[no-untyped-def]
+        if cube_id.startswith("slow-"):
+            import time
+
+            time.sleep(self.slow_s)
+        if cube_id.startswith("down-"):
+            raise Unavailable("injected outage", reason="INJECTED_OUTAGE")
+        return super().search(cube_id, query, top_k, flt)
+
+    def add_messages(self, cube_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if cube_id.startswith("down-"):
+            raise Unavailable("injected outage", reason="INJECTED_OUTAGE")
+        return super().add_messages(cube_id, *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> LocalEmbedder:
+    return LocalEmbedder()
+
+
+@dataclass
+class Suite:
+    textmem: GrpcServer
+    gateway: GrpcServer
+    memory: TextMemory
+    data_dir: Path
+
+    @property
+    def address(self) -> str:
+        return self.gateway.address
+
+
+async def start_suite(
+    data_dir: Path, embedder: LocalEmbedder, textmem_overrides: dict | None = None, **gateway_overrides: object
+) -> Suite:
+    tm_settings = TextMemSettings(
+        listen_addr="127.0.0.1:0", data_dir=data_dir, log_level="WARNING", **(textmem_overrides or {})
+    )
+    base = build_memory(tm_settings, embedder=embedder)
+    memory = FaultInjectingTextMemory(base.graph, base.vectors, base.embedder)
+    textmem = build_textmem(tm_settings, memory)
+    await textmem.start()
+    gw_settings = GatewaySettings(listen_addr="127.0.0.1:0", textmem_addr=textmem.address, **gateway_overrides)
+    gateway = build_gateway(gw_settings)
+    await gateway.start()
+    return Suite(textmem, gateway, memory, data_dir)
+
+
+async def stop_suite(suite: Suite) -> None:
+    await suite.gateway.stop(1.0)
+    await suite.textmem.stop(1.0)
+
+
+@pytest.fixture(scope="session")
+async def suite(tmp_path_factory: pytest.TempPathFactory, embedder: LocalEmbedder) -> AsyncIterator[Suite]:
+    s = await start_suite(tmp_path_factory.mktemp("suite"), embedder)
+    yield s
+    await stop_suite(s)
+
+
+@pytest.fixture
+async def client(suite: Suite) -> AsyncIterator[AsyncMemosClient]:
+    c = AsyncMemosClient(suite.address)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh suffix so tests sharing the session suite never share cubes."""
+    import uuid
+
+    return uuid.uuid4().hex[:8]

@@ -1,0 +1,59 @@
+"""A write that fails part-way leaves nothing behind, in either store, in any cube."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from memos.client import AsyncMemosClient, NotFound, Unavailable
+from services.textmem.memory import TextMemory
+from services.textmem.models import ChatMessage, Part
+from shared.errors import Unavailable as DomainUnavailable
+
+
+class FailingInsertGraph:
+    """The real graph store, except that inserts fail (as if the disk filled up)."""
+
+    def __init__(self, inner):  # type: ignore[no-untyped-def]
+        self._inner = inner
+
+    def insert_memories(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise DomainUnavailable("injected graph failure", reason="INJECTED")
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self._inner, name)
+
+
+def test_graph_failure_after_vector_write_removes_the_vectors(suite, unique) -> None:  # type: ignore[no-untyped-def]
+    real = suite.memory
+    memory = TextMemory(FailingInsertGraph(real.graph), real.vectors, real.embedder)
+    cube = f"torn-{unique}"
+    with pytest.raises(DomainUnavailable):
+        memory.add_messages(cube, "u", "s", [ChatMessage("user", [Part("text", text="remember the milk")])])
+    assert real.vectors.count(cube) == 0
+    assert real.graph.count(cube) == 0
+
+
+async def test_multi_cube_add_rolls_back_earlier_cubes_when_a_later_one_fails(
+    client: AsyncMemosClient, suite, unique
+) -> None:  # type: ignore[no-untyped-def]
+    user = f"nina-{unique}"
+    good, bad = f"good-{unique}", f"down-{unique}"
+    with pytest.raises(Unavailable) as err:
+        await client.add_memories(user, [good, bad], [{"role": "user", "content": "remember the milk"}])
+    assert err.value.reason == "INJECTED_OUTAGE" and err.value.retriable
+    assert (await client.list_memories(user, good)).memories == []
+    assert await asyncio.to_thread(suite.memory.vectors.count, good) == 0
+
+
+async def test_deleting_a_cube_removes_everything(client: AsyncMemosClient, suite, unique) -> None:  # type: ignore[no-untyped-def]
+    user, cube = f"olga-{unique}", f"gone-{unique}"
+    await client.add_memories(user, [cube], [{"role": "user", "content": f"fact {i}"} for i in range(9)])
+    assert await asyncio.to_thread(suite.memory.vectors.count, cube) > 0
+    deleted = await client.delete_cube(user, cube)
+    assert deleted.deleted_memories == 3
+    assert await asyncio.to_thread(suite.memory.vectors.count, cube) == 0
+    assert await asyncio.to_thread(suite.memory.graph.count, cube) == 0
+    with pytest.raises(NotFound):
+        await client.search_memories(user, [cube], "fact")

@@ -1,0 +1,96 @@
+"""The shared runtime: health, reflection, request ids, tracing, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from memos.client import AsyncMemosClient
+from shared.channels import _service_config
+from shared.context import REQUEST_ID_HEADER
+from shared.telemetry import setup_tracing
+from tests.conftest import FaultInjectingTextMemory, start_suite, stop_suite
+
+
+async def test_health_and_reflection_are_served(suite) -> None:  # type: ignore[no-untyped-def]
+    async with grpc.aio.insecure_channel(suite.address) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for name in ("", "memos.gateway.v1.GatewayService"):
+            resp = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+
+        async def one():  # type: ignore[no-untyped-def]
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        services = set()
+        async for r in refl.ServerReflectionInfo(one()):
+            services |= {s.name for s in r.list_services_response.service}
+        assert "memos.gateway.v1.GatewayService" in services
+
+
+async def test_request_id_is_echoed(suite) -> None:  # type: ignore[no-untyped-def]
+    from memos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+    async with grpc.aio.insecure_channel(suite.address) as ch:
+        call = gateway_pb2_grpc.GatewayServiceStub(ch).ListCubes(
+            gateway_pb2.ListCubesRequest(user_id="rid-user"), metadata=((REQUEST_ID_HEADER, "my-request-42"),)
+        )
+        await call
+        assert dict(await call.initial_metadata())[REQUEST_ID_HEADER] == "my-request-42"
+
+
+async def test_one_trace_spans_gateway_and_textmem(client: AsyncMemosClient, unique: str) -> None:
+    exporter = InMemorySpanExporter()
+    setup_tracing("memos-tests", extra_exporter=exporter)
+    await client.add_memories(f"p-{unique}", [f"trace-{unique}"], [{"role": "user", "content": "trace me"}])
+    exporter.clear()
+    await client.search_memories(f"p-{unique}", [f"trace-{unique}"], "trace")
+    spans = exporter.get_finished_spans()
+    gw = [s for s in spans if s.name == "memos.gateway.v1.GatewayService/SearchMemories"]
+    tm = [s for s in spans if s.name == "memos.textmem.v1.TextMemService/SearchMemories"]
+    assert len(gw) == 1 and len(tm) == 1
+    assert tm[0].context.trace_id == gw[0].context.trace_id
+    assert tm[0].parent is not None and tm[0].parent.span_id == gw[0].context.span_id
+
+
+def test_retries_are_configured_for_idempotent_methods_only() -> None:
+    import json
+
+    cfg = json.loads(_service_config(["/a.B/Get"], 4))
+    (method_cfg,) = cfg["methodConfig"]
+    assert method_cfg["name"] == [{"service": "a.B", "method": "Get"}]
+    assert method_cfg["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert json.loads(_service_config([], 4))["methodConfig"] == []
+
+
+async def test_graceful_shutdown_reports_not_serving_and_finishes_in_flight_calls(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
+    suite = await start_suite(tmp_path, embedder, textmem_overrides={"drain_delay_s": 0.6})
+    try:
+        async with AsyncMemosClient(suite.address) as c:
+            await c.add_memories("sam", ["slow-shutdown"], [{"role": "user", "content": "in flight"}])
+            FaultInjectingTextMemory.slow_s = 1.0
+            in_flight = asyncio.create_task(c.search_memories("sam", ["slow-shutdown"], "in flight", timeout=10))
+            await asyncio.sleep(0.3)  # the search is now waiting inside textmem
+            stopping = asyncio.create_task(suite.textmem.stop(grace=5.0))
+            async with grpc.aio.insecure_channel(suite.textmem.address) as ch:
+                health = health_pb2_grpc.HealthStub(ch)
+                await asyncio.sleep(0.1)
+                # During the drain delay: still answering, but NOT_SERVING ...
+                resp = await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await asyncio.sleep(0.8)
+                # ... then the listener closes to new calls ...
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+            resp = await in_flight  # ... while the call already running completes.
+            assert resp.text_mem[0].status.code == 0 and resp.text_mem[0].memories
+            await stopping
+    finally:
+        FaultInjectingTextMemory.slow_s = 2.0
+        await stop_suite(suite)
