@@ -7,7 +7,6 @@ Milvus Lite) and the real MiniLM embedder, loaded once per session.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
