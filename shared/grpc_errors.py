@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -72,7 +73,7 @@ def from_rpc_error(exc: grpc.RpcError) -> MemosError:
     status = None
     try:
         status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    except (ValueError, TypeError, AttributeError):  # a malformed trailer is treated as absent
+    except (ValueError, TypeError, AttributeError, DecodeError):  # a malformed trailer is treated as absent
         status = None
     if status is not None:
         return from_status_proto(status)

@@ -211,7 +211,7 @@ def memory_from_proto(pb: memory_pb2.MemoryItem | textmem_pb2.MemoryCandidate) -
         tags=list(md.tags),
         sources=[source_from_proto(s) for s in md.sources],
         background=md.background,
-        confidence=md.confidence if md.confidence else 1.0,
+        confidence=md.confidence,
         info=json_format.MessageToDict(md.info) if md.HasField("info") else {},
         event_time=_from_ts(md, "event_time"),
     )
@@ -245,7 +245,7 @@ def decode_page_token(token: str) -> int:
         return 0
     try:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-        if not isinstance(value, int) or value < 0:
+        if type(value) is not int or value < 0:
             raise ValueError
         return value
     except (ValueError, KeyError, TypeError):

@@ -183,8 +183,12 @@ class TextMemory:
             return replay
         size = window_size or self.window_size
         overlap = self.window_overlap if window_overlap is None else window_overlap
-        if overlap >= size:
-            raise InvalidArgument("window overlap must be smaller than its size", reason="BAD_WINDOW")
+        if not 0 <= overlap < size:
+            raise InvalidArgument(
+                "window overlap must be at least 0 and smaller than the window size",
+                reason="BAD_WINDOW",
+                metadata={"size": str(size), "overlap": str(overlap)},
+            )
         memories = build_window_memories(
             messages,
             cube_id=cube_id,
@@ -219,6 +223,8 @@ class TextMemory:
             m.id = uuid.uuid4().hex
             m.cube_id, m.user_id, m.session_id = cube_id, user_id or m.user_id, session_id or m.session_id
             m.created_at = m.updated_at = now
+            if m.confidence == 0.0:
+                m.confidence = 1.0  # proto3 cannot tell 0 from unset; new candidates default to sure
             m.status = m.status if m.status in STATUSES else "activated"
         return self._store(cube_id, candidates, [], request_id)
 
@@ -413,4 +419,9 @@ class TextMemory:
 
 
 def _matches(m: Memory, flt: MemoryFilter) -> bool:
+    """The graph's record is authoritative: recheck what the vector index filtered approximately."""
+    if flt.created_after is not None and m.created_at < flt.created_after:
+        return False
+    if flt.created_before is not None and m.created_at >= flt.created_before:
+        return False
     return all(t in m.tags for t in flt.tags)

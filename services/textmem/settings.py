@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import ServerSettings, default_data_dir
 
@@ -73,3 +73,12 @@ class TextMemSettings(ServerSettings):
 
     max_text_chars: int = Field(default=200_000, ge=1)
     """Characters one message part (or one memory) may carry."""
+
+    @model_validator(mode="after")
+    def _window_is_usable(self) -> TextMemSettings:
+        # Refuse at start rather than fail every add with a caller-facing error.
+        if self.window_overlap >= self.window_size:
+            raise ValueError(
+                f"window_overlap ({self.window_overlap}) must be smaller than window_size ({self.window_size})"
+            )
+        return self

@@ -18,7 +18,7 @@ def window_bounds(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
     """[start, end) index pairs covering ``n`` messages; every message in at least one."""
     if n <= 0:
         return []
-    overlap = min(overlap, size - 1)
+    overlap = max(0, min(overlap, size - 1))
     step = size - overlap
     bounds = []
     start = 0

@@ -37,6 +37,11 @@ def scope_key(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
 
 
+def _micros(seconds: float) -> int:
+    """Times are stored as integer microseconds (finer than any caller's bound needs)."""
+    return round(seconds * 1_000_000)
+
+
 def _ids_literal(ids: Sequence[str]) -> str:
     for i in ids:
         if not _HEX_ID.match(i):
@@ -108,7 +113,7 @@ class MilvusVectorStore:
                 "session_key": scope_key(r.session_id),
                 "memory_type": r.memory_type,
                 "status": r.status,
-                "created_at": int(r.created_at * 1000),
+                "created_at": _micros(r.created_at),
                 "vector": np.asarray(r.vector, dtype=np.float32).tolist(),
             }
             for r in records
@@ -125,9 +130,9 @@ class MilvusVectorStore:
         if flt.session_id:
             parts.append(f'session_key == "{scope_key(flt.session_id)}"')
         if flt.created_after is not None:
-            parts.append(f"created_at >= {int(flt.created_after * 1000)}")
+            parts.append(f"created_at >= {_micros(flt.created_after)}")
         if flt.created_before is not None:
-            parts.append(f"created_at < {int(flt.created_before * 1000)}")
+            parts.append(f"created_at < {_micros(flt.created_before)}")
         return " and ".join(parts)
 
     def search(self, cube_id: str, vector: np.ndarray, flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:

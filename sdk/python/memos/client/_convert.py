@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,7 +57,9 @@ def _bad(message: str, reason: str, **metadata: Any) -> InvalidArgument:
 def _timestamp(value: Any, where: str) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        ts.FromNanoseconds(int(value * 1e9))
+        if not math.isfinite(value) or abs(value) > 253_402_300_799:  # the Timestamp range ends in year 9999
+            raise _bad(f"{where} is not a usable epoch time: {value!r}", "BAD_TIME", field=where)
+        ts.FromNanoseconds(round(value * 1e9))
     elif isinstance(value, dt.datetime):
         ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
     elif isinstance(value, str):
@@ -108,6 +111,13 @@ def _part(part: Any, i: int, j: int) -> message_pb2.ContentPart:
         return message_pb2.ContentPart(image_url=message_pb2.ImageUrlPart(url=url, detail=str(detail or "")))
     if kind == "input_audio":
         audio = part.get("input_audio") or {}
+        if not isinstance(audio, Mapping):
+            raise _bad(
+                f"messages[{i}].content[{j}].input_audio must be an object",
+                "BAD_AUDIO_PART",
+                message_index=i,
+                part_index=j,
+            )
         return message_pb2.ContentPart(
             input_audio=message_pb2.InputAudioPart(data=str(audio.get("data", "")), format=str(audio.get("format", "")))
         )
@@ -135,8 +145,17 @@ def message_to_proto(msg: Any, i: int) -> message_pb2.ChatMessage:
         out.content.extend(_part(p, i, j) for j, p in enumerate(content))
     elif content is not None:
         raise _bad(f"messages[{i}].content must be a string or a list of parts", "NON_STRING_TEXT", message_index=i)
-    for call in msg.get("tool_calls") or []:
-        fn = call.get("function") or {}
+    calls = msg.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise _bad(f"messages[{i}].tool_calls must be a list", "BAD_TOOL_CALL", message_index=i)
+    for k, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping):
+            raise _bad(
+                f"messages[{i}].tool_calls[{k}] must be an object with a function object",
+                "BAD_TOOL_CALL",
+                message_index=i,
+            )
         out.tool_calls.append(
             message_pb2.ToolCall(
                 id=str(call.get("id") or ""),
@@ -204,7 +223,10 @@ def filter_to_proto(flt: Mapping[str, Any] | None) -> memory_pb2.MemoryFilter:
                 field=key,
             )
         if key in ("memory_type", "memory_types"):
-            for name in [value] if isinstance(value, str) else list(value):
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise _bad(f"filter {key} must be a type name or a list of them", "UNKNOWN_MEMORY_TYPE", field=key)
+            for name in names:
                 if name not in MEMORY_TYPES:
                     raise _bad(f"unknown memory type {name!r}", "UNKNOWN_MEMORY_TYPE", field=key)
                 out.memory_types.append(MEMORY_TYPES[name])
@@ -218,7 +240,9 @@ def filter_to_proto(flt: Mapping[str, Any] | None) -> memory_pb2.MemoryFilter:
                 raise _bad("filter tags must be a string or a list of strings", "BAD_FILTER_VALUE", field=key)
             out.tags.extend(tags)
         elif key == "include_archived":
-            out.include_archived = bool(value)
+            if not isinstance(value, bool):
+                raise _bad("filter include_archived must be true or false", "BAD_FILTER_VALUE", field=key)
+            out.include_archived = value
         elif key == "created_after":
             out.created_after.CopyFrom(_timestamp(value, "filter.created_after"))
         elif key == "created_before":
@@ -227,10 +251,18 @@ def filter_to_proto(flt: Mapping[str, Any] | None) -> memory_pb2.MemoryFilter:
             if not isinstance(value, Mapping):
                 raise _bad("filter created_at must be an object of operators (gte, lt)", "BAD_FILTER_VALUE", field=key)
             for op, bound in value.items():
+                # MemoryFilter bounds are [created_after, created_before); the strict and inclusive
+                # forms shift by one microsecond, the stores' time resolution.
                 if op in ("gte", "gt"):
-                    out.created_after.CopyFrom(_timestamp(bound, "filter.created_at." + op))
+                    ts = _timestamp(bound, "filter.created_at." + op)
+                    if op == "gt":
+                        ts.FromNanoseconds(ts.ToNanoseconds() + 1000)
+                    out.created_after.CopyFrom(ts)
                 elif op in ("lt", "lte"):
-                    out.created_before.CopyFrom(_timestamp(bound, "filter.created_at." + op))
+                    ts = _timestamp(bound, "filter.created_at." + op)
+                    if op == "lte":
+                        ts.FromNanoseconds(ts.ToNanoseconds() + 1000)
+                    out.created_before.CopyFrom(ts)
                 else:
                     raise _bad(f"unknown operator {op!r} for created_at", "UNKNOWN_FILTER_OPERATOR", field=key)
     return out
