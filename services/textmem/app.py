@@ -24,6 +24,8 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         embedder.dim,
         token=settings.milvus_token,
         index_type=settings.milvus_index_type,
+        lite_flush_interval_s=settings.milvus_lite_flush_interval_s,
+        lite_threads=settings.milvus_lite_threads,
     )
     return TextMemory(
         graph,

