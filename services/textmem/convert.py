@@ -221,6 +221,15 @@ def status_value(name: str) -> int:
     return _NAME_TO_STATUS.get(name, 0)
 
 
+def status_name(value: int) -> str:
+    """The stored status for an enum value; "" for UNSPECIFIED or unknown (rejected by the domain)."""
+    return _STATUS_TO_NAME.get(value, "")
+
+
+def scored_to_proto(memory: Memory, score: float) -> memory_pb2.ScoredMemory:
+    return memory_pb2.ScoredMemory(item=memory_to_proto(memory), score=score)
+
+
 def filter_from_proto(pb: memory_pb2.MemoryFilter) -> MemoryFilter:
     return MemoryFilter(
         memory_types=tuple(memory_type_name(t) for t in pb.memory_types),

@@ -60,7 +60,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         flt = convert.filter_from_proto(request.filter)
         hits, total = await asyncio.to_thread(self._mem.search, request.cube_id, request.query, request.top_k, flt)
         return textmem_pb2.SearchMemoriesResponse(
-            memories=[convert.memory_pb2.ScoredMemory(item=convert.memory_to_proto(m), score=s) for m, s in hits],
+            memories=[convert.scored_to_proto(m, s) for m, s in hits],
             total=total,
         )
 
@@ -81,7 +81,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         _require(request.memory.id, "memory.id")
         changes = convert.memory_from_proto(request.memory)
         if request.memory.metadata.status:
-            changes.status = convert._STATUS_TO_NAME.get(request.memory.metadata.status, "")
+            changes.status = convert.status_name(request.memory.metadata.status)
         m = await asyncio.to_thread(
             self._mem.update_memory, request.cube_id, request.memory.id, changes, list(request.update_mask.paths)
         )
