@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CacheInfo(_message.Message):
-    __slots__ = ("cache_id", "cube_id", "source_text", "num_tokens", "num_layers", "size_bytes", "model", "dtype", "created_at", "merged_from", "metadata")
+    __slots__ = ("cache_id", "cube_id", "source_text", "num_tokens", "num_layers", "size_bytes", "model", "dtype", "created_at", "merged_from", "metadata", "fingerprint", "tensors", "payload_bytes", "checksum", "last_used_at", "resident")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,12 @@ class CacheInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     MERGED_FROM_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
     cache_id: str
     cube_id: str
     source_text: str
@@ -41,10 +47,46 @@ class CacheInfo(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     merged_from: _containers.RepeatedScalarFieldContainer[str]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, cache_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., source_text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., num_layers: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model: _Optional[str] = ..., dtype: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merged_from: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    fingerprint: ModelFingerprint
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    payload_bytes: int
+    checksum: str
+    last_used_at: _timestamp_pb2.Timestamp
+    resident: bool
+    def __init__(self, cache_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., source_text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., num_layers: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model: _Optional[str] = ..., dtype: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merged_from: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., fingerprint: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., checksum: _Optional[str] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resident: _Optional[bool] = ...) -> None: ...
+
+class ModelFingerprint(_message.Message):
+    __slots__ = ("name", "num_layers", "num_kv_heads", "head_dim", "dtype", "rope_json", "digest", "max_context")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_KV_HEADS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_DIM_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ROPE_JSON_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: str
+    rope_json: str
+    digest: str
+    max_context: int
+    def __init__(self, name: _Optional[str] = ..., num_layers: _Optional[int] = ..., num_kv_heads: _Optional[int] = ..., head_dim: _Optional[int] = ..., dtype: _Optional[str] = ..., rope_json: _Optional[str] = ..., digest: _Optional[str] = ..., max_context: _Optional[int] = ...) -> None: ...
+
+class TensorSpec(_message.Message):
+    __slots__ = ("name", "dtype", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ExtractCacheRequest(_message.Message):
-    __slots__ = ("request_id", "cube_id", "messages", "text", "metadata")
+    __slots__ = ("request_id", "cube_id", "messages", "text", "metadata", "add_generation_prompt")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,12 +99,14 @@ class ExtractCacheRequest(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ADD_GENERATION_PROMPT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cube_id: str
     messages: MessageList
     text: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., messages: _Optional[_Union[MessageList, _Mapping]] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    add_generation_prompt: bool
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., messages: _Optional[_Union[MessageList, _Mapping]] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., add_generation_prompt: _Optional[bool] = ...) -> None: ...
 
 class MessageList(_message.Message):
     __slots__ = ("messages",)
@@ -91,14 +135,16 @@ class AddCacheResponse(_message.Message):
     def __init__(self, cache: _Optional[_Union[CacheInfo, _Mapping]] = ...) -> None: ...
 
 class GetCacheRequest(_message.Message):
-    __slots__ = ("cube_id", "cache_id", "info_only")
+    __slots__ = ("cube_id", "cache_id", "info_only", "merge_ids")
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     CACHE_ID_FIELD_NUMBER: _ClassVar[int]
     INFO_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MERGE_IDS_FIELD_NUMBER: _ClassVar[int]
     cube_id: str
     cache_id: str
     info_only: bool
-    def __init__(self, cube_id: _Optional[str] = ..., cache_id: _Optional[str] = ..., info_only: _Optional[bool] = ...) -> None: ...
+    merge_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cube_id: _Optional[str] = ..., cache_id: _Optional[str] = ..., info_only: _Optional[bool] = ..., merge_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetCacheResponse(_message.Message):
     __slots__ = ("header", "chunk")
@@ -233,3 +279,34 @@ class GenerateResponse(_message.Message):
     prompt_tokens: int
     completion_tokens: int
     def __init__(self, delta: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., done: _Optional[bool] = ..., cached_tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+
+class ComputeCacheRequest(_message.Message):
+    __slots__ = ("request_id", "messages", "text", "add_generation_prompt", "metadata", "cube_id")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ADD_GENERATION_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    messages: MessageList
+    text: str
+    add_generation_prompt: bool
+    metadata: _containers.ScalarMap[str, str]
+    cube_id: str
+    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Union[MessageList, _Mapping]] = ..., text: _Optional[str] = ..., add_generation_prompt: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., cube_id: _Optional[str] = ...) -> None: ...
+
+class ComputeCacheResponse(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: CacheInfo
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[CacheInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...

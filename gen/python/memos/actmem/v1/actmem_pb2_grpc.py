@@ -86,6 +86,11 @@ class ActMemServiceStub:
                 request_serializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.ComputeCache = channel.unary_stream(
+                '/memos.actmem.v1.ActMemService/ComputeCache',
+                request_serializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.ComputeCacheRequest.SerializeToString,
+                response_deserializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.ComputeCacheResponse.FromString,
+                _registered_method=True)
 
 
 class ActMemServiceServicer:
@@ -160,6 +165,14 @@ class ActMemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComputeCache(self, request, context):
+        """Runs the model over a prompt and streams the cache back (header first,
+        then safetensors bytes) without storing it: MemOS's extract-then-add.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActMemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +225,11 @@ def add_ActMemServiceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.GenerateRequest.FromString,
                     response_serializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.GenerateResponse.SerializeToString,
+            ),
+            'ComputeCache': grpc.unary_stream_rpc_method_handler(
+                    servicer.ComputeCache,
+                    request_deserializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.ComputeCacheRequest.FromString,
+                    response_serializer=memos_dot_actmem_dot_v1_dot_actmem__pb2.ComputeCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +504,33 @@ class ActMemService:
             '/memos.actmem.v1.ActMemService/Generate',
             memos_dot_actmem_dot_v1_dot_actmem__pb2.GenerateRequest.SerializeToString,
             memos_dot_actmem_dot_v1_dot_actmem__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/memos.actmem.v1.ActMemService/ComputeCache',
+            memos_dot_actmem_dot_v1_dot_actmem__pb2.ComputeCacheRequest.SerializeToString,
+            memos_dot_actmem_dot_v1_dot_actmem__pb2.ComputeCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

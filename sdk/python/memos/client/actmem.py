@@ -1,0 +1,263 @@
+"""Client of the actmem service, and an in-process actmem for laptops and tests.
+
+:class:`ActMemClient` speaks actmem's gRPC API, moving caches as chunked
+safetensors streams in both directions (header first, checksum verified).
+:class:`EmbeddedActMem` starts the real actmem server on a loopback port in a
+background thread, so the embedded path goes through the same contract as a
+remote one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
+from memos.client import _convert
+from services.actmem import codec
+from shared.errors import InvalidArgument
+from shared.grpc_errors import from_rpc_error
+
+log = logging.getLogger(__name__)
+
+KV = list[tuple[Any, Any]]
+_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def _prompt_fields(prompt: str | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    if isinstance(prompt, str):
+        return {"text": prompt}
+    return {"messages": actmem_pb2.MessageList(messages=_convert.messages_to_proto(list(prompt)))}
+
+
+def decode_stream(responses: Iterator[Any]) -> tuple[actmem_pb2.CacheInfo, KV]:
+    """A cache from a header-then-chunks response stream."""
+    first = next(responses, None)
+    if first is None or first.WhichOneof("payload") != "header":
+        raise InvalidArgument("the stream did not start with a header", reason="MISSING_HEADER")
+    info = first.header
+    specs = [codec.TensorSpec(t.name, t.dtype, tuple(t.shape)) for t in info.tensors]
+    dec = codec.PayloadDecoder(specs, info.payload_bytes, info.checksum, source=f"cache {info.cache_id}")
+    for r in responses:
+        dec.feed(r.chunk)
+    return info, dec.finish()
+
+
+class ActMemClient:
+    def __init__(self, target: str, *, chunk_bytes: int = 1024 * 1024, timeout_s: float | None = 600.0) -> None:
+        self.target = target
+        self._chunk = chunk_bytes
+        self._timeout = timeout_s
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)],
+        )
+        self.stub = actmem_pb2_grpc.ActMemServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _unary(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def _download(self, method: str, request: Any) -> tuple[actmem_pb2.CacheInfo, KV]:
+        try:
+            return decode_stream(iter(getattr(self.stub, method)(request, timeout=self._timeout)))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    # -- operations ------------------------------------------------------------
+
+    def compute(
+        self,
+        cube_id: str,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> tuple[actmem_pb2.CacheInfo, KV]:
+        """The cache of ``prompt``, computed by the service and not stored there."""
+        req = actmem_pb2.ComputeCacheRequest(
+            request_id=uuid.uuid4().hex,
+            cube_id=cube_id,
+            add_generation_prompt=add_generation_prompt,
+            metadata=dict(metadata or {}),
+            **_prompt_fields(prompt),
+        )
+        return self._download("ComputeCache", req)
+
+    def extract(
+        self,
+        cube_id: str,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> actmem_pb2.CacheInfo:
+        req = actmem_pb2.ExtractCacheRequest(
+            request_id=request_id or uuid.uuid4().hex,
+            cube_id=cube_id,
+            add_generation_prompt=add_generation_prompt,
+            metadata=dict(metadata or {}),
+            **_prompt_fields(prompt),
+        )
+        return self._unary("ExtractCache", req).cache
+
+    def add(self, header: actmem_pb2.CacheInfo, kv: KV) -> actmem_pb2.CacheInfo:
+        """Uploads ``kv``; ``header`` names the cube, id, fingerprint, text and metadata."""
+        specs = codec.specs_of(kv)
+        info = actmem_pb2.CacheInfo()
+        info.CopyFrom(header)
+        del info.tensors[:]
+        info.tensors.extend(actmem_pb2.TensorSpec(name=s.name, dtype=s.dtype, shape=list(s.shape)) for s in specs)
+        info.num_tokens = int(kv[0][0].shape[2]) if kv else 0
+        info.payload_bytes = codec.payload_size(specs)
+        info.checksum = codec.checksum_of(kv, "crc32")
+
+        def requests() -> Iterator[actmem_pb2.AddCacheRequest]:
+            yield actmem_pb2.AddCacheRequest(header=info)
+            for chunk in codec.iter_payload(kv, self._chunk):
+                yield actmem_pb2.AddCacheRequest(chunk=chunk)
+
+        try:
+            return self.stub.AddCache(requests(), timeout=self._timeout).cache
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def get(self, cube_id: str, cache_id: str) -> tuple[actmem_pb2.CacheInfo, KV]:
+        return self._download("GetCache", actmem_pb2.GetCacheRequest(cube_id=cube_id, cache_id=cache_id))
+
+    def get_merged(self, cube_id: str, cache_ids: Sequence[str]) -> tuple[actmem_pb2.CacheInfo, KV]:
+        return self._download("GetCache", actmem_pb2.GetCacheRequest(cube_id=cube_id, merge_ids=list(cache_ids)))
+
+    def info(self, cube_id: str, cache_id: str) -> actmem_pb2.CacheInfo:
+        req = actmem_pb2.GetCacheRequest(cube_id=cube_id, cache_id=cache_id, info_only=True)
+        try:
+            return next(iter(self.stub.GetCache(req, timeout=self._timeout))).header
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def list(self, cube_id: str) -> list[actmem_pb2.CacheInfo]:
+        out: list[actmem_pb2.CacheInfo] = []
+        token = ""
+        while True:
+            resp = self._unary("ListCaches", actmem_pb2.ListCachesRequest(cube_id=cube_id, page_token=token))
+            out.extend(resp.caches)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def merge(self, cube_id: str, cache_ids: Sequence[str], *, store: bool = True) -> actmem_pb2.CacheInfo:
+        req = actmem_pb2.MergeCachesRequest(
+            request_id=uuid.uuid4().hex, cube_id=cube_id, cache_ids=list(cache_ids), store=store
+        )
+        return self._unary("MergeCaches", req).cache
+
+    def delete(self, cube_id: str, cache_ids: Sequence[str]) -> int:
+        req = actmem_pb2.DeleteCachesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id, cache_ids=list(cache_ids))
+        return self._unary("DeleteCaches", req).deleted_count
+
+    def delete_all(self, cube_id: str) -> int:
+        req = actmem_pb2.DeleteAllCachesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id)
+        return self._unary("DeleteAllCaches", req).deleted_count
+
+    def dump(self, cube_id: str, directory: str) -> int:
+        return self._unary(
+            "DumpCaches", actmem_pb2.DumpCachesRequest(cube_id=cube_id, directory=directory)
+        ).dumped_count
+
+    def load(self, cube_id: str, directory: str) -> list[actmem_pb2.CacheInfo]:
+        req = actmem_pb2.LoadCachesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id, directory=directory)
+        return list(self._unary("LoadCaches", req).caches)
+
+    def generate(
+        self,
+        cube_id: str,
+        cache_ids: Sequence[str],
+        messages: Sequence[Mapping[str, Any]] | str,
+        *,
+        max_tokens: int = 0,
+        temperature: float = 0.0,
+    ) -> Iterator[actmem_pb2.GenerateResponse]:
+        req = actmem_pb2.GenerateRequest(
+            cube_id=cube_id,
+            cache_ids=list(cache_ids),
+            messages=_convert.messages_to_proto(messages),
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        try:
+            yield from self.stub.Generate(req, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+
+class EmbeddedActMem:
+    """actmem in this process, on a loopback port, in its own thread and event loop."""
+
+    def __init__(self, settings: Any, *, memory: Any = None, startup_timeout_s: float = 600.0) -> None:
+        self.settings = settings
+        self.memory = memory
+        self.address = ""
+        self._timeout = startup_timeout_s
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> str:
+        if self._thread is not None:
+            return self.address
+        self._thread = threading.Thread(target=self._run, name="memos-actmem-embedded", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self._timeout):
+            raise TimeoutError("the embedded actmem did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self.address
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from services.actmem.app import build_server
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = build_server(self.settings, self.memory)
+        await server.start()
+        self.address = server.address
+        self._ready.set()
+        await self._stop.wait()
+        await server.stop(2.0)
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None or self._stop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        except RuntimeError:  # loop already closed
+            pass
+        self._thread.join(timeout=30)
+        self._thread = None
+
+
+def dump_root_relative(directory: str | Path) -> str:
+    """For an embedded actmem whose dump root is ``/``: the caller's directory as a path under it."""
+    return str(Path(directory).resolve()).lstrip("/")

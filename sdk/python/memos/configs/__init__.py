@@ -1,0 +1,1 @@
+"""MemOS-compatible configuration classes (the subset memos implements)."""

@@ -1,0 +1,1 @@
+"""MemOS-compatible memory classes backed by memos services."""

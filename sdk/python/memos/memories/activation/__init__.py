@@ -1,0 +1,1 @@
+"""Activation (KV-cache) memory, served by actmem."""

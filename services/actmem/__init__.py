@@ -1,0 +1,1 @@
+"""actmem: KV-cache activation memory, co-located with the model server."""

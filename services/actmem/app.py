@@ -1,0 +1,60 @@
+"""Assembles actmem from its settings: backend, cache store, domain, servicer, server."""
+
+from __future__ import annotations
+
+from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
+from services.actmem.backends.base import Backend
+from services.actmem.memory import ActMemory
+from services.actmem.servicer import ActMemServicer
+from services.actmem.settings import ActMemSettings
+from services.actmem.store import CacheStore
+from shared.errors import Unimplemented
+from shared.server import GrpcServer, ServiceBinding
+
+SERVICE_NAME = actmem_pb2.DESCRIPTOR.services_by_name["ActMemService"].full_name
+
+
+def build_backend(settings: ActMemSettings) -> Backend:
+    if settings.backend == "transformers":
+        from services.actmem.backends.transformers_backend import TransformersBackend
+
+        return TransformersBackend(
+            settings.model_path, device=settings.device, dtype=settings.dtype, torch_threads=settings.torch_threads
+        )
+    raise Unimplemented(f"backend {settings.backend!r} is not available yet", reason="BACKEND_UNAVAILABLE")
+
+
+def build_memory(settings: ActMemSettings, backend: Backend | None = None) -> ActMemory:
+    owns_backend = backend is None
+    backend = backend or build_backend(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = CacheStore(
+        max_bytes=settings.max_cache_bytes,
+        max_spill_bytes=settings.max_spill_bytes,
+        spill_dir=settings.data_dir / "spill",
+        device=backend.device,
+        checksum=settings.checksum,
+    )
+    dump_root = settings.resolved_dump_root
+    dump_root.mkdir(parents=True, exist_ok=True)
+    return ActMemory(
+        backend,
+        store,
+        dump_root=dump_root,
+        max_prompt_tokens=settings.max_prompt_tokens,
+        max_new_tokens=settings.max_new_tokens,
+        owns_backend=owns_backend,
+    )
+
+
+def build_server(settings: ActMemSettings, memory: ActMemory | None = None) -> GrpcServer:
+    memory = memory or build_memory(settings)
+    servicer = ActMemServicer(memory, settings.chunk_bytes)
+    return GrpcServer(
+        name="actmem",
+        settings=settings,
+        services=[
+            ServiceBinding(SERVICE_NAME, lambda s: actmem_pb2_grpc.add_ActMemServiceServicer_to_server(servicer, s)),
+        ],
+        on_stop=[memory.close],
+    )

@@ -1,0 +1,1 @@
+"""Model backends of actmem: one interface, the transformers and vLLM implementations."""

@@ -1,0 +1,157 @@
+"""gRPC servicer of actmem: convert, call the domain in a worker thread, convert back.
+
+Model runs, checksums and disk I/O block, so they run in threads and the event
+loop stays free for other calls and health checks. Caches cross the wire as a
+header message followed by safetensors chunks of at most ``chunk_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
+from services.actmem import codec, convert
+from services.actmem.memory import ActMemory
+from services.actmem.models import KV, CacheMeta
+from shared.errors import InvalidArgument
+
+# Chunks produced per worker-thread hop: amortises the hop, bounds what is buffered.
+_CHUNKS_PER_HOP = 8
+
+
+def _take(it: Iterator, n: int) -> list:  # type: ignore[type-arg]
+    return list(itertools.islice(it, n))
+
+
+class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
+    def __init__(self, memory: ActMemory, chunk_bytes: int) -> None:
+        self._mem = memory
+        self._chunk = chunk_bytes
+
+    async def _stream(self, meta: CacheMeta, kv: KV, response_cls) -> AsyncIterator:  # type: ignore[no-untyped-def]
+        await asyncio.to_thread(self._mem.checksum, meta, kv)
+        yield response_cls(header=convert.meta_to_proto(meta, with_payload=True))
+        chunks = codec.iter_payload(kv, self._chunk)
+        while batch := await asyncio.to_thread(_take, chunks, _CHUNKS_PER_HOP):
+            for c in batch:
+                yield response_cls(chunk=c)
+
+    async def ExtractCache(self, request, context):  # type: ignore[no-untyped-def]
+        prompt = convert.prompt_from_proto(request)
+        meta = await asyncio.to_thread(
+            self._mem.extract,
+            request.cube_id,
+            prompt,
+            add_generation_prompt=request.add_generation_prompt,
+            metadata=dict(request.metadata),
+            request_id=request.request_id,
+        )
+        return actmem_pb2.ExtractCacheResponse(cache=convert.meta_to_proto(meta))
+
+    async def ComputeCache(self, request, context):  # type: ignore[no-untyped-def]
+        prompt = convert.prompt_from_proto(request)
+        meta, kv = await asyncio.to_thread(
+            self._mem.compute,
+            request.cube_id,
+            prompt,
+            add_generation_prompt=request.add_generation_prompt,
+            metadata=dict(request.metadata),
+        )
+        async for resp in self._stream(meta, kv, actmem_pb2.ComputeCacheResponse):
+            yield resp
+
+    async def AddCache(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        it = request_iterator.__aiter__()
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            first = None
+        if first is None or first.WhichOneof("payload") != "header":
+            raise InvalidArgument("the first message must be the header", reason="MISSING_HEADER")
+        meta, specs, payload_bytes, checksum = convert.header_from_proto(first.header)
+        decoder = await asyncio.to_thread(self._mem.begin_add, meta, payload_bytes, checksum, specs)
+        # Chunks go straight into the preallocated tensors; if the stream breaks off
+        # (cancelled, truncated, bad checksum) nothing has been stored.
+        async for req in it:
+            if req.WhichOneof("payload") != "chunk":
+                raise InvalidArgument("only chunks may follow the header", reason="UNEXPECTED_HEADER")
+            decoder.feed(req.chunk)
+        kv = decoder.finish()
+        # Recomputed on demand from the stored tensors, in this service's canonical layout.
+        meta.checksum = ""
+        meta = await asyncio.to_thread(self._mem.add, meta, kv)
+        return actmem_pb2.AddCacheResponse(cache=convert.meta_to_proto(meta))
+
+    async def GetCache(self, request, context):  # type: ignore[no-untyped-def]
+        if request.merge_ids:
+            meta, kv = await asyncio.to_thread(self._mem.merge, request.cube_id, list(request.merge_ids))
+        elif request.info_only:
+            meta = await asyncio.to_thread(self._mem.info, request.cube_id, request.cache_id)
+            yield actmem_pb2.GetCacheResponse(header=convert.meta_to_proto(meta))
+            return
+        else:
+            if not request.cache_id:
+                raise InvalidArgument("cache_id or merge_ids is required", reason="MISSING_CACHE_ID")
+            meta, kv = await asyncio.to_thread(self._mem.get, request.cube_id, request.cache_id)
+        assert kv is not None
+        async for resp in self._stream(meta, kv, actmem_pb2.GetCacheResponse):
+            yield resp
+
+    async def ListCaches(self, request, context):  # type: ignore[no-untyped-def]
+        metas, nxt = await asyncio.to_thread(self._mem.list, request.cube_id, request.page_size, request.page_token)
+        return actmem_pb2.ListCachesResponse(caches=[convert.meta_to_proto(m) for m in metas], next_page_token=nxt)
+
+    async def MergeCaches(self, request, context):  # type: ignore[no-untyped-def]
+        meta, _ = await asyncio.to_thread(
+            self._mem.merge,
+            request.cube_id,
+            list(request.cache_ids),
+            store=request.store,
+            request_id=request.request_id,
+        )
+        return actmem_pb2.MergeCachesResponse(cache=convert.meta_to_proto(meta))
+
+    async def DeleteCaches(self, request, context):  # type: ignore[no-untyped-def]
+        n = await asyncio.to_thread(self._mem.delete, request.cube_id, list(request.cache_ids))
+        return actmem_pb2.DeleteCachesResponse(deleted_count=n)
+
+    async def DeleteAllCaches(self, request, context):  # type: ignore[no-untyped-def]
+        n = await asyncio.to_thread(self._mem.delete_all, request.cube_id)
+        return actmem_pb2.DeleteAllCachesResponse(deleted_count=n)
+
+    async def DumpCaches(self, request, context):  # type: ignore[no-untyped-def]
+        n = await asyncio.to_thread(self._mem.dump, request.cube_id, request.directory)
+        return actmem_pb2.DumpCachesResponse(dumped_count=n)
+
+    async def LoadCaches(self, request, context):  # type: ignore[no-untyped-def]
+        metas = await asyncio.to_thread(self._mem.load, request.cube_id, request.directory)
+        return actmem_pb2.LoadCachesResponse(caches=[convert.meta_to_proto(m) for m in metas])
+
+    async def Generate(self, request, context):  # type: ignore[no-untyped-def]
+        messages = convert.messages_from_proto(request.messages)
+        events = await asyncio.to_thread(
+            self._mem.generate,
+            request.cube_id,
+            list(request.cache_ids),
+            messages,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+        )
+        try:
+            while batch := await asyncio.to_thread(_take, events, 1):
+                ev = batch[0]
+                yield actmem_pb2.GenerateResponse(
+                    delta=ev.delta,
+                    ttft_ms=ev.ttft_ms,
+                    done=ev.done,
+                    cached_tokens=ev.cached_tokens,
+                    prompt_tokens=ev.prompt_tokens,
+                    completion_tokens=ev.completion_tokens,
+                )
+        finally:
+            try:
+                events.close()  # type: ignore[attr-defined]
+            except ValueError:  # still running in its worker thread (call cancelled); it ends there
+                pass

@@ -1,0 +1,77 @@
+"""Settings of the actmem service (``MEMOS_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from shared.settings import ServerSettings, default_data_dir
+
+
+class ActMemSettings(ServerSettings):
+    listen_addr: str = "127.0.0.1:50054"
+    """host:port to listen on."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """"transformers": the model runs in this process; "vllm": a co-located vLLM server
+    (OpenAI-compatible API with automatic prefix caching) holds the caches as warmed prefixes."""
+
+    model_path: str = ""
+    """Local model directory, or a Hugging Face model name resolved from the local Hugging Face
+    cache only (never downloaded). Required."""
+
+    device: str = "cpu"
+    """torch device of the model and of resident caches: "cpu", "cuda" or "cuda:<n>"."""
+
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Model and cache dtype; "auto" is float32 on CPU and bfloat16 on CUDA."""
+
+    torch_threads: int = Field(default=0, ge=0)
+    """torch intra-op threads (0: torch's default, all cores)."""
+
+    max_cache_bytes: int = Field(default=4 * 1024**3, ge=0)
+    """Budget for caches resident in (device) memory. Beyond it the least recently used caches
+    are evicted to disk (data_dir/spill) and reloaded on use; a single cache larger than the
+    budget is refused with RESOURCE_EXHAUSTED. 0: no budget."""
+
+    max_spill_bytes: int = Field(default=64 * 1024**3, ge=0)
+    """Budget for evicted caches on disk; past it, adds fail with RESOURCE_EXHAUSTED. 0: no budget."""
+
+    data_dir: Path = Field(default_factory=lambda: default_data_dir() / "actmem")
+    """Working directory of the service (evicted caches under spill/, emptied at start)."""
+
+    dump_root: Path | None = None
+    """Directory that Dump and Load paths are relative to (never escaped); data_dir/dumps when unset."""
+
+    chunk_bytes: int = Field(default=1024 * 1024, ge=4096, le=8 * 1024 * 1024)
+    """Largest tensor chunk per streamed message (well under the gRPC message limits)."""
+
+    checksum: Literal["crc32", "sha256"] = "crc32"
+    """Checksum of streamed and dumped payloads: crc32 (3 GB/s, catches corruption and
+    truncation) or sha256 (1.3 GB/s here, also resists deliberate tampering)."""
+
+    max_prompt_tokens: int = Field(default=0, ge=0)
+    """Longest prompt (cached prefix + new tokens + max_tokens); 0: the model's context length."""
+
+    max_new_tokens: int = Field(default=1024, ge=1)
+    """Upper bound on Generate's max_tokens."""
+
+    vllm_url: str = ""
+    """vLLM backend: base URL of the OpenAI-compatible server (http://127.0.0.1:8000/v1)."""
+
+    vllm_model: str = ""
+    """vLLM backend: served model name; model_path when empty."""
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        # Fail at start, not on the first extraction.
+        if v != "cpu" and v != "cuda" and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device must be cpu, cuda or cuda:<n>, not {v!r}")
+        return v
+
+    @property
+    def resolved_dump_root(self) -> Path:
+        return self.dump_root if self.dump_root is not None else self.data_dir / "dumps"

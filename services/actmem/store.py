@@ -1,0 +1,189 @@
+"""Where caches live: in (device) memory under a byte budget, evicted to disk beyond it.
+
+The least recently used caches are written to ``spill_dir`` as safetensors when
+the resident bytes would exceed the budget, and read back (checksum verified)
+the next time they are used, transparently for callers. A single cache larger
+than the whole budget, or a spill past the disk budget, is refused with
+RESOURCE_EXHAUSTED rather than evicting everything else for it.
+
+Caches handed out by :meth:`get` stay alive while the caller holds them even if
+they are evicted meanwhile, so the budget bounds what the store keeps, not
+short-lived copies in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.actmem import codec
+from services.actmem.models import KV, CacheMeta
+from shared.errors import NotFound, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    meta: CacheMeta
+    kv: KV | None  # None while evicted to disk
+
+
+class CacheStore:
+    def __init__(
+        self, *, max_bytes: int, spill_dir: Path, max_spill_bytes: int = 0, device: str = "cpu", checksum: str = "crc32"
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_spill_bytes = max_spill_bytes
+        self.device = device
+        self.checksum = checksum
+        self.spill_dir = spill_dir
+        # Spilled caches belong to this process's lifetime only: what a previous run left is stale.
+        shutil.rmtree(spill_dir, ignore_errors=True)
+        spill_dir.mkdir(parents=True, exist_ok=True)
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._resident = 0
+        self._spilled = 0
+        self._lock = threading.RLock()
+
+    # -- accounting --------------------------------------------------------
+
+    @property
+    def resident_bytes(self) -> int:
+        return self._resident
+
+    @property
+    def spilled_bytes(self) -> int:
+        return self._spilled
+
+    def check_fits(self, size: int) -> None:
+        """Refuses a cache that can never be resident (before receiving or computing it)."""
+        if self.max_bytes and size > self.max_bytes:
+            raise ResourceExhausted(
+                f"a cache of {size} bytes exceeds the memory budget of {self.max_bytes} bytes (MEMOS_MAX_CACHE_BYTES)",
+                reason="CACHE_BUDGET_EXCEEDED",
+                metadata={"size_bytes": str(size), "max_cache_bytes": str(self.max_bytes)},
+            )
+
+    def _spill_path(self, key: tuple[str, str]) -> Path:
+        return self.spill_dir / key[0] / f"{key[1]}.safetensors"
+
+    def _make_room(self, size: int, keep: tuple[str, str] | None = None) -> None:
+        if not self.max_bytes:
+            return
+        for key in list(self._entries):
+            if self._resident + size <= self.max_bytes:
+                return
+            entry = self._entries[key]
+            if entry.kv is None or key == keep:
+                continue
+            self._evict(key, entry)
+        if self._resident + size > self.max_bytes:
+            raise ResourceExhausted(
+                f"no room for {size} bytes within the memory budget", reason="CACHE_BUDGET_EXCEEDED"
+            )
+
+    def _evict(self, key: tuple[str, str], entry: _Entry) -> None:
+        size = entry.meta.size_bytes
+        if self.max_spill_bytes and self._spilled + size > self.max_spill_bytes:
+            raise ResourceExhausted(
+                f"evicting {key[1]} would exceed the disk budget of {self.max_spill_bytes} bytes (MEMOS_MAX_SPILL_BYTES)",
+                reason="SPILL_BUDGET_EXCEEDED",
+            )
+        assert entry.kv is not None
+        if not entry.meta.checksum:
+            entry.meta.checksum = codec.checksum_of(entry.kv, self.checksum)
+        path = self._spill_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        codec.write_file(path, entry.kv)
+        entry.kv = None
+        entry.meta.resident = False
+        self._resident -= size
+        self._spilled += size
+        log.info("cache evicted to disk", extra={"cube_id": key[0], "cache_id": key[1], "size_bytes": size})
+
+    # -- operations ----------------------------------------------------------
+
+    def put(self, meta: CacheMeta, kv: KV) -> None:
+        """Stores (or replaces) a cache; evicts others to make room."""
+        key = (meta.cube_id, meta.cache_id)
+        with self._lock:
+            self.check_fits(meta.size_bytes)
+            self._remove(key)
+            self._make_room(meta.size_bytes)
+            meta.resident = True
+            self._entries[key] = _Entry(meta, kv)
+            self._resident += meta.size_bytes
+
+    def put_many(self, items: list[tuple[CacheMeta, KV]]) -> None:
+        """All or nothing: on failure, the caches stored before it are removed again."""
+        with self._lock:
+            done: list[tuple[str, str]] = []
+            try:
+                for meta, kv in items:
+                    self.put(meta, kv)
+                    done.append((meta.cube_id, meta.cache_id))
+            except BaseException:
+                for key in done:
+                    self._remove(key)
+                raise
+
+    def meta(self, cube_id: str, cache_id: str) -> CacheMeta:
+        with self._lock:
+            entry = self._entries.get((cube_id, cache_id))
+            if entry is None:
+                raise NotFound(
+                    f"cache {cache_id} not found in cube {cube_id}",
+                    reason="CACHE_NOT_FOUND",
+                    metadata={"cube_id": cube_id, "cache_id": cache_id},
+                )
+            return entry.meta
+
+    def get(self, cube_id: str, cache_id: str) -> tuple[CacheMeta, KV]:
+        """The cache, reloaded from disk if it was evicted; marks it most recently used."""
+        key = (cube_id, cache_id)
+        with self._lock:
+            meta = self.meta(cube_id, cache_id)
+            entry = self._entries[key]
+            self._entries.move_to_end(key)
+            if entry.kv is None:
+                self._make_room(meta.size_bytes, keep=key)
+                specs = codec.expected_specs(meta.fingerprint, meta.num_tokens)
+                entry.kv = codec.read_file(self._spill_path(key), specs, meta.checksum, self.device)
+                self._spill_path(key).unlink(missing_ok=True)
+                self._spilled -= meta.size_bytes
+                self._resident += meta.size_bytes
+                meta.resident = True
+                log.info("cache reloaded from disk", extra={"cube_id": cube_id, "cache_id": cache_id})
+            return meta, entry.kv
+
+    def list(self, cube_id: str) -> list[CacheMeta]:
+        with self._lock:
+            metas = [e.meta for (cube, _), e in self._entries.items() if cube == cube_id]
+        return sorted(metas, key=lambda m: (m.created_at, m.cache_id))
+
+    def _remove(self, key: tuple[str, str]) -> bool:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        if entry.kv is None:
+            self._spill_path(key).unlink(missing_ok=True)
+            self._spilled -= entry.meta.size_bytes
+        else:
+            self._resident -= entry.meta.size_bytes
+        return True
+
+    def delete(self, cube_id: str, cache_ids: list[str]) -> int:
+        with self._lock:
+            for cid in cache_ids:  # all known, or nothing deleted
+                self.meta(cube_id, cid)
+            return sum(self._remove((cube_id, cid)) for cid in dict.fromkeys(cache_ids))
+
+    def delete_all(self, cube_id: str) -> int:
+        with self._lock:
+            keys = [k for k in self._entries if k[0] == cube_id]
+            return sum(self._remove(k) for k in keys)
