@@ -6,18 +6,19 @@ BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup gen check-gen lint test test-unit test-integration test-e2e run bench clean-data help
+.PHONY: setup gen check-gen lint test test-unit test-integration test-e2e run bench bench-ingest clean-data help
 
 help:
 	@echo "make run    - set up (if needed) and run the suite on embedded defaults (gateway on 127.0.0.1:50051)"
 	@echo "make test   - set up (if needed) and run the whole test suite"
 	@echo "make lint   - buf lint/format/breaking, stale-stub check, ruff"
 	@echo "make bench  - gateway benchmarks (latency, fan-out, add throughput, memory)"
+	@echo "make bench-ingest - ingest benchmarks (parse throughput, add with/without ingest, LLM calls)"
 	@echo "make gen    - regenerate the Python stubs from protos/"
 
 setup: $(STAMP)
 
-$(STAMP): tools/setup.sh requirements/runtime.txt requirements/textmem.txt requirements/dev.txt package.json package-lock.json
+$(STAMP): tools/setup.sh $(wildcard requirements/*.txt) package.json package-lock.json
 	tools/setup.sh
 	@touch $@
 
@@ -54,5 +55,15 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_gateway.py
 
+bench-ingest: $(STAMP)
+	$(PY) benchmarks/bench_ingest.py
+
 clean-data:
 	rm -rf $${MEMOS_DATA_DIR:-$$HOME/.local/share/memos}
+
+.PHONY: tiny-model bench-actmem
+tiny-model: $(STAMP)
+	$(PY) tools/tiny_model.py models/tiny-qwen3
+
+bench-actmem: $(STAMP)
+	$(PY) benchmarks/bench_actmem.py

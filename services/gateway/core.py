@@ -17,11 +17,13 @@ from google.rpc import status_pb2
 
 from memos.common.v1 import memory_pb2
 from memos.gateway.v1 import gateway_pb2
+from memos.ingest.v1 import ingest_pb2
 from memos.textmem.v1 import textmem_pb2
+from services.gateway.ingest_client import IngestClient
 from services.gateway.settings import GatewaySettings
 from services.gateway.textmem_client import TextMemClient
 from shared.errors import DeadlineExceeded, InvalidArgument, MemosError, NotFound, PermissionDenied
-from shared.grpc_errors import ok_status_proto, to_status_proto
+from shared.grpc_errors import to_status_proto
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,15 @@ MAX_TOP_K = 100
 _READ_ROLES = {"owner", "writer", "reader"}
 _WRITE_ROLES = {"owner", "writer"}
 _ROLE_NAMES = {textmem_pb2.CUBE_ROLE_READER: "reader", textmem_pb2.CUBE_ROLE_WRITER: "writer"}
+_TO_INGEST_MODE = {
+    gateway_pb2.EXTRACT_MODE_UNSPECIFIED: ingest_pb2.EXTRACTION_MODE_FAST,
+    gateway_pb2.EXTRACT_MODE_FAST: ingest_pb2.EXTRACTION_MODE_FAST,
+    gateway_pb2.EXTRACT_MODE_FINE: ingest_pb2.EXTRACTION_MODE_FINE,
+}
+_FROM_INGEST_MODE = {
+    ingest_pb2.EXTRACTION_MODE_FAST: gateway_pb2.EXTRACT_MODE_FAST,
+    ingest_pb2.EXTRACTION_MODE_FINE: gateway_pb2.EXTRACT_MODE_FINE,
+}
 _SHARE_TO_CUBE_ROLE = {
     gateway_pb2.SHARE_ROLE_READER: textmem_pb2.CUBE_ROLE_READER,
     gateway_pb2.SHARE_ROLE_WRITER: textmem_pb2.CUBE_ROLE_WRITER,
@@ -78,9 +89,10 @@ class _CachedCube:
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings, textmem: TextMemClient) -> None:
+    def __init__(self, settings: GatewaySettings, textmem: TextMemClient, ingest: IngestClient | None = None) -> None:
         self.settings = settings
         self.textmem = textmem
+        self.ingest = ingest
         self._cube_cache: dict[str, _CachedCube] = {}
 
     # cubes and access ---------------------------------------------------------------
@@ -158,30 +170,68 @@ class Gateway:
                 f"unknown async_mode {req.async_mode}", reason="UNKNOWN_ASYNC_MODE", metadata={"field": "async_mode"}
             )
         notices: list[str] = []
-        if req.mode == gateway_pb2.EXTRACT_MODE_FINE and not self.settings.ingest_addr:
+        if req.mode == gateway_pb2.EXTRACT_MODE_FINE and self.ingest is None:
             notices.append("mode=fine needs an LLM-backed ingest service, none is configured: stored with fast mode")
         if req.async_mode == gateway_pb2.ASYNC_MODE_ASYNC and not self.settings.scheduler_addr:
             notices.append("async_mode=async needs the scheduler service, none is configured: ran synchronously")
         await self.authorize_write(req.user_id, cube_ids, timeout)
         request_id = req.request_id or uuid.uuid4().hex
         session_id = req.session_id or "default_session"
+        effective_mode = gateway_pb2.EXTRACT_MODE_FAST
+        part_errors: list[gateway_pb2.AddPartError] = []
+        candidates: list[textmem_pb2.MemoryCandidate] = []
+        if self.ingest is not None:
+            # Parsed once (files fetched once, the LLM asked once), then written to every cube.
+            parsed = await self.ingest.parse(
+                ingest_pb2.ParseMessagesRequest(
+                    user_id=req.user_id,
+                    session_id=session_id,
+                    messages=req.messages,
+                    mode=_TO_INGEST_MODE[req.mode],
+                    custom_tags=req.custom_tags,
+                    info=req.info,
+                ),
+                timeout,
+            )
+            candidates = [textmem_pb2.MemoryCandidate(memory=c.memory, metadata=c.metadata) for c in parsed.candidates]
+            effective_mode = _FROM_INGEST_MODE.get(parsed.effective_mode, gateway_pb2.EXTRACT_MODE_FAST)
+            notices.extend(parsed.notices)
+            part_errors = [
+                gateway_pb2.AddPartError(message_index=e.message_index, part_index=e.part_index, status=e.status)
+                for e in parsed.part_errors
+            ]
         written: dict[str, list[str]] = {}
         added: list[gateway_pb2.AddedMemory] = []
         try:
             for cube_id in cube_ids:
-                resp = await self.textmem.call(
-                    self.textmem.memories.AddMemories,
-                    textmem_pb2.AddMemoriesRequest(
-                        request_id=f"{request_id}:{cube_id}",
-                        cube_id=cube_id,
-                        user_id=req.user_id,
-                        session_id=session_id,
-                        messages=req.messages,
-                        custom_tags=req.custom_tags,
-                        info=req.info,
-                    ),
-                    timeout,
-                )
+                if self.ingest is None:
+                    resp = await self.textmem.call(
+                        self.textmem.memories.AddMemories,
+                        textmem_pb2.AddMemoriesRequest(
+                            request_id=f"{request_id}:{cube_id}",
+                            cube_id=cube_id,
+                            user_id=req.user_id,
+                            session_id=session_id,
+                            messages=req.messages,
+                            custom_tags=req.custom_tags,
+                            info=req.info,
+                        ),
+                        timeout,
+                    )
+                elif candidates:
+                    resp = await self.textmem.call(
+                        self.textmem.memories.WriteMemories,
+                        textmem_pb2.WriteMemoriesRequest(
+                            request_id=f"{request_id}:{cube_id}",
+                            cube_id=cube_id,
+                            user_id=req.user_id,
+                            session_id=session_id,
+                            candidates=candidates,
+                        ),
+                        timeout,
+                    )
+                else:
+                    continue
                 written[cube_id] = [m.id for m in resp.memories]
                 added.extend(
                     gateway_pb2.AddedMemory(
@@ -193,10 +243,16 @@ class Gateway:
             await self._roll_back(written)
             raise
         message = f"added {len(added)} memories to {len(cube_ids)} cube(s)"
+        if part_errors:
+            message += f"; {len(part_errors)} part(s) not stored (see part_errors)"
         if notices:
             message += "; " + "; ".join(notices)
         return gateway_pb2.AddMemoriesResponse(
-            message=message, memories=added, effective_mode=gateway_pb2.EXTRACT_MODE_FAST, notices=notices
+            message=message,
+            memories=added,
+            effective_mode=effective_mode,
+            notices=notices,
+            part_errors=part_errors,
         )
 
     async def _roll_back(self, written: dict[str, list[str]]) -> None:
@@ -253,16 +309,16 @@ class Gateway:
         text_filter.CopyFrom(req.filter)
         if req.session_id and not text_filter.session_id:
             text_filter.session_id = req.session_id
-        jobs = [self._search_cube(c, req.query, top_k, text_filter, fanout_timeout) for c in cube_ids]
+        jobs = [self._search_cubes(cube_ids, req.query, top_k, text_filter, fanout_timeout)]
         if req.include_preference:
             pref_filter = memory_pb2.MemoryFilter()
             pref_filter.CopyFrom(text_filter)
             del pref_filter.memory_types[:]
             pref_filter.memory_types.append(memory_pb2.MEMORY_TYPE_PREFERENCE)
-            jobs += [self._search_cube(c, req.query, pref_top_k, pref_filter, fanout_timeout) for c in cube_ids]
-        buckets = await asyncio.gather(*jobs)
-        text_buckets = buckets[: len(cube_ids)]
-        pref_buckets = buckets[len(cube_ids) :]
+            jobs.append(self._search_cubes(cube_ids, req.query, pref_top_k, pref_filter, fanout_timeout))
+        results = await asyncio.gather(*jobs)
+        text_buckets = results[0]
+        pref_buckets = results[1] if req.include_preference else []
         ranked = sorted((m for b in text_buckets for m in b.memories), key=lambda m: (-m.score, m.item.id))[:top_k]
         pref_string = ""
         if req.include_preference:
@@ -273,23 +329,28 @@ class Gateway:
             text_mem=text_buckets, pref_mem=pref_buckets, pref_string=pref_string, ranked=ranked
         )
 
-    async def _search_cube(
-        self, cube_id: str, query: str, top_k: int, flt: memory_pb2.MemoryFilter, timeout: float
-    ) -> gateway_pb2.CubeMemories:
+    async def _search_cubes(
+        self, cube_ids: list[str], query: str, top_k: int, flt: memory_pb2.MemoryFilter, timeout: float
+    ) -> list[gateway_pb2.CubeMemories]:
+        """One batch call for the cubes (all held by one textmem): textmem embeds the query once,
+        makes one vector-store round trip, and answers each cube with its hits or its status;
+        the gateway only turns a failure of the whole call into every cube's status."""
         try:
             resp = await self.textmem.call(
-                self.textmem.memories.SearchMemories,
-                textmem_pb2.SearchMemoriesRequest(cube_id=cube_id, query=query, top_k=top_k, filter=flt),
+                self.textmem.memories.BatchSearchMemories,
+                textmem_pb2.BatchSearchMemoriesRequest(cube_ids=cube_ids, query=query, top_k=top_k, filter=flt),
                 timeout,
             )
         except MemosError as err:
             if err.code.name == "INVALID_ARGUMENT":
                 raise  # the request is wrong for every cube alike
-            log.warning("cube search failed", extra={"cube_id": cube_id, "reason": err.reason})
-            return gateway_pb2.CubeMemories(cube_id=cube_id, status=to_status_proto(err))
-        return gateway_pb2.CubeMemories(
-            cube_id=cube_id, memories=resp.memories, total=resp.total, status=ok_status_proto()
-        )
+            log.warning("cube search failed", extra={"cubes": len(cube_ids), "reason": err.reason})
+            status = to_status_proto(err)
+            return [gateway_pb2.CubeMemories(cube_id=c, status=status) for c in cube_ids]
+        return [
+            gateway_pb2.CubeMemories(cube_id=r.cube_id, memories=r.memories, total=r.total, status=r.status)
+            for r in resp.results
+        ]
 
     # single-cube operations -------------------------------------------------------------------
     async def get(self, req: gateway_pb2.GetMemoryRequest, timeout: float | None) -> gateway_pb2.GetMemoryResponse:

@@ -15,7 +15,8 @@ class GatewaySettings(ServerSettings, ClientSettings):
     """Where the textmem service listens."""
 
     ingest_addr: str = ""
-    """Where the ingest service listens; empty: fine mode falls back to fast."""
+    """Where the ingest service listens; every add (fast and fine) goes through it. Empty: adds go
+    straight to textmem's fast path (chat text only; files are not fetched) and fine mode falls back."""
 
     scheduler_addr: str = ""
     """Where the scheduler listens; empty: async adds run synchronously."""

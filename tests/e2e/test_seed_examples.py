@@ -60,12 +60,13 @@ def texts(data: dict, cube_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def running_suite(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    gateway, textmem = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    gateway, textmem, ingest = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "MEMOS_DATA_DIR": str(tmp_path_factory.mktemp("suite-data")),
         "MEMOS_GATEWAY_LISTEN": gateway,
         "MEMOS_TEXTMEM_LISTEN": textmem,
+        "MEMOS_INGEST_LISTEN": ingest,
         "MEMOS_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(

@@ -1,9 +1,10 @@
-"""A loopback HTTP server speaking the OpenAI embeddings protocol.
+"""A loopback HTTP server speaking the OpenAI embeddings and chat-completions protocols.
 
 The only kind of fake the project allows: an external model endpoint. It runs
 the real HTTP protocol, so the production client (urllib, JSON, status codes)
 is what gets tested. Embeddings are deterministic hashed bags of words, so
-texts sharing words are close.
+texts sharing words are close. Chat completions answer with the contents the
+test queued in ``chat_replies`` (in order), else with ``chat_default(body)``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,6 +34,39 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.fail_with: int | None = None  # an HTTP status to answer with instead
         self.wrong_dim = False
+        self.chat_replies: list[str] = []
+        self.chat_default: Callable[[dict], str] = lambda body: json.dumps({"memories": [], "summary": ""})
+        self.chat_delay_s = 0.0
+        self._lock = threading.Lock()
+        self.chat_in_flight = 0
+        self.chat_max_in_flight = 0
+
+    def chat_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"] == "/v1/chat/completions"]
+
+    def _chat(self, body: dict) -> bytes:
+        with self._lock:
+            self.chat_in_flight += 1
+            self.chat_max_in_flight = max(self.chat_max_in_flight, self.chat_in_flight)
+            content = self.chat_replies.pop(0) if self.chat_replies else None
+        try:
+            if self.chat_delay_s:
+                time.sleep(self.chat_delay_s)
+            if content is None:
+                content = self.chat_default(body)
+        finally:
+            with self._lock:
+                self.chat_in_flight -= 1
+        return json.dumps(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": body.get("model", ""),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
+            }
+        ).encode()
 
     @contextmanager
     def serve(self) -> Iterator[str]:
@@ -47,6 +82,14 @@ class FakeOpenAI:
                 if fake.fail_with:
                     self.send_response(fake.fail_with)
                     self.end_headers()
+                    return
+                if self.path == "/v1/chat/completions":
+                    payload = fake._chat(body)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
                     return
                 if self.path != "/v1/embeddings":
                     self.send_response(404)

@@ -1,6 +1,6 @@
 """The whole suite in this process, for a laptop with nothing else installed.
 
-:class:`EmbeddedSuite` starts textmem and the gateway as real gRPC servers on
+:class:`EmbeddedSuite` starts textmem, ingest and the gateway as real gRPC servers on
 loopback ports in a background thread (their own event loop), on the
 embedded defaults (Milvus Lite, SQLite) under ``MEMOS_DATA_DIR``. Clients then
 talk to it over gRPC exactly as they would to a deployed gateway: there is no
@@ -31,6 +31,7 @@ class EmbeddedSuite:
         self._error: BaseException | None = None
         self.gateway_address = ""
         self.textmem_address = ""
+        self.ingest_address = ""
 
     def start(self) -> str:
         """Starts the services (once) and returns the gateway's address."""
@@ -54,6 +55,8 @@ class EmbeddedSuite:
     async def _main(self) -> None:
         from services.gateway.app import build_server as build_gateway
         from services.gateway.settings import GatewaySettings
+        from services.ingest.app import build_server as build_ingest
+        from services.ingest.settings import IngestSettings
         from services.textmem.app import build_server as build_textmem
         from services.textmem.settings import TextMemSettings
 
@@ -62,12 +65,18 @@ class EmbeddedSuite:
         textmem = build_textmem(TextMemSettings(listen_addr="127.0.0.1:0", data_dir=self.data_dir))
         await textmem.start()
         self.textmem_address = textmem.address
-        gateway = build_gateway(GatewaySettings(listen_addr="127.0.0.1:0", textmem_addr=textmem.address))
+        ingest = build_ingest(IngestSettings(listen_addr="127.0.0.1:0", textmem_addr=textmem.address))
+        await ingest.start()
+        self.ingest_address = ingest.address
+        gateway = build_gateway(
+            GatewaySettings(listen_addr="127.0.0.1:0", textmem_addr=textmem.address, ingest_addr=ingest.address)
+        )
         await gateway.start()
         self.gateway_address = gateway.address
         self._ready.set()
         await self._stop.wait()
         await gateway.stop(2.0)
+        await ingest.stop(2.0)
         await textmem.stop(2.0)
 
     def stop(self) -> None:

@@ -76,16 +76,30 @@ class AddedMemory(_message.Message):
     def __init__(self, memory_id: _Optional[str] = ..., memory: _Optional[str] = ..., memory_type: _Optional[_Union[_memory_pb2.MemoryType, str]] = ..., cube_id: _Optional[str] = ...) -> None: ...
 
 class AddMemoriesResponse(_message.Message):
-    __slots__ = ("message", "memories", "effective_mode", "notices")
+    __slots__ = ("message", "memories", "effective_mode", "notices", "part_errors")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_MODE_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
+    PART_ERRORS_FIELD_NUMBER: _ClassVar[int]
     message: str
     memories: _containers.RepeatedCompositeFieldContainer[AddedMemory]
     effective_mode: ExtractMode
     notices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, message: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[AddedMemory, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractMode, str]] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
+    part_errors: _containers.RepeatedCompositeFieldContainer[AddPartError]
+    def __init__(self, message: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[AddedMemory, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractMode, str]] = ..., notices: _Optional[_Iterable[str]] = ..., part_errors: _Optional[_Iterable[_Union[AddPartError, _Mapping]]] = ...) -> None: ...
+
+class AddPartError(_message.Message):
+    __slots__ = ("cube_id", "message_index", "part_index", "status")
+    CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PART_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    cube_id: str
+    message_index: int
+    part_index: int
+    status: _status_pb2.Status
+    def __init__(self, cube_id: _Optional[str] = ..., message_index: _Optional[int] = ..., part_index: _Optional[int] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class SearchMemoriesRequest(_message.Message):
     __slots__ = ("user_id", "readable_cube_ids", "query", "top_k", "filter", "include_preference", "pref_top_k", "session_id")

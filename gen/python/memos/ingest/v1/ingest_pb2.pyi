@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.rpc import status_pb2 as _status_pb2
 from memos.common.v1 import memory_pb2 as _memory_pb2
 from memos.common.v1 import message_pb2 as _message_pb2
@@ -38,31 +39,37 @@ class PartError(_message.Message):
     def __init__(self, message_index: _Optional[int] = ..., part_index: _Optional[int] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class ParseMessagesRequest(_message.Message):
-    __slots__ = ("user_id", "cube_id", "session_id", "messages", "mode")
+    __slots__ = ("user_id", "cube_id", "session_id", "messages", "mode", "custom_tags", "info")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_TAGS_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     cube_id: str
     session_id: str
     messages: _containers.RepeatedCompositeFieldContainer[_message_pb2.ChatMessage]
     mode: ExtractionMode
-    def __init__(self, user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[ExtractionMode, str]] = ...) -> None: ...
+    custom_tags: _containers.RepeatedScalarFieldContainer[str]
+    info: _struct_pb2.Struct
+    def __init__(self, user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[ExtractionMode, str]] = ..., custom_tags: _Optional[_Iterable[str]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ParseMessagesResponse(_message.Message):
-    __slots__ = ("candidates", "part_errors", "effective_mode")
+    __slots__ = ("candidates", "part_errors", "effective_mode", "notices")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     PART_ERRORS_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_MODE_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     part_errors: _containers.RepeatedCompositeFieldContainer[PartError]
     effective_mode: ExtractionMode
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., part_errors: _Optional[_Iterable[_Union[PartError, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractionMode, str]] = ...) -> None: ...
+    notices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., part_errors: _Optional[_Iterable[_Union[PartError, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractionMode, str]] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IngestMessagesRequest(_message.Message):
-    __slots__ = ("request_id", "user_id", "cube_id", "session_id", "messages", "mode", "custom_tags")
+    __slots__ = ("request_id", "user_id", "cube_id", "session_id", "messages", "mode", "custom_tags", "info")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +77,7 @@ class IngestMessagesRequest(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_TAGS_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user_id: str
     cube_id: str
@@ -77,17 +85,20 @@ class IngestMessagesRequest(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[_message_pb2.ChatMessage]
     mode: ExtractionMode
     custom_tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[ExtractionMode, str]] = ..., custom_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    info: _struct_pb2.Struct
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[ExtractionMode, str]] = ..., custom_tags: _Optional[_Iterable[str]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class IngestMessagesResponse(_message.Message):
-    __slots__ = ("memories", "part_errors", "effective_mode")
+    __slots__ = ("memories", "part_errors", "effective_mode", "notices")
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     PART_ERRORS_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_MODE_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
     part_errors: _containers.RepeatedCompositeFieldContainer[PartError]
     effective_mode: ExtractionMode
-    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., part_errors: _Optional[_Iterable[_Union[PartError, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractionMode, str]] = ...) -> None: ...
+    notices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., part_errors: _Optional[_Iterable[_Union[PartError, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractionMode, str]] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UploadFileRequest(_message.Message):
     __slots__ = ("header", "chunk")

@@ -83,7 +83,23 @@ def add_memories(add_req: APIADDRequest) -> MemoryResponse:
         }
         for m in resp.memories
     ]
+    # Parts that produced no memory (a refused URL, a corrupt file, ...): listed, never dropped silently.
+    data += [
+        {
+            "cube_id": e.cube_id,
+            "message_index": e.message_index,
+            "part_index": e.part_index,
+            "error": {"code": e.status.code, "message": e.status.message, "reason": _reason(e.status)},
+        }
+        for e in resp.part_errors
+    ]
     return MemoryResponse(message=resp.message, data=data)
+
+
+def _reason(status) -> str:  # type: ignore[no-untyped-def]
+    from shared.grpc_errors import from_status_proto
+
+    return from_status_proto(status).reason
 
 
 def search_memories(search_req: APISearchRequest) -> SearchResponse:

@@ -1,0 +1,466 @@
+"""Documents: media-type sniffing, parsing (md, txt, html, pdf, docx) and structure-aware chunking.
+
+Every parser turns bytes into *units*: paragraphs and headings in reading
+order, each knowing the heading path it sits under (and its page, for pdf).
+The chunker packs units into chunks of about ``chunk_chars``, preferring to
+break where a section starts, repeating the tail of the previous chunk when a
+section continues across a break, and starting every chunk that does not open
+with a heading with its heading path, so that a chunk read alone still says
+where it belongs.
+
+Untrusted input: a docx is a zip, checked for declared sizes and compression
+ratios before anything is decompressed; pdf and docx parser failures become
+precise errors, never crashes.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+
+from shared.errors import FailedPrecondition, InvalidArgument, MemosError, ResourceExhausted
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+HTML = "text/html"
+MARKDOWN = "text/markdown"
+TEXT = "text/plain"
+IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+DOCUMENT_TYPES = {PDF, DOCX, HTML, MARKDOWN, TEXT}
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？;；])\s+")
+
+
+# sniffing ------------------------------------------------------------------------------------
+def _extension(name: str) -> str:
+    name = name.lower().split("?", 1)[0].split("#", 1)[0]
+    return name.rsplit(".", 1)[-1] if "." in name.rsplit("/", 1)[-1] else ""
+
+
+def sniff(data: bytes, declared: str = "", name: str = "") -> str:
+    """The media type of ``data`` judged by its bytes first; the declared type and name only tell
+    text formats apart (a "report.pdf" that holds markdown is markdown)."""
+    head = data[:1024]
+    if b"%PDF-" in head:
+        return PDF
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                if "word/document.xml" in zf.namelist():
+                    return DOCX
+        except (zipfile.BadZipFile, OSError, ValueError):
+            pass
+        return "application/zip"
+    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "application/octet-stream"
+    ext = _extension(name)
+    start = data[:512].lstrip().lower()
+    if (
+        declared in ("text/html", "application/xhtml+xml")
+        or ext in ("html", "htm", "xhtml")
+        or start.startswith((b"<!doctype html", b"<html"))
+    ):
+        return HTML
+    if declared in ("text/markdown", "text/x-markdown") or ext in ("md", "markdown", "mdx"):
+        return MARKDOWN
+    return MARKDOWN if re.search(rb"(?m)^#{1,6} \S", data[:65536]) else TEXT
+
+
+def decode_text(data: bytes, charset: str = "") -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    for enc in ("utf-8", charset, "gb18030"):
+        if not enc:
+            continue
+        try:
+            return data.decode(enc)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return data.decode("latin-1")
+
+
+# units ---------------------------------------------------------------------------------------
+@dataclass
+class Unit:
+    text: str
+    path: tuple[str, ...]
+    """Headings above this unit, outermost first."""
+    heading: bool = False
+    """True when the unit is itself a heading line."""
+    page: int = 0
+    """1-based page for pdf; 0 when the format has no pages."""
+
+
+def markdown_units(text: str, page: int = 0, base_path: tuple[str, ...] = ()) -> list[Unit]:
+    """Headings (ATX ``#``) and paragraphs (blank-line separated; fenced code kept whole)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    units: list[Unit] = []
+    levels: list[tuple[int, str]] = []
+    path = base_path
+
+    def heading(line: str, m: re.Match) -> None:
+        nonlocal path
+        level, title = len(m.group(1)), m.group(2).strip()
+        while levels and levels[-1][0] >= level:
+            levels.pop()
+        levels.append((level, title))
+        path = base_path + tuple(h for _, h in levels)
+        units.append(Unit(line.strip(), path, heading=True, page=page))
+
+    if "```" not in text and "~~~" not in text:
+        # Fast path: paragraphs are blank-line separated blocks; only blocks with a heading line are split.
+        for block in _BLANK_LINES.split(text):
+            if not block.strip():
+                continue
+            if not (block.lstrip().startswith("#") or "\n#" in block):
+                units.append(Unit(block.strip(), path, page=page))
+                continue
+            para: list[str] = []
+            for line in block.split("\n"):
+                m = _HEADING.match(line)
+                if m:
+                    if para:
+                        units.append(Unit("\n".join(para).strip(), path, page=page))
+                        para = []
+                    heading(line, m)
+                else:
+                    para.append(line.rstrip())
+            if any(p.strip() for p in para):
+                units.append(Unit("\n".join(para).strip(), path, page=page))
+        return units
+
+    para = []
+    in_fence = False
+
+    def flush() -> None:
+        body = "\n".join(para).strip()
+        para.clear()
+        if body:
+            units.append(Unit(body, path, page=page))
+
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            para.append(line)
+            continue
+        if in_fence:
+            para.append(line)
+            continue
+        m = _HEADING.match(line)
+        if m:
+            flush()
+            heading(line, m)
+        elif not line.strip():
+            flush()
+        else:
+            para.append(line.rstrip())
+    flush()
+    return units
+
+
+class _HtmlToMarkdown(HTMLParser):
+    _SKIP = {"script", "style", "noscript", "template", "svg", "head", "iframe", "object"}
+    _BLOCK = {"p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "blockquote",
+              "table", "ul", "ol", "dl", "figure", "form", "hr", "address"}  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._skip = 0
+        self._pre = 0
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[type-arg]
+        if tag == "title":
+            self._in_title = True
+        if tag in self._SKIP:
+            self._skip += 1
+            return
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self.out.append("\n\n" + "#" * int(tag[1]) + " ")
+        elif tag in self._BLOCK:
+            self.out.append("\n\n")
+        elif tag == "li":
+            self.out.append("\n- ")
+        elif tag in ("br", "tr", "dt", "dd"):
+            self.out.append("\n")
+        elif tag in ("td", "th"):
+            self.out.append(" | ")
+        elif tag == "pre":
+            self._pre += 1
+            self.out.append("\n\n```\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        if tag in self._SKIP:
+            self._skip = max(0, self._skip - 1)
+            return
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6") or tag in self._BLOCK:
+            self.out.append("\n\n")
+        elif tag == "pre":
+            self._pre = max(0, self._pre - 1)
+            self.out.append("\n```\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        if self._skip:
+            return
+        if self._pre:
+            self.out.append(data)
+        else:
+            self.out.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_markdown(html: str) -> str:
+    p = _HtmlToMarkdown()
+    p.feed(html)
+    p.close()
+    text = "".join(p.out)
+    # Heading lines must be single lines; squeeze blank-line runs and trailing spaces.
+    text = re.sub(r"(?m)^(#{1,6}) +\n+", r"\1 ", text)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    if p.title.strip() and not re.match(r"#\s", text):
+        text = f"# {p.title.strip()}\n\n{text}"
+    return text
+
+
+def pdf_units(data: bytes, max_pages: int) -> list[Unit]:
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        encrypted = reader.is_encrypted
+    except Exception as exc:  # noqa: BLE001 - untrusted input: any parser failure means a corrupt file
+        raise InvalidArgument(f"the pdf is corrupt: {exc}", reason="PDF_CORRUPT") from None
+    if encrypted:
+        try:
+            ok = bool(reader.decrypt(""))  # readable when only an owner password restricts it
+        except Exception:  # noqa: BLE001 - unsupported algorithms raise various errors
+            ok = False
+        if not ok:
+            raise FailedPrecondition("the pdf is encrypted with a password", reason="PDF_ENCRYPTED")
+    try:
+        n = len(reader.pages)
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidArgument(f"the pdf is corrupt: {exc}", reason="PDF_CORRUPT") from None
+    if n > max_pages:
+        raise ResourceExhausted(
+            f"the pdf has {n} pages; the limit is {max_pages}",
+            reason="PDF_TOO_MANY_PAGES",
+            metadata={"limit": str(max_pages)},
+        )
+    units: list[Unit] = []
+    for i in range(n):
+        try:
+            text = reader.pages[i].extract_text() or ""
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidArgument(f"page {i + 1} of the pdf is corrupt: {exc}", reason="PDF_CORRUPT") from None
+        units.extend(markdown_units(text, page=i + 1))
+    if not units:
+        raise FailedPrecondition("the pdf has no text layer (a scan?)", reason="PDF_NO_TEXT")
+    return units
+
+
+def check_zip(data: bytes, max_total: int, max_ratio: int, max_members: int = 10_000) -> None:
+    """Refuses a zip whose declared sizes make it a bomb, before anything is decompressed.
+
+    zipfile never returns more than a member's declared size, so bounding the
+    declared sizes bounds what parsing can inflate."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InvalidArgument(f"the docx is not a valid zip: {exc}", reason="DOCX_CORRUPT") from None
+    if len(infos) > max_members:
+        raise InvalidArgument(f"the docx has {len(infos)} members", reason="DOCX_ZIP_BOMB")
+    total = sum(i.file_size for i in infos)
+    if total > max_total:
+        raise InvalidArgument(
+            f"the docx would inflate to {total} bytes; the limit is {max_total}",
+            reason="DOCX_ZIP_BOMB",
+            metadata={"limit": str(max_total)},
+        )
+    for i in infos:
+        if i.file_size > 1024 * 1024 and i.file_size > max_ratio * max(i.compress_size, 1):
+            raise InvalidArgument(
+                f"docx member {i.filename!r} compresses {i.file_size // max(i.compress_size, 1)}:1",
+                reason="DOCX_ZIP_BOMB",
+                metadata={"member": i.filename},
+            )
+
+
+def docx_units(data: bytes, max_total: int, max_ratio: int) -> list[Unit]:
+    check_zip(data, max_total, max_ratio)
+    import docx
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+        lines: list[str] = []
+        for block in document.iter_inner_content():
+            if isinstance(block, Table):
+                rows = [" | ".join(c.text.strip() for c in row.cells) for row in block.rows]
+                lines.append("\n".join(rows))
+                continue
+            text = block.text.strip()
+            if not text:
+                continue
+            style = (block.style.name if block.style is not None else "") or ""
+            m = re.match(r"Heading (\d)", style)
+            if m:
+                lines.append("#" * min(int(m.group(1)), 6) + " " + text.replace("\n", " "))
+            elif style == "Title":
+                lines.append("# " + text.replace("\n", " "))
+            elif style.startswith("List"):
+                lines.append("- " + text)
+            else:
+                lines.append(text)
+    except MemosError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - untrusted input: any parser failure means a corrupt file
+        raise InvalidArgument(f"the docx is corrupt: {exc}", reason="DOCX_CORRUPT") from None
+    return markdown_units("\n\n".join(lines))
+
+
+def parse_document(
+    data: bytes,
+    media_type: str,
+    *,
+    charset: str = "",
+    pdf_max_pages: int = 2000,
+    docx_max_bytes: int = 200 * 1024 * 1024,
+    docx_max_ratio: int = 200,
+) -> list[Unit]:
+    """Units of a document of a sniffed media type; raises a MemosError saying why not."""
+    if media_type == PDF:
+        return pdf_units(data, pdf_max_pages)
+    if media_type == DOCX:
+        return docx_units(data, docx_max_bytes, docx_max_ratio)
+    if media_type == HTML:
+        return markdown_units(html_to_markdown(decode_text(data, charset)))
+    if media_type in (MARKDOWN, TEXT):
+        return markdown_units(decode_text(data, charset))
+    raise InvalidArgument(
+        f"files of type {media_type} are not supported (pdf, docx, html, md, txt are)",
+        reason="UNSUPPORTED_MEDIA_TYPE",
+        metadata={"media_type": media_type},
+    )
+
+
+# chunking ------------------------------------------------------------------------------------
+@dataclass
+class Chunk:
+    text: str
+    path: tuple[str, ...]
+    page: int = 0
+
+
+def _split_long(text: str, limit: int) -> list[str]:
+    """Pieces of at most ``limit`` characters, cut at sentence ends, then at spaces, then anywhere."""
+    if len(text) <= limit:
+        return [text]
+    pieces: list[str] = []
+    cur = ""
+    for sentence in _SENTENCE_END.split(text):
+        while len(sentence) > limit:
+            cut = sentence.rfind(" ", 0, limit)
+            cut = cut if cut > limit // 2 else limit
+            if cur:
+                pieces.append(cur)
+                cur = ""
+            pieces.append(sentence[:cut].rstrip())
+            sentence = sentence[cut:].lstrip()
+        if cur and len(cur) + 1 + len(sentence) > limit:
+            pieces.append(cur)
+            cur = sentence
+        else:
+            cur = f"{cur} {sentence}" if cur else sentence
+    if cur:
+        pieces.append(cur)
+    return [p for p in pieces if p]
+
+
+def _tail(text: str, n: int) -> str:
+    """The last ~n characters of ``text``, starting at a word boundary."""
+    if n <= 0 or not text:
+        return ""
+    if len(text) <= n:
+        return text
+    tail = text[-n:]
+    space = tail.find(" ")
+    return tail[space + 1 :] if 0 <= space < n // 2 else tail
+
+
+def chunk_units(units: Iterable[Unit], chunk_chars: int = 1200, overlap_chars: int = 150) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    body: list[str] = []
+    size = 0
+    start_path: tuple[str, ...] = ()
+    start_page = 0
+    trailing_headings: list[Unit] = []  # headings at the end of the open chunk, not yet followed by text
+
+    def flush() -> None:
+        nonlocal body, size
+        if body:
+            chunks.append(Chunk("\n\n".join(body), start_path, start_page))
+        body, size = [], 0
+
+    def begin(unit: Unit, continued: bool) -> None:
+        nonlocal size, start_path, start_page
+        start_path, start_page = unit.path, unit.page
+        if not unit.heading and unit.path:
+            body.append(" > ".join(unit.path))
+        if continued and chunks:
+            tail = _tail(chunks[-1].text, overlap_chars)
+            if tail:
+                body.append(tail)
+        size = sum(len(b) + 2 for b in body)
+
+    def add(unit: Unit) -> None:
+        nonlocal size
+        body.append(unit.text)
+        size += len(unit.text) + 2
+
+    budget = max(chunk_chars - overlap_chars, chunk_chars // 2)
+    for unit in units:
+        for piece in _split_long(unit.text, budget):
+            u = Unit(piece, unit.path, unit.heading, unit.page)
+            if body and (size + len(piece) > chunk_chars or (u.heading and size >= chunk_chars // 2)):
+                # Headings never end a chunk: they move on with the text they head.
+                moved = trailing_headings if len(trailing_headings) < len(body) else []
+                if moved:
+                    del body[-len(moved) :]
+                flush()
+                if moved:
+                    begin(moved[0], continued=False)
+                    for h in moved:
+                        add(h)
+                else:
+                    begin(u, continued=not u.heading)
+            elif not body:
+                begin(u, continued=False)
+            add(u)
+            trailing_headings = [*trailing_headings, u] if u.heading else []
+    flush()
+    return chunks
