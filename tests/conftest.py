@@ -45,14 +45,14 @@ class FaultInjectingTextMemory(TextMemory):
 
     slow_s = 2.0
 
-    def search(self, cube_id, query, top_k, flt):  # type: ignore[no-untyped-def]
+    def finish_search(self, cube_id, query, top_k, flt, dense):  # type: ignore[no-untyped-def]
         if cube_id.startswith("slow-"):
             import time
 
             time.sleep(self.slow_s)
         if cube_id.startswith("down-"):
             raise Unavailable("injected outage", reason="INJECTED_OUTAGE")
-        return super().search(cube_id, query, top_k, flt)
+        return super().finish_search(cube_id, query, top_k, flt, dense)
 
     def add_messages(self, cube_id, *args, **kwargs):  # type: ignore[no-untyped-def]
         if cube_id.startswith("down-"):

@@ -321,8 +321,8 @@ class TextMemory:
             log.error("vectors of deleted memories remain; search cannot return them", extra={"cube_id": cube_id})
 
     # reads ----------------------------------------------------------------------
-    def search(self, cube_id: str, query: str, top_k: int, flt: MemoryFilter) -> tuple[list[tuple[Memory, float]], int]:
-        self.check_cube_id(cube_id)
+    def check_search(self, query: str, top_k: int, flt: MemoryFilter) -> int:
+        """Validates a search's arguments; returns the effective top_k."""
         if not query.strip():
             raise InvalidArgument("query must not be empty", reason="EMPTY_QUERY", metadata={"field": "query"})
         if len(query) > self.max_text_chars:
@@ -335,10 +335,28 @@ class TextMemory:
                 metadata={"field": "top_k", "max": str(MAX_TOP_K)},
             )
         self.check_filter(flt)
+        return top_k
+
+    @staticmethod
+    def candidate_depth(top_k: int, flt: MemoryFilter) -> int:
         # Tag filters are applied after hydration, so fetch more candidates when they are set.
-        depth = top_k * (3 if not flt.tags else 10)
+        return top_k * (3 if not flt.tags else 10)
+
+    def dense_candidates(
+        self, cube_ids: Sequence[str], query: str, top_k: int, flt: MemoryFilter
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Dense candidates of every cube from one vector-store call (one query embedding)."""
         qvec: np.ndarray = self._queries.get(query)
-        dense = self.vectors.search(cube_id, qvec, flt, depth)
+        depth = self.candidate_depth(top_k, flt)
+        if len(cube_ids) == 1:
+            return {cube_ids[0]: self.vectors.search(cube_ids[0], qvec, flt, depth)}
+        return self.vectors.search_many(cube_ids, qvec, flt, depth)
+
+    def finish_search(
+        self, cube_id: str, query: str, top_k: int, flt: MemoryFilter, dense: list[tuple[str, float]]
+    ) -> tuple[list[tuple[Memory, float]], int]:
+        """One cube's lexical candidates, fused with its dense ones and hydrated from the graph."""
+        depth = self.candidate_depth(top_k, flt)
         lexical = self.graph.search_lexical(cube_id, query, flt, depth)
         fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]])
         hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused[:depth]])
@@ -351,6 +369,13 @@ class TextMemory:
             if len(results) == top_k:
                 break
         return results, self.graph.count(cube_id, flt)
+
+    def search(self, cube_id: str, query: str, top_k: int, flt: MemoryFilter) -> tuple[list[tuple[Memory, float]], int]:
+        """Hybrid search of one cube: dense + lexical, fused by reciprocal rank."""
+        self.check_cube_id(cube_id)
+        top_k = self.check_search(query, top_k, flt)
+        dense = self.dense_candidates([cube_id], query, top_k, flt)[cube_id]
+        return self.finish_search(cube_id, query, top_k, flt, dense)
 
     def get(self, cube_id: str, memory_id: str) -> Memory:
         self.check_cube_id(cube_id)

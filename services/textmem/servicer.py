@@ -7,11 +7,41 @@ event loop stays free to accept calls and health checks.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 from services.textmem import convert
 from services.textmem.memory import TextMemory
-from shared.errors import InvalidArgument
+from shared.errors import DeadlineExceeded, Internal, InvalidArgument, MemosError
+from shared.grpc_errors import ok_status_proto, to_status_proto
+
+log = logging.getLogger(__name__)
+
+
+MAX_BATCH_CUBES = 1024
+BATCH_RESERVE_S = 0.01
+
+
+def _cube_result(cube_id: str, job: asyncio.Future) -> textmem_pb2.CubeSearchResult:
+    if not job.done():
+        job.cancel()  # the worker thread finishes on its own; its result is dropped
+        err: MemosError = DeadlineExceeded(
+            "this cube did not answer before the deadline", reason="CUBE_TIMEOUT", metadata={"cube_id": cube_id}
+        )
+        return textmem_pb2.CubeSearchResult(cube_id=cube_id, status=to_status_proto(err))
+    exc = job.exception()
+    if exc is not None:
+        if not isinstance(exc, MemosError):
+            log.error("cube search failed", exc_info=exc, extra={"cube_id": cube_id})
+            exc = Internal("this cube's search failed", reason="INTERNAL", metadata={"cube_id": cube_id})
+        return textmem_pb2.CubeSearchResult(cube_id=cube_id, status=to_status_proto(exc))
+    hits, total = job.result()
+    return textmem_pb2.CubeSearchResult(
+        cube_id=cube_id,
+        memories=[convert.scored_to_proto(m, s) for m, s in hits],
+        total=total,
+        status=ok_status_proto(),
+    )
 
 
 def _require(value: str, field: str) -> None:
@@ -63,6 +93,34 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             memories=[convert.scored_to_proto(m, s) for m, s in hits],
             total=total,
         )
+
+    async def BatchSearchMemories(self, request, context):  # type: ignore[no-untyped-def]
+        cube_ids = list(dict.fromkeys(request.cube_ids))
+        if not cube_ids or len(cube_ids) > MAX_BATCH_CUBES:
+            raise InvalidArgument(
+                f"cube_ids must name 1 to {MAX_BATCH_CUBES} cubes",
+                reason="BAD_CUBE_COUNT",
+                metadata={"field": "cube_ids"},
+            )
+        for cube_id in cube_ids:
+            self._mem.check_cube_id(cube_id)
+        flt = convert.filter_from_proto(request.filter)
+        top_k = self._mem.check_search(request.query, request.top_k, flt)
+        dense = await asyncio.to_thread(self._mem.dense_candidates, cube_ids, request.query, top_k, flt)
+        jobs = {
+            c: asyncio.ensure_future(
+                asyncio.to_thread(self._mem.finish_search, c, request.query, top_k, flt, dense.get(c, []))
+            )
+            for c in cube_ids
+        }
+        remaining = context.time_remaining()
+        # Answer with what is done shortly before the deadline rather than not at all.
+        timeout = None if remaining is None else max(remaining - BATCH_RESERVE_S, 0.0)
+        await asyncio.wait(jobs.values(), timeout=timeout)
+        results = []
+        for cube_id, job in jobs.items():
+            results.append(_cube_result(cube_id, job))
+        return textmem_pb2.BatchSearchMemoriesResponse(results=results)
 
     async def GetMemory(self, request, context):  # type: ignore[no-untyped-def]
         _require(request.memory_id, "memory_id")

@@ -85,6 +85,25 @@ def test_search_returns_nearest_first_with_cosine_similarity(vector_store: Vecto
     assert [s for _, s in hits] == pytest.approx([1.0, 2**-0.5, 0.0, -1.0], abs=1e-4)
 
 
+@pytest.mark.parametrize("hostile", ["", 'x" or 1==1 or "', "a\\"])
+def test_search_many_equals_searching_each_cube(vector_store: VectorStore, new_cube: NewCube, hostile: str) -> None:
+    rng = np.random.default_rng(7)
+    cubes = [new_cube("many0") + hostile, new_cube("many1"), new_cube("many2")]
+    # Uneven cubes: one crowded with near matches must not starve the others of their top hits.
+    for n, cube in zip((30, 4, 0), cubes, strict=True):
+        vector_store.upsert([rec(cube, axis(0) + 0.3 * rng.normal(size=8)) for _ in range(n)])
+    other = new_cube("outsider")
+    vector_store.upsert([rec(other, axis(0))])
+    flt = MemoryFilter()
+    many = vector_store.search_many(cubes, axis(0), flt, 5)
+    assert set(many) == set(cubes)
+    for cube in cubes:
+        single = vector_store.search(cube, axis(0), flt, 5)
+        assert [i for i, _ in many[cube]] == [i for i, _ in single]
+        assert [s for _, s in many[cube]] == pytest.approx([s for _, s in single], abs=1e-5)
+    assert len(many[cubes[0]]) == 5 and len(many[cubes[1]]) == 4 and many[cubes[2]] == []
+
+
 def test_search_honours_the_limit(vector_store: VectorStore, new_cube: NewCube) -> None:
     cube = new_cube()
     records = [rec(cube, unit(1, i / 10)) for i in range(6)]

@@ -53,7 +53,7 @@ async def test_one_trace_spans_gateway_and_textmem(client: AsyncMemosClient, uni
     await client.search_memories(f"p-{unique}", [f"trace-{unique}"], "trace")
     spans = exporter.get_finished_spans()
     gw = [s for s in spans if s.name == "memos.gateway.v1.GatewayService/SearchMemories"]
-    tm = [s for s in spans if s.name == "memos.textmem.v1.TextMemService/SearchMemories"]
+    tm = [s for s in spans if s.name == "memos.textmem.v1.TextMemService/BatchSearchMemories"]
     assert len(gw) == 1 and len(tm) == 1
     assert tm[0].context.trace_id == gw[0].context.trace_id
     assert tm[0].parent is not None and tm[0].parent.span_id == gw[0].context.span_id

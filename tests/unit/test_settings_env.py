@@ -77,7 +77,7 @@ def test_settings_are_frozen() -> None:
         (ClientSettings, "MEMOS_RETRY_MAX_ATTEMPTS", "0"),
         (ClientSettings, "MEMOS_RETRY_MAX_ATTEMPTS", "6"),
         (TextMemSettings, "MEMOS_EMBEDDER", "bogus"),
-        (TextMemSettings, "MEMOS_GRAPH_STORE", "neo4j"),
+        (TextMemSettings, "MEMOS_GRAPH_STORE", "cassandra"),
         (TextMemSettings, "MEMOS_WINDOW_SIZE", "0"),
         (TextMemSettings, "MEMOS_WINDOW_SIZE", "65"),
         (TextMemSettings, "MEMOS_WINDOW_OVERLAP", "-1"),

@@ -36,6 +36,11 @@ class VectorStore(Protocol):
     def search(self, cube_id: str, vector: np.ndarray, flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
         """Nearest memories of the cube as (id, similarity), best first. Tags are not filtered here."""
 
+    def search_many(
+        self, cube_ids: Sequence[str], vector: np.ndarray, flt: MemoryFilter, limit: int
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Like :meth:`search` for each cube (``limit`` per cube), in one round trip where the engine allows."""
+
     def get_vectors(self, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
 
     def delete(self, cube_id: str, ids: Sequence[str]) -> None: ...

@@ -25,11 +25,12 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from memos.common.v1 import memory_pb2 as memos_dot_common_dot_v1_dot_memory__pb2
 from memos.common.v1 import message_pb2 as memos_dot_common_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememos/textmem/v1/textmem.proto\x12\x10memos.textmem.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\"?\n\rWindowOptions\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12\x14\n\x07overlap\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\n\n\x08_overlap\"\xfb\x01\n\x12\x41\x64\x64MemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12\x13\n\x0b\x63ustom_tags\x18\x06 \x03(\t\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x06window\x18\x08 \x01(\x0b\x32\x1f.memos.textmem.v1.WindowOptions\"V\n\x13\x41\x64\x64MemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"T\n\x0fMemoryCandidate\x12\x0e\n\x06memory\x18\x01 \x01(\t\x12\x31\n\x08metadata\x18\x02 \x01(\x0b\x32\x1f.memos.common.v1.MemoryMetadata\"\x97\x01\n\x14WriteMemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x35\n\ncandidates\x18\x05 \x03(\x0b\x32!.memos.textmem.v1.MemoryCandidate\"X\n\x15WriteMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"u\n\x15SearchMemoriesRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12-\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\"X\n\x16SearchMemoriesResponse\x12/\n\x08memories\x18\x01 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\r\n\x05total\x18\x02 \x01(\x03\"6\n\x10GetMemoryRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x11\n\tmemory_id\x18\x02 \x01(\t\"@\n\x11GetMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\"|\n\x13ListMemoriesRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x01\n\x13UpdateMemoryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12+\n\x06memory\x18\x03 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\"]\n\x15\x44\x65leteMemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x12\n\nmemory_ids\x18\x03 \x03(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"/\n\x16\x44\x65leteMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"G\n\nCubeMember\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.memos.textmem.v1.CubeRole\"\x96\x01\n\x04\x43ube\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12-\n\x07members\x18\x04 \x03(\x0b\x32\x1c.memos.textmem.v1.CubeMember\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x11\x43reateCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\":\n\x12\x43reateCubeResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\"!\n\x0eGetCubeRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\"7\n\x0fGetCubeResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\"5\n\x11\x45nsureCubeRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"K\n\x12\x45nsureCubeResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"#\n\x10ListCubesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\":\n\x11ListCubesResponse\x12%\n\x05\x63ubes\x18\x01 \x03(\x0b\x32\x16.memos.textmem.v1.Cube\"\x88\x01\n\x14SetCubeAccessRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12(\n\x04role\x18\x05 \x01(\x0e\x32\x1a.memos.textmem.v1.CubeRole\"=\n\x15SetCubeAccessResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\"J\n\x11\x44\x65leteCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\".\n\x12\x44\x65leteCubeResponse\x12\x18\n\x10\x64\x65leted_memories\x18\x01 \x01(\x03*f\n\x08\x43ubeRole\x12\x19\n\x15\x43UBE_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43UBE_ROLE_READER\x10\x01\x12\x14\n\x10\x43UBE_ROLE_WRITER\x10\x02\x12\x13\n\x0f\x43UBE_ROLE_OWNER\x10\x03\x32\xac\x05\n\x0eTextMemService\x12Z\n\x0b\x41\x64\x64Memories\x12$.memos.textmem.v1.AddMemoriesRequest\x1a%.memos.textmem.v1.AddMemoriesResponse\x12`\n\rWriteMemories\x12&.memos.textmem.v1.WriteMemoriesRequest\x1a\'.memos.textmem.v1.WriteMemoriesResponse\x12\x63\n\x0eSearchMemories\x12\'.memos.textmem.v1.SearchMemoriesRequest\x1a(.memos.textmem.v1.SearchMemoriesResponse\x12T\n\tGetMemory\x12\".memos.textmem.v1.GetMemoryRequest\x1a#.memos.textmem.v1.GetMemoryResponse\x12]\n\x0cListMemories\x12%.memos.textmem.v1.ListMemoriesRequest\x1a&.memos.textmem.v1.ListMemoriesResponse\x12]\n\x0cUpdateMemory\x12%.memos.textmem.v1.UpdateMemoryRequest\x1a&.memos.textmem.v1.UpdateMemoryResponse\x12\x63\n\x0e\x44\x65leteMemories\x12\'.memos.textmem.v1.DeleteMemoriesRequest\x1a(.memos.textmem.v1.DeleteMemoriesResponse2\xa0\x04\n\x0b\x43ubeService\x12W\n\nCreateCube\x12#.memos.textmem.v1.CreateCubeRequest\x1a$.memos.textmem.v1.CreateCubeResponse\x12N\n\x07GetCube\x12 .memos.textmem.v1.GetCubeRequest\x1a!.memos.textmem.v1.GetCubeResponse\x12W\n\nEnsureCube\x12#.memos.textmem.v1.EnsureCubeRequest\x1a$.memos.textmem.v1.EnsureCubeResponse\x12T\n\tListCubes\x12\".memos.textmem.v1.ListCubesRequest\x1a#.memos.textmem.v1.ListCubesResponse\x12`\n\rSetCubeAccess\x12&.memos.textmem.v1.SetCubeAccessRequest\x1a\'.memos.textmem.v1.SetCubeAccessResponse\x12W\n\nDeleteCube\x12#.memos.textmem.v1.DeleteCubeRequest\x1a$.memos.textmem.v1.DeleteCubeResponseB=Z;github.com/memos-os/memos/gen/go/memos/textmem/v1;textmemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememos/textmem/v1/textmem.proto\x12\x10memos.textmem.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\"?\n\rWindowOptions\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12\x14\n\x07overlap\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\n\n\x08_overlap\"\xfb\x01\n\x12\x41\x64\x64MemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12\x13\n\x0b\x63ustom_tags\x18\x06 \x03(\t\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x06window\x18\x08 \x01(\x0b\x32\x1f.memos.textmem.v1.WindowOptions\"V\n\x13\x41\x64\x64MemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"T\n\x0fMemoryCandidate\x12\x0e\n\x06memory\x18\x01 \x01(\t\x12\x31\n\x08metadata\x18\x02 \x01(\x0b\x32\x1f.memos.common.v1.MemoryMetadata\"\x97\x01\n\x14WriteMemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x35\n\ncandidates\x18\x05 \x03(\x0b\x32!.memos.textmem.v1.MemoryCandidate\"X\n\x15WriteMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"u\n\x15SearchMemoriesRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12-\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\"X\n\x16SearchMemoriesResponse\x12/\n\x08memories\x18\x01 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\r\n\x05total\x18\x02 \x01(\x03\"{\n\x1a\x42\x61tchSearchMemoriesRequest\x12\x10\n\x08\x63ube_ids\x18\x01 \x03(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12-\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\"\x87\x01\n\x10\x43ubeSearchResult\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12/\n\x08memories\x18\x02 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\r\n\x05total\x18\x03 \x01(\x03\x12\"\n\x06status\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"R\n\x1b\x42\x61tchSearchMemoriesResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".memos.textmem.v1.CubeSearchResult\"6\n\x10GetMemoryRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x11\n\tmemory_id\x18\x02 \x01(\t\"@\n\x11GetMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\"|\n\x13ListMemoriesRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x01\n\x13UpdateMemoryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12+\n\x06memory\x18\x03 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\"]\n\x15\x44\x65leteMemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x12\n\nmemory_ids\x18\x03 \x03(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"/\n\x16\x44\x65leteMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"G\n\nCubeMember\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.memos.textmem.v1.CubeRole\"\x96\x01\n\x04\x43ube\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12-\n\x07members\x18\x04 \x03(\x0b\x32\x1c.memos.textmem.v1.CubeMember\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x11\x43reateCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\":\n\x12\x43reateCubeResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\"!\n\x0eGetCubeRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\"7\n\x0fGetCubeResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\"5\n\x11\x45nsureCubeRequest\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"K\n\x12\x45nsureCubeResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"#\n\x10ListCubesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\":\n\x11ListCubesResponse\x12%\n\x05\x63ubes\x18\x01 \x03(\x0b\x32\x16.memos.textmem.v1.Cube\"\x88\x01\n\x14SetCubeAccessRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12(\n\x04role\x18\x05 \x01(\x0e\x32\x1a.memos.textmem.v1.CubeRole\"=\n\x15SetCubeAccessResponse\x12$\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x16.memos.textmem.v1.Cube\"J\n\x11\x44\x65leteCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\".\n\x12\x44\x65leteCubeResponse\x12\x18\n\x10\x64\x65leted_memories\x18\x01 \x01(\x03*f\n\x08\x43ubeRole\x12\x19\n\x15\x43UBE_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43UBE_ROLE_READER\x10\x01\x12\x14\n\x10\x43UBE_ROLE_WRITER\x10\x02\x12\x13\n\x0f\x43UBE_ROLE_OWNER\x10\x03\x32\xa0\x06\n\x0eTextMemService\x12Z\n\x0b\x41\x64\x64Memories\x12$.memos.textmem.v1.AddMemoriesRequest\x1a%.memos.textmem.v1.AddMemoriesResponse\x12`\n\rWriteMemories\x12&.memos.textmem.v1.WriteMemoriesRequest\x1a\'.memos.textmem.v1.WriteMemoriesResponse\x12\x63\n\x0eSearchMemories\x12\'.memos.textmem.v1.SearchMemoriesRequest\x1a(.memos.textmem.v1.SearchMemoriesResponse\x12r\n\x13\x42\x61tchSearchMemories\x12,.memos.textmem.v1.BatchSearchMemoriesRequest\x1a-.memos.textmem.v1.BatchSearchMemoriesResponse\x12T\n\tGetMemory\x12\".memos.textmem.v1.GetMemoryRequest\x1a#.memos.textmem.v1.GetMemoryResponse\x12]\n\x0cListMemories\x12%.memos.textmem.v1.ListMemoriesRequest\x1a&.memos.textmem.v1.ListMemoriesResponse\x12]\n\x0cUpdateMemory\x12%.memos.textmem.v1.UpdateMemoryRequest\x1a&.memos.textmem.v1.UpdateMemoryResponse\x12\x63\n\x0e\x44\x65leteMemories\x12\'.memos.textmem.v1.DeleteMemoriesRequest\x1a(.memos.textmem.v1.DeleteMemoriesResponse2\xa0\x04\n\x0b\x43ubeService\x12W\n\nCreateCube\x12#.memos.textmem.v1.CreateCubeRequest\x1a$.memos.textmem.v1.CreateCubeResponse\x12N\n\x07GetCube\x12 .memos.textmem.v1.GetCubeRequest\x1a!.memos.textmem.v1.GetCubeResponse\x12W\n\nEnsureCube\x12#.memos.textmem.v1.EnsureCubeRequest\x1a$.memos.textmem.v1.EnsureCubeResponse\x12T\n\tListCubes\x12\".memos.textmem.v1.ListCubesRequest\x1a#.memos.textmem.v1.ListCubesResponse\x12`\n\rSetCubeAccess\x12&.memos.textmem.v1.SetCubeAccessRequest\x1a\'.memos.textmem.v1.SetCubeAccessResponse\x12W\n\nDeleteCube\x12#.memos.textmem.v1.DeleteCubeRequest\x1a$.memos.textmem.v1.DeleteCubeResponseB=Z;github.com/memos-os/memos/gen/go/memos/textmem/v1;textmemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,70 +38,76 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memos.textmem.v1.textmem_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z;github.com/memos-os/memos/gen/go/memos/textmem/v1;textmemv1'
-  _globals['_CUBEROLE']._serialized_start=2891
-  _globals['_CUBEROLE']._serialized_end=2993
-  _globals['_WINDOWOPTIONS']._serialized_start=210
-  _globals['_WINDOWOPTIONS']._serialized_end=273
-  _globals['_ADDMEMORIESREQUEST']._serialized_start=276
-  _globals['_ADDMEMORIESREQUEST']._serialized_end=527
-  _globals['_ADDMEMORIESRESPONSE']._serialized_start=529
-  _globals['_ADDMEMORIESRESPONSE']._serialized_end=615
-  _globals['_MEMORYCANDIDATE']._serialized_start=617
-  _globals['_MEMORYCANDIDATE']._serialized_end=701
-  _globals['_WRITEMEMORIESREQUEST']._serialized_start=704
-  _globals['_WRITEMEMORIESREQUEST']._serialized_end=855
-  _globals['_WRITEMEMORIESRESPONSE']._serialized_start=857
-  _globals['_WRITEMEMORIESRESPONSE']._serialized_end=945
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=947
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1064
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1066
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1154
-  _globals['_GETMEMORYREQUEST']._serialized_start=1156
-  _globals['_GETMEMORYREQUEST']._serialized_end=1210
-  _globals['_GETMEMORYRESPONSE']._serialized_start=1212
-  _globals['_GETMEMORYRESPONSE']._serialized_end=1276
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=1278
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=1402
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1404
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1498
-  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1501
-  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1653
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=1655
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=1722
-  _globals['_DELETEMEMORIESREQUEST']._serialized_start=1724
-  _globals['_DELETEMEMORIESREQUEST']._serialized_end=1817
-  _globals['_DELETEMEMORIESRESPONSE']._serialized_start=1819
-  _globals['_DELETEMEMORIESRESPONSE']._serialized_end=1866
-  _globals['_CUBEMEMBER']._serialized_start=1868
-  _globals['_CUBEMEMBER']._serialized_end=1939
-  _globals['_CUBE']._serialized_start=1942
-  _globals['_CUBE']._serialized_end=2092
-  _globals['_CREATECUBEREQUEST']._serialized_start=2094
-  _globals['_CREATECUBEREQUEST']._serialized_end=2182
-  _globals['_CREATECUBERESPONSE']._serialized_start=2184
-  _globals['_CREATECUBERESPONSE']._serialized_end=2242
-  _globals['_GETCUBEREQUEST']._serialized_start=2244
-  _globals['_GETCUBEREQUEST']._serialized_end=2277
-  _globals['_GETCUBERESPONSE']._serialized_start=2279
-  _globals['_GETCUBERESPONSE']._serialized_end=2334
-  _globals['_ENSURECUBEREQUEST']._serialized_start=2336
-  _globals['_ENSURECUBEREQUEST']._serialized_end=2389
-  _globals['_ENSURECUBERESPONSE']._serialized_start=2391
-  _globals['_ENSURECUBERESPONSE']._serialized_end=2466
-  _globals['_LISTCUBESREQUEST']._serialized_start=2468
-  _globals['_LISTCUBESREQUEST']._serialized_end=2503
-  _globals['_LISTCUBESRESPONSE']._serialized_start=2505
-  _globals['_LISTCUBESRESPONSE']._serialized_end=2563
-  _globals['_SETCUBEACCESSREQUEST']._serialized_start=2566
-  _globals['_SETCUBEACCESSREQUEST']._serialized_end=2702
-  _globals['_SETCUBEACCESSRESPONSE']._serialized_start=2704
-  _globals['_SETCUBEACCESSRESPONSE']._serialized_end=2765
-  _globals['_DELETECUBEREQUEST']._serialized_start=2767
-  _globals['_DELETECUBEREQUEST']._serialized_end=2841
-  _globals['_DELETECUBERESPONSE']._serialized_start=2843
-  _globals['_DELETECUBERESPONSE']._serialized_end=2889
-  _globals['_TEXTMEMSERVICE']._serialized_start=2996
-  _globals['_TEXTMEMSERVICE']._serialized_end=3680
-  _globals['_CUBESERVICE']._serialized_start=3683
-  _globals['_CUBESERVICE']._serialized_end=4227
+  _globals['_CUBEROLE']._serialized_start=3263
+  _globals['_CUBEROLE']._serialized_end=3365
+  _globals['_WINDOWOPTIONS']._serialized_start=235
+  _globals['_WINDOWOPTIONS']._serialized_end=298
+  _globals['_ADDMEMORIESREQUEST']._serialized_start=301
+  _globals['_ADDMEMORIESREQUEST']._serialized_end=552
+  _globals['_ADDMEMORIESRESPONSE']._serialized_start=554
+  _globals['_ADDMEMORIESRESPONSE']._serialized_end=640
+  _globals['_MEMORYCANDIDATE']._serialized_start=642
+  _globals['_MEMORYCANDIDATE']._serialized_end=726
+  _globals['_WRITEMEMORIESREQUEST']._serialized_start=729
+  _globals['_WRITEMEMORIESREQUEST']._serialized_end=880
+  _globals['_WRITEMEMORIESRESPONSE']._serialized_start=882
+  _globals['_WRITEMEMORIESRESPONSE']._serialized_end=970
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=972
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1089
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1091
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1179
+  _globals['_BATCHSEARCHMEMORIESREQUEST']._serialized_start=1181
+  _globals['_BATCHSEARCHMEMORIESREQUEST']._serialized_end=1304
+  _globals['_CUBESEARCHRESULT']._serialized_start=1307
+  _globals['_CUBESEARCHRESULT']._serialized_end=1442
+  _globals['_BATCHSEARCHMEMORIESRESPONSE']._serialized_start=1444
+  _globals['_BATCHSEARCHMEMORIESRESPONSE']._serialized_end=1526
+  _globals['_GETMEMORYREQUEST']._serialized_start=1528
+  _globals['_GETMEMORYREQUEST']._serialized_end=1582
+  _globals['_GETMEMORYRESPONSE']._serialized_start=1584
+  _globals['_GETMEMORYRESPONSE']._serialized_end=1648
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=1650
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=1774
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1776
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1870
+  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1873
+  _globals['_UPDATEMEMORYREQUEST']._serialized_end=2025
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=2027
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=2094
+  _globals['_DELETEMEMORIESREQUEST']._serialized_start=2096
+  _globals['_DELETEMEMORIESREQUEST']._serialized_end=2189
+  _globals['_DELETEMEMORIESRESPONSE']._serialized_start=2191
+  _globals['_DELETEMEMORIESRESPONSE']._serialized_end=2238
+  _globals['_CUBEMEMBER']._serialized_start=2240
+  _globals['_CUBEMEMBER']._serialized_end=2311
+  _globals['_CUBE']._serialized_start=2314
+  _globals['_CUBE']._serialized_end=2464
+  _globals['_CREATECUBEREQUEST']._serialized_start=2466
+  _globals['_CREATECUBEREQUEST']._serialized_end=2554
+  _globals['_CREATECUBERESPONSE']._serialized_start=2556
+  _globals['_CREATECUBERESPONSE']._serialized_end=2614
+  _globals['_GETCUBEREQUEST']._serialized_start=2616
+  _globals['_GETCUBEREQUEST']._serialized_end=2649
+  _globals['_GETCUBERESPONSE']._serialized_start=2651
+  _globals['_GETCUBERESPONSE']._serialized_end=2706
+  _globals['_ENSURECUBEREQUEST']._serialized_start=2708
+  _globals['_ENSURECUBEREQUEST']._serialized_end=2761
+  _globals['_ENSURECUBERESPONSE']._serialized_start=2763
+  _globals['_ENSURECUBERESPONSE']._serialized_end=2838
+  _globals['_LISTCUBESREQUEST']._serialized_start=2840
+  _globals['_LISTCUBESREQUEST']._serialized_end=2875
+  _globals['_LISTCUBESRESPONSE']._serialized_start=2877
+  _globals['_LISTCUBESRESPONSE']._serialized_end=2935
+  _globals['_SETCUBEACCESSREQUEST']._serialized_start=2938
+  _globals['_SETCUBEACCESSREQUEST']._serialized_end=3074
+  _globals['_SETCUBEACCESSRESPONSE']._serialized_start=3076
+  _globals['_SETCUBEACCESSRESPONSE']._serialized_end=3137
+  _globals['_DELETECUBEREQUEST']._serialized_start=3139
+  _globals['_DELETECUBEREQUEST']._serialized_end=3213
+  _globals['_DELETECUBERESPONSE']._serialized_start=3215
+  _globals['_DELETECUBERESPONSE']._serialized_end=3261
+  _globals['_TEXTMEMSERVICE']._serialized_start=3368
+  _globals['_TEXTMEMSERVICE']._serialized_end=4168
+  _globals['_CUBESERVICE']._serialized_start=4171
+  _globals['_CUBESERVICE']._serialized_end=4715
 # @@protoc_insertion_point(module_scope)

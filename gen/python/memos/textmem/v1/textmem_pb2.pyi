@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from memos.common.v1 import memory_pb2 as _memory_pb2
 from memos.common.v1 import message_pb2 as _message_pb2
 from google.protobuf.internal import containers as _containers
@@ -110,6 +111,36 @@ class SearchMemoriesResponse(_message.Message):
     memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.ScoredMemory]
     total: int
     def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.ScoredMemory, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class BatchSearchMemoriesRequest(_message.Message):
+    __slots__ = ("cube_ids", "query", "top_k", "filter")
+    CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    query: str
+    top_k: int
+    filter: _memory_pb2.MemoryFilter
+    def __init__(self, cube_ids: _Optional[_Iterable[str]] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[_memory_pb2.MemoryFilter, _Mapping]] = ...) -> None: ...
+
+class CubeSearchResult(_message.Message):
+    __slots__ = ("cube_id", "memories", "total", "status")
+    CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    cube_id: str
+    memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.ScoredMemory]
+    total: int
+    status: _status_pb2.Status
+    def __init__(self, cube_id: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[_memory_pb2.ScoredMemory, _Mapping]]] = ..., total: _Optional[int] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class BatchSearchMemoriesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CubeSearchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[CubeSearchResult, _Mapping]]] = ...) -> None: ...
 
 class GetMemoryRequest(_message.Message):
     __slots__ = ("cube_id", "memory_id")

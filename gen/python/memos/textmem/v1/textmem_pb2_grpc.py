@@ -52,6 +52,11 @@ class TextMemServiceStub:
                 request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.SearchMemoriesRequest.SerializeToString,
                 response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.SearchMemoriesResponse.FromString,
                 _registered_method=True)
+        self.BatchSearchMemories = channel.unary_unary(
+                '/memos.textmem.v1.TextMemService/BatchSearchMemories',
+                request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.BatchSearchMemoriesRequest.SerializeToString,
+                response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.BatchSearchMemoriesResponse.FromString,
+                _registered_method=True)
         self.GetMemory = channel.unary_unary(
                 '/memos.textmem.v1.TextMemService/GetMemory',
                 request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.GetMemoryRequest.SerializeToString,
@@ -101,6 +106,15 @@ class TextMemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchSearchMemories(self, request, context):
+        """The same search over many cubes in one call: one query embedding, one vector-store
+        round trip, and a result (or a status) per cube. Cubes not finished when the call's
+        deadline nears come back DEADLINE_EXCEEDED while the others answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMemory(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -144,6 +158,11 @@ def add_TextMemServiceServicer_to_server(servicer, server):
                     servicer.SearchMemories,
                     request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.SearchMemoriesRequest.FromString,
                     response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.SearchMemoriesResponse.SerializeToString,
+            ),
+            'BatchSearchMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSearchMemories,
+                    request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.BatchSearchMemoriesRequest.FromString,
+                    response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.BatchSearchMemoriesResponse.SerializeToString,
             ),
             'GetMemory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMemory,
@@ -250,6 +269,33 @@ class TextMemService:
             '/memos.textmem.v1.TextMemService/SearchMemories',
             memos_dot_textmem_dot_v1_dot_textmem__pb2.SearchMemoriesRequest.SerializeToString,
             memos_dot_textmem_dot_v1_dot_textmem__pb2.SearchMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSearchMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.textmem.v1.TextMemService/BatchSearchMemories',
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.BatchSearchMemoriesRequest.SerializeToString,
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.BatchSearchMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
