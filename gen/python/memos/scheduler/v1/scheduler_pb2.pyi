@@ -99,14 +99,16 @@ class Subscription(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
 
 class Acknowledgement(_message.Message):
-    __slots__ = ("delivery_id", "success", "error")
+    __slots__ = ("delivery_id", "success", "error", "give_up")
     DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    GIVE_UP_FIELD_NUMBER: _ClassVar[int]
     delivery_id: str
     success: bool
     error: str
-    def __init__(self, delivery_id: _Optional[str] = ..., success: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    give_up: bool
+    def __init__(self, delivery_id: _Optional[str] = ..., success: _Optional[bool] = ..., error: _Optional[str] = ..., give_up: _Optional[bool] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("delivery_id", "message", "attempt")

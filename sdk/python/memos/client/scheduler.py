@@ -1,0 +1,281 @@
+"""Client of the scheduler service, and local workers for its labels.
+
+    from memos.client.scheduler import SchedulerClient
+    sched = SchedulerClient("127.0.0.1:50055")
+    sched.register_handlers({"mem_update": lambda m: print(m.content)})
+    sched.submit_messages([{"user_id": "alice", "cube_id": "alice_cube", "label": "mem_update", "content": "hi"}])
+    sched.wait_for_tasks("alice")
+    sched.close()
+
+:meth:`SchedulerClient.register_handlers` runs a worker thread over the scheduler's
+Subscribe stream: each delivered message is passed to the handler of its label; a
+handler that returns acks it, one that raises nacks it with the traceback (the
+scheduler redelivers it until it is dead-lettered). A handler may run more than once
+for one message (at-least-once): make it idempotent. If the stream breaks, the worker
+reconnects, and whatever it held is redelivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from shared.grpc_errors import from_rpc_error
+
+log = logging.getLogger(__name__)
+
+TASK_STATES = {1: "pending", 2: "running", 3: "done", 4: "failed", 5: "dead_lettered"}
+
+
+@dataclass
+class ScheduledMessage:
+    """A message as a handler sees it (MemOS's ScheduleMessageItem fields)."""
+
+    user_id: str
+    cube_id: str
+    label: str
+    content: str = ""
+    item_id: str = ""
+    session_id: str = ""
+    timestamp: float = 0.0
+    trace_id: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    attempt: int = 0
+
+    @property
+    def mem_cube_id(self) -> str:
+        return self.cube_id
+
+    def to_proto(self) -> scheduler_pb2.ScheduleMessage:
+        info = struct_pb2.Struct()
+        info.update(self.info or {})
+        m = scheduler_pb2.ScheduleMessage(
+            item_id=self.item_id,
+            user_id=self.user_id,
+            cube_id=self.cube_id,
+            session_id=self.session_id,
+            label=self.label,
+            content=self.content,
+            trace_id=self.trace_id,
+            info=info,
+            priority=self.priority,
+        )
+        if self.timestamp:
+            ts = timestamp_pb2.Timestamp()
+            ts.FromMicroseconds(int(self.timestamp * 1e6))
+            m.timestamp.CopyFrom(ts)
+        return m
+
+    @classmethod
+    def from_proto(cls, m: scheduler_pb2.ScheduleMessage, attempt: int = 0) -> ScheduledMessage:
+        return cls(
+            user_id=m.user_id,
+            cube_id=m.cube_id,
+            label=m.label,
+            content=m.content,
+            item_id=m.item_id,
+            session_id=m.session_id,
+            timestamp=m.timestamp.ToMicroseconds() / 1e6 if m.HasField("timestamp") else 0.0,
+            trace_id=m.trace_id,
+            info=json_format.MessageToDict(m.info) if m.HasField("info") else {},
+            priority=m.priority,
+            attempt=attempt,
+        )
+
+
+@dataclass
+class TaskStatus:
+    item_id: str
+    state: str
+    attempts: int
+    last_error: str
+    message: ScheduledMessage
+
+
+def _task(t: scheduler_pb2.Task) -> TaskStatus:
+    return TaskStatus(
+        t.item_id,
+        TASK_STATES.get(t.state, "unspecified"),
+        t.attempts,
+        t.last_error,
+        ScheduledMessage.from_proto(t.message),
+    )
+
+
+Handler = Callable[[ScheduledMessage], Any]
+
+
+class Worker:
+    """A thread that serves some labels over one Subscribe stream (reconnecting when it breaks)."""
+
+    def __init__(
+        self,
+        stub: scheduler_pb2_grpc.SchedulerServiceStub,
+        handlers: Mapping[str, Handler],
+        worker_id: str,
+        max_in_flight: int,
+        reconnect_s: float = 0.5,
+    ) -> None:
+        self._stub = stub
+        self.handlers = dict(handlers)
+        self.worker_id = worker_id
+        self._max_in_flight = max_in_flight
+        self._reconnect_s = reconnect_s
+        self._stop = threading.Event()
+        self._call: Any = None
+        self._requests: queue.Queue[scheduler_pb2.SubscribeRequest | None] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"memos-worker-{worker_id}", daemon=True)
+        self._thread.start()
+
+    def _request_stream(self, requests: queue.Queue) -> Iterator[scheduler_pb2.SubscribeRequest]:
+        yield scheduler_pb2.SubscribeRequest(
+            subscription=scheduler_pb2.Subscription(
+                worker_id=self.worker_id, labels=sorted(self.handlers), max_in_flight=self._max_in_flight
+            )
+        )
+        while True:
+            req = requests.get()
+            if req is None:
+                return
+            yield req
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            requests: queue.Queue = queue.Queue()
+            self._requests = requests
+            try:
+                self._call = self._stub.Subscribe(self._request_stream(requests))
+                for resp in self._call:
+                    if not resp.delivery_id:
+                        self.subscribed.set()
+                        continue
+                    requests.put(self._handle(resp))
+            except grpc.RpcError as exc:
+                if self._stop.is_set():
+                    break
+                err = from_rpc_error(exc)
+                if not err.retriable and err.code.name != "CANCELLED":
+                    self.error = err
+                    log.error("worker stream refused: %s", err)
+                    break
+                log.warning("worker stream broke, reconnecting: %s", err)
+            finally:
+                requests.put(None)
+            self._stop.wait(self._reconnect_s)
+
+    def _handle(self, resp: scheduler_pb2.SubscribeResponse) -> scheduler_pb2.SubscribeRequest:
+        msg = ScheduledMessage.from_proto(resp.message, resp.attempt)
+        handler = self.handlers.get(msg.label)
+        ack = scheduler_pb2.Acknowledgement(delivery_id=resp.delivery_id, success=True)
+        if handler is None:
+            ack.success, ack.error = False, f"no handler for label {msg.label!r} in worker {self.worker_id}"
+        else:
+            try:
+                handler(msg)
+            except Exception:  # noqa: BLE001 - reported to the scheduler as the task's error
+                ack.success, ack.error = False, traceback.format_exc()[-8000:]
+        return scheduler_pb2.SubscribeRequest(ack=ack)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._requests.put(None)
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._thread.join(timeout)
+
+
+class SchedulerClient:
+    def __init__(self, target: str, *, timeout_s: float | None = 30.0) -> None:
+        self.target = target
+        self._timeout = timeout_s
+        self._channel = grpc.insecure_channel(target)
+        self.stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
+        self._workers: list[Worker] = []
+
+    def __enter__(self) -> SchedulerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unary(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout or self._timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    def submit_messages(self, messages: Sequence[ScheduledMessage | Mapping[str, Any]]) -> list[str]:
+        """Enqueues messages (dataclasses or dicts of their fields); returns their item ids."""
+        protos = [(m if isinstance(m, ScheduledMessage) else ScheduledMessage(**dict(m))).to_proto() for m in messages]
+        req = scheduler_pb2.SubmitMessagesRequest(request_id=uuid.uuid4().hex, messages=protos)
+        return list(self._unary("SubmitMessages", req).item_ids)
+
+    def get_task(self, item_id: str) -> TaskStatus:
+        return _task(self._unary("GetTask", scheduler_pb2.GetTaskRequest(item_id=item_id)).task)
+
+    def wait_for_tasks(self, user_id: str, cube_id: str = "", timeout_s: float = 30.0) -> bool:
+        """Blocks until the user's (cube's) tasks are all finished; False if the timeout passed first."""
+        req = scheduler_pb2.WaitForTasksRequest(user_id=user_id, cube_id=cube_id, timeout_seconds=timeout_s)
+        return self._unary("WaitForTasks", req, timeout=timeout_s + 10.0).all_done
+
+    def list_dead_letters(
+        self, label: str = "", page_size: int = 100, page_token: str = ""
+    ) -> tuple[list[TaskStatus], str]:
+        resp = self._unary(
+            "ListDeadLetters",
+            scheduler_pb2.ListDeadLettersRequest(label=label, page_size=page_size, page_token=page_token),
+        )
+        return [_task(t) for t in resp.tasks], resp.next_page_token
+
+    def replay_dead_letters(self, item_ids: Sequence[str]) -> int:
+        req = scheduler_pb2.ReplayDeadLettersRequest(request_id=uuid.uuid4().hex, item_ids=list(item_ids))
+        return self._unary("ReplayDeadLetters", req).replayed_count
+
+    def register_handlers(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        worker_id: str | None = None,
+        max_in_flight: int = 1,
+        wait_s: float = 10.0,
+    ) -> Worker:
+        """Starts a worker thread handling ``handlers``' labels (registering them with the scheduler)."""
+        if not handlers:
+            raise ValueError("no handlers")
+        worker = Worker(self.stub, handlers, worker_id or uuid.uuid4().hex[:12], max_in_flight)
+        self._workers.append(worker)
+        # Labels are registered when the stream opens: wait for the scheduler's confirmation,
+        # so that a submit right after this call knows them.
+        deadline = time.monotonic() + wait_s
+        while not worker.subscribed.wait(0.05):
+            if worker.error is not None:
+                self._workers.remove(worker)
+                raise worker.error
+            if time.monotonic() > deadline:
+                break
+        return worker
+
+    def stop(self) -> None:
+        """Stops every worker started by this client."""
+        for w in self._workers:
+            w.stop()
+        self._workers.clear()
+
+    def close(self) -> None:
+        self.stop()
+        self._channel.close()

@@ -1,0 +1,1 @@
+"""The scheduler service: a durable, labelled task queue with remote handlers."""

@@ -1,0 +1,52 @@
+"""Assembles the scheduler from its settings: queue, servicer, server."""
+
+from __future__ import annotations
+
+from memos.scheduler.v1 import scheduler_pb2_grpc
+from services.scheduler.queue import QueueLimits, SqliteTaskQueue, TaskQueue
+from services.scheduler.servicer import SchedulerServicer
+from services.scheduler.settings import SchedulerSettings
+from shared.server import GrpcServer, ServiceBinding
+
+SERVICE_NAME = "memos.scheduler.v1.SchedulerService"
+
+
+def build_queue(settings: SchedulerSettings) -> TaskQueue:
+    limits = QueueLimits(
+        max_pending=settings.queue_max_pending,
+        max_attempts=settings.queue_max_attempts,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        max_content_bytes=settings.max_content_bytes,
+        max_batch=settings.max_messages_per_submit,
+    )
+    queue: TaskQueue
+    if settings.redis_url:
+        # Imported here: only deployments on Redis need the client.
+        from services.scheduler.queue.redis_streams import RedisTaskQueue
+
+        queue = RedisTaskQueue(settings.redis_url, limits, prefix=settings.redis_prefix)
+    else:
+        queue = SqliteTaskQueue(settings.data_dir / "scheduler.sqlite3", limits)
+    for label in settings.extra_labels:
+        queue.register_label(label)
+    return queue
+
+
+def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) -> GrpcServer:
+    queue = queue or build_queue(settings)
+    servicer = SchedulerServicer(
+        queue,
+        poll_interval_s=settings.poll_interval_s,
+        max_in_flight=settings.max_in_flight_per_worker,
+        visibility_timeout_s=settings.visibility_timeout_s,
+    )
+    return GrpcServer(
+        name="scheduler",
+        settings=settings,
+        services=[
+            ServiceBinding(
+                SERVICE_NAME, lambda s: scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, s)
+            )
+        ],
+        on_stop=[queue.close],
+    )

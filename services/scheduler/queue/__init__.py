@@ -1,0 +1,23 @@
+"""Task queue backends behind one interface (:class:`TaskQueue`)."""
+
+from services.scheduler.queue.base import (
+    BUILTIN_LABELS,
+    Delivery,
+    Message,
+    QueueLimits,
+    Task,
+    TaskQueue,
+    TaskState,
+)
+from services.scheduler.queue.sqlite import SqliteTaskQueue
+
+__all__ = [
+    "BUILTIN_LABELS",
+    "Delivery",
+    "Message",
+    "QueueLimits",
+    "SqliteTaskQueue",
+    "Task",
+    "TaskQueue",
+    "TaskState",
+]

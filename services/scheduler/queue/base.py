@@ -1,0 +1,275 @@
+"""The task queue interface shared by the embedded (SQLite) and Redis Streams backends.
+
+Semantics every backend keeps (checked by ``tests/scheduler/test_queue_conformance.py``):
+
+- **Labels**: a message's label must be a built-in one (:data:`BUILTIN_LABELS`) or one
+  registered with :meth:`TaskQueue.register_label` (a worker subscribing to a label
+  registers it); anything else is INVALID_ARGUMENT. Registrations are durable.
+- **At-least-once**: :meth:`TaskQueue.receive` leases messages for a visibility timeout;
+  :meth:`TaskQueue.ack` finishes one, :meth:`TaskQueue.nack` records the error and makes it
+  deliverable again, :meth:`TaskQueue.release` hands it back without a verdict (its worker
+  went away). A lease that runs out is redelivered. Every delivery counts as an attempt;
+  when a message has had ``max_attempts`` and fails (nack or timeout) once more it is
+  dead-lettered: listed by :meth:`TaskQueue.list_dead_letters`, brought back by
+  :meth:`TaskQueue.replay_dead_letters`.
+- **Order per (user, cube, label)**: a message is delivered only when no earlier message
+  of its group is pending or running, so one group's messages are handled one at a time
+  in submission order (dead-lettered ones leave the group).
+- **Priorities**: among deliverable messages, higher ``priority`` first, then submission order.
+- **Bounded**: at most ``max_pending`` messages may be pending or running; a submit that
+  would pass that is refused whole with RESOURCE_EXHAUSTED, nothing is dropped.
+- **Task state**: pending, running, done, failed (nacked with ``retry=False``),
+  dead_lettered; with attempts and the last error.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shared.errors import InvalidArgument
+
+BUILTIN_LABELS = frozenset(
+    {"query", "answer", "add", "mem_read", "mem_organize", "mem_update", "mem_archive", "pref_add"}
+)
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ID_MAX = 256
+
+
+class TaskState(enum.IntEnum):
+    """Same numbers as ``memos.scheduler.v1.TaskState``."""
+
+    PENDING = 1
+    RUNNING = 2
+    DONE = 3
+    FAILED = 4
+    DEAD_LETTERED = 5
+
+
+TERMINAL_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.DEAD_LETTERED})
+
+
+@dataclass(frozen=True)
+class Message:
+    """One unit of work, shaped like MemOS's ``ScheduleMessageItem``."""
+
+    user_id: str
+    cube_id: str
+    label: str
+    content: str = ""
+    item_id: str = ""
+    session_id: str = ""
+    timestamp: float = 0.0
+    trace_id: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+
+    @property
+    def group(self) -> str:
+        """The ordering group: messages of one group are handled in submission order."""
+        return f"{len(self.user_id)}:{self.user_id}|{len(self.cube_id)}:{self.cube_id}|{self.label}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "cube_id": self.cube_id,
+            "label": self.label,
+            "content": self.content,
+            "item_id": self.item_id,
+            "session_id": self.session_id,
+            "timestamp": self.timestamp,
+            "trace_id": self.trace_id,
+            "info": self.info,
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Message:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is known of one submitted message."""
+
+    item_id: str
+    message: Message
+    state: TaskState
+    attempts: int
+    last_error: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A leased message: ack or nack it by ``delivery_id`` before the lease runs out."""
+
+    delivery_id: str
+    message: Message
+    attempt: int
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    max_pending: int = 100_000
+    """Messages pending or running at once; more is RESOURCE_EXHAUSTED."""
+    max_attempts: int = 5
+    """Deliveries before a failing message is dead-lettered."""
+    visibility_timeout_s: float = 30.0
+    """How long a delivered message may go without ack or nack before it is redelivered."""
+    max_content_bytes: int = 1024 * 1024
+    """Largest ``content`` (UTF-8 bytes) of one message."""
+    max_batch: int = 10_000
+    """Messages one submit may carry."""
+
+
+def new_delivery_id(item_id: str) -> str:
+    return f"{item_id}/{uuid.uuid4().hex[:16]}"
+
+
+def split_delivery_id(delivery_id: str) -> tuple[str, str]:
+    item_id, sep, lease = delivery_id.rpartition("/")
+    if not sep or not item_id or not lease:
+        raise InvalidArgument("malformed delivery id", reason="BAD_DELIVERY_ID", metadata={"delivery_id": delivery_id})
+    return item_id, lease
+
+
+def check_label_name(label: str) -> None:
+    if not _LABEL_RE.match(label):
+        raise InvalidArgument(
+            "labels are 1 to 64 characters of letters, digits, _ . : -",
+            reason="BAD_LABEL",
+            metadata={"field": "label", "label": label[:80]},
+        )
+
+
+class TaskQueue(ABC):
+    """A durable task queue. Methods block (I/O); async callers run them in threads."""
+
+    def __init__(self, limits: QueueLimits | None = None) -> None:
+        self.limits = limits or QueueLimits()
+
+    # -- labels ---------------------------------------------------------------
+    @abstractmethod
+    def registered_labels(self) -> set[str]:
+        """User-defined labels registered so far (built-ins not included)."""
+
+    @abstractmethod
+    def _store_label(self, label: str) -> None: ...
+
+    def register_label(self, label: str) -> None:
+        check_label_name(label)
+        if label not in BUILTIN_LABELS and label not in self.registered_labels():
+            self._store_label(label)
+
+    def known_labels(self) -> set[str]:
+        return set(BUILTIN_LABELS) | self.registered_labels()
+
+    # -- validation -----------------------------------------------------------
+    def prepare(self, messages: Sequence[Message]) -> list[Message]:
+        """Validates a batch and fills in item ids and timestamps."""
+        if not messages:
+            raise InvalidArgument("no messages to submit", reason="EMPTY_BATCH", metadata={"field": "messages"})
+        if len(messages) > self.limits.max_batch:
+            raise InvalidArgument(
+                f"at most {self.limits.max_batch} messages per submit",
+                reason="BATCH_TOO_LARGE",
+                metadata={"field": "messages", "limit": str(self.limits.max_batch)},
+            )
+        known = self.known_labels()
+        out: list[Message] = []
+        seen: set[str] = set()
+        now = time.time()
+        for i, m in enumerate(messages):
+            where = {"index": str(i)}
+            for name in ("user_id", "cube_id"):
+                value = getattr(m, name)
+                if not value:
+                    raise InvalidArgument(
+                        f"{name} is required", reason=f"MISSING_{name.upper()}", metadata={"field": name, **where}
+                    )
+                if len(value) > _ID_MAX:
+                    raise InvalidArgument(
+                        f"{name} is too long", reason="ID_TOO_LONG", metadata={"field": name, **where}
+                    )
+            if not m.label:
+                raise InvalidArgument("label is required", reason="MISSING_LABEL", metadata={"field": "label", **where})
+            if m.label not in known:
+                raise InvalidArgument(
+                    f"unknown label {m.label!r}: use a built-in label or register it (subscribe a worker to it)",
+                    reason="UNKNOWN_LABEL",
+                    metadata={"field": "label", "label": m.label[:80], **where},
+                )
+            if len(m.content.encode()) > self.limits.max_content_bytes:
+                raise InvalidArgument(
+                    "content is too large",
+                    reason="CONTENT_TOO_LARGE",
+                    metadata={"field": "content", "limit": str(self.limits.max_content_bytes), **where},
+                )
+            item_id = m.item_id or uuid.uuid4().hex
+            if len(item_id) > _ID_MAX or "/" in item_id:
+                raise InvalidArgument(
+                    "item_id must be at most 256 characters without '/'",
+                    reason="BAD_ITEM_ID",
+                    metadata={"field": "item_id", **where},
+                )
+            if item_id in seen:
+                raise InvalidArgument(
+                    "item_id repeated in the batch", reason="DUPLICATE_ITEM_ID", metadata={"item_id": item_id, **where}
+                )
+            seen.add(item_id)
+            out.append(replace(m, item_id=item_id, timestamp=m.timestamp or now))
+        return out
+
+    # -- operations -----------------------------------------------------------
+    @abstractmethod
+    def submit(self, messages: Sequence[Message]) -> list[str]:
+        """Stores the batch (all or nothing); returns item ids. Resubmitting an item id is a no-op."""
+
+    @abstractmethod
+    def receive(
+        self, labels: Iterable[str], max_count: int, visibility_timeout_s: float | None = None
+    ) -> list[Delivery]:
+        """Leases up to ``max_count`` deliverable messages of ``labels`` (does not wait)."""
+
+    @abstractmethod
+    def ack(self, delivery_id: str) -> None:
+        """Marks the delivery's message done. NotFound for an unknown, stale or finished delivery."""
+
+    @abstractmethod
+    def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
+        """Records a failure; the message is redelivered, dead-lettered, or (``retry=False``) failed."""
+
+    @abstractmethod
+    def release(self, delivery_id: str, delivered: bool = True) -> None:
+        """Hands a leased message back for immediate redelivery (its worker went away).
+
+        ``delivered=False`` (the message never reached a worker) does not count the attempt."""
+
+    @abstractmethod
+    def get_task(self, item_id: str) -> Task:
+        """NotFound when no such item was submitted."""
+
+    @abstractmethod
+    def unfinished_count(self, user_id: str, cube_id: str = "") -> int:
+        """Pending or running messages of a user (and cube; empty: every cube)."""
+
+    @abstractmethod
+    def list_dead_letters(self, label: str = "", page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
+        """Dead-lettered tasks, oldest first, and the next page's token ("" when none)."""
+
+    @abstractmethod
+    def replay_dead_letters(self, item_ids: Sequence[str]) -> int:
+        """Makes dead-lettered messages pending again with fresh attempts; returns how many."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _vt(self, visibility_timeout_s: float | None) -> float:
+        return self.limits.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s

@@ -1,0 +1,346 @@
+"""The distributed queue: Redis Streams with a consumer group.
+
+Layout (every key under ``prefix``):
+
+- ``s:{label}``: a stream per label; submit ``XADD``s the item id. The consumer group
+  ``scheduler`` (one consumer name shared by every scheduler replica) reads new entries
+  with ``XREADGROUP >``, so the group's pending entries list (PEL) is exactly the set of
+  the label's open (pending or running) messages; a finished or dead-lettered message is
+  ``XACK``ed (and ``XDEL``eted). A restarted scheduler reads the PEL back with
+  ``XREADGROUP 0``: nothing submitted is lost.
+- ``t:{item}``: a hash per message (body, state, attempts, lease, last error).
+- ``g:{group}``: the open item ids of one (user, cube, label) group in order; only the
+  head is deliverable, which keeps the order per group.
+- ``running``: a sorted set of leased items by lease deadline (visibility timeouts).
+- ``open``, ``u:{user}``: counters for the bound and for WaitForTasks; ``dead``: the
+  dead letters by dead-letter sequence; ``labels``: registered labels.
+
+State changes are Lua scripts, so they are atomic and replicas may share one Redis.
+A Redis that cannot be reached is UNAVAILABLE; a submit is acknowledged only after its
+script ran (with ``appendonly yes`` and ``appendfsync always`` it is on disk by then).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import redis
+
+from services.scheduler.queue.base import (
+    Delivery,
+    Message,
+    QueueLimits,
+    Task,
+    TaskQueue,
+    TaskState,
+    new_delivery_id,
+    split_delivery_id,
+)
+from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+
+GROUP = "scheduler"
+CONSUMER = "scheduler"
+
+_SUBMIT = """
+local pfx=ARGV[1]; local max=tonumber(ARGV[2]); local now=ARGV[3]; local n=tonumber(ARGV[4])
+local new={}
+for i=0,n-1 do
+  local b=5+i*7
+  if redis.call('EXISTS', pfx..':t:'..ARGV[b])==0 then table.insert(new, b) end
+end
+local open=tonumber(redis.call('GET', pfx..':open') or '0')
+if open+#new > max then return {-1, open} end
+for _,b in ipairs(new) do
+  local item=ARGV[b]; local label=ARGV[b+1]
+  local seq=redis.call('INCR', pfx..':seq')
+  local sid=redis.call('XADD', pfx..':s:'..label, '*', 'item', item)
+  redis.call('HSET', pfx..':t:'..item, 'label', label, 'grp', ARGV[b+2], 'prio', ARGV[b+3], 'body', ARGV[b+4],
+    'user', ARGV[b+5], 'cube', ARGV[b+6], 'seq', seq, 'state', 1, 'attempts', 0, 'last_error', '', 'lease', '',
+    'lease_until', 0, 'updated_at', now, 'sid', sid, 'dead_seq', 0)
+  redis.call('RPUSH', pfx..':g:'..ARGV[b+2], item)
+  redis.call('HINCRBY', pfx..':u:'..ARGV[b+5], ARGV[b+6], 1)
+end
+redis.call('INCRBY', pfx..':open', #new)
+return {0, #new}
+"""
+
+_LEASE = """
+local pfx=ARGV[1]; local item=ARGV[2]; local k=pfx..':t:'..item
+local st=redis.call('HMGET', k, 'state', 'grp')
+if st[1]~='1' then return -1 end
+if redis.call('LINDEX', pfx..':g:'..st[2], 0)~=item then return -1 end
+local a=redis.call('HINCRBY', k, 'attempts', 1)
+redis.call('HSET', k, 'state', 2, 'lease', ARGV[3], 'lease_until', ARGV[4], 'updated_at', ARGV[5])
+redis.call('ZADD', pfx..':running', ARGV[4], item)
+return a
+"""
+
+# action: ack | nack | fail | release | unlease (release, not counting the attempt) | expire
+_FINISH = """
+local pfx=ARGV[1]; local item=ARGV[2]; local lease=ARGV[3]; local action=ARGV[4]; local err=ARGV[5]
+local now=ARGV[6]; local max=tonumber(ARGV[7]); local k=pfx..':t:'..item
+local st=redis.call('HMGET', k, 'state', 'lease', 'attempts', 'lease_until', 'grp', 'label', 'sid', 'user', 'cube')
+if st[1]~='2' then return -1 end
+if action=='expire' then
+  if tonumber(st[4]) > tonumber(now) then return -1 end
+elseif st[2]~=lease then return -1 end
+local new
+if action=='unlease' then redis.call('HINCRBY', k, 'attempts', -1) end
+if action=='ack' then new=3 elseif action=='release' or action=='unlease' then new=1 elseif action=='fail' then new=4
+elseif tonumber(st[3]) >= max then new=5 else new=1 end
+redis.call('ZREM', pfx..':running', item)
+redis.call('HSET', k, 'state', new, 'lease', '', 'lease_until', 0, 'updated_at', now)
+if action=='nack' or action=='fail' or action=='expire' then redis.call('HSET', k, 'last_error', err) end
+if new>=3 then
+  redis.call('XACK', pfx..':s:'..st[6], 'scheduler', st[7])
+  redis.call('XDEL', pfx..':s:'..st[6], st[7])
+  redis.call('LREM', pfx..':g:'..st[5], 1, item)
+  redis.call('DECR', pfx..':open')
+  redis.call('HINCRBY', pfx..':u:'..st[8], st[9], -1)
+  if new==5 then
+    local d=redis.call('INCR', pfx..':deadseq')
+    redis.call('ZADD', pfx..':dead', d, item)
+    redis.call('HSET', k, 'dead_seq', d)
+  end
+end
+return new
+"""
+
+_REPLAY = """
+local pfx=ARGV[1]; local item=ARGV[2]; local now=ARGV[3]; local k=pfx..':t:'..item
+local st=redis.call('HMGET', k, 'state', 'label', 'grp', 'user', 'cube')
+if st[1]~='5' then return 0 end
+local sid=redis.call('XADD', pfx..':s:'..st[2], '*', 'item', item)
+redis.call('HSET', k, 'state', 1, 'attempts', 0, 'sid', sid, 'dead_seq', 0, 'updated_at', now)
+redis.call('RPUSH', pfx..':g:'..st[3], item)
+redis.call('INCR', pfx..':open')
+redis.call('HINCRBY', pfx..':u:'..st[4], st[5], 1)
+redis.call('ZREM', pfx..':dead', item)
+return 1
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _unavailable(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise Unavailable(
+                "the scheduler's Redis cannot be reached",
+                reason="REDIS_UNAVAILABLE",
+                metadata={"error": str(exc)[:200]},
+            ) from None
+
+    return wrapped  # type: ignore[return-value]
+
+
+_TASK_FIELDS = ("body", "state", "attempts", "last_error", "updated_at")
+
+
+class RedisTaskQueue(TaskQueue):
+    def __init__(self, url: str, limits: QueueLimits | None = None, prefix: str = "memos:sched") -> None:
+        super().__init__(limits)
+        self.prefix = prefix
+        self._r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=2.0)
+        self._lock = threading.Lock()
+        self._submit = self._r.register_script(_SUBMIT)
+        self._lease = self._r.register_script(_LEASE)
+        self._finish = self._r.register_script(_FINISH)
+        self._replay = self._r.register_script(_REPLAY)
+        self._groups: set[str] = set()
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- labels ---------------------------------------------------------------
+    @_unavailable
+    def registered_labels(self) -> set[str]:
+        return set(self._r.smembers(self._k("labels")))
+
+    @_unavailable
+    def _store_label(self, label: str) -> None:
+        self._r.sadd(self._k("labels"), label)
+
+    # -- helpers --------------------------------------------------------------
+    def _ensure_group(self, label: str) -> str:
+        stream = self._k("s", label)
+        if stream not in self._groups:
+            try:
+                self._r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(stream)
+        return stream
+
+    def _run_finish(self, item_id: str, lease: str, action: str, error: str = "") -> int:
+        return int(
+            self._finish(args=[self.prefix, item_id, lease, action, error, time.time(), self.limits.max_attempts])
+        )
+
+    def _expire(self, now: float) -> None:
+        for item in self._r.zrangebyscore(self._k("running"), "-inf", now, start=0, num=1000):
+            self._run_finish(item, "", "expire", "visibility timeout: no ack or nack in time")
+
+    # -- operations -----------------------------------------------------------
+    @_unavailable
+    def submit(self, messages: Sequence[Message]) -> list[str]:
+        batch = self.prepare(messages)
+        args: list[Any] = [self.prefix, self.limits.max_pending, time.time(), len(batch)]
+        for m in batch:
+            self._ensure_group(m.label)
+            args += [m.item_id, m.label, m.group, m.priority, json.dumps(m.to_json()), m.user_id, m.cube_id]
+        status, n = self._submit(args=args)
+        if int(status) < 0:
+            raise ResourceExhausted(
+                "the queue is full; retry later",
+                reason="QUEUE_FULL",
+                metadata={"limit": str(self.limits.max_pending), "pending": str(n)},
+                retriable=True,
+            )
+        return [m.item_id for m in batch]
+
+    @_unavailable
+    def receive(
+        self, labels: Iterable[str], max_count: int, visibility_timeout_s: float | None = None
+    ) -> list[Delivery]:
+        labels = list(dict.fromkeys(labels))
+        if not labels or max_count <= 0:
+            return []
+        vt = self._vt(visibility_timeout_s)
+        out: list[Delivery] = []
+        with self._lock:
+            now = time.time()
+            self._expire(now)
+            streams = {self._ensure_group(label): "0" for label in labels}
+            # Move new entries into the group's PEL, then read the whole PEL (the open messages).
+            self._r.xreadgroup(GROUP, CONSUMER, {s: ">" for s in streams}, count=self.limits.max_pending)
+            items: list[str] = []
+            for _stream, entries in self._r.xreadgroup(GROUP, CONSUMER, streams, count=self.limits.max_pending):
+                items += [fields["item"] for _sid, fields in entries if fields and "item" in fields]
+            if not items:
+                return out
+            pipe = self._r.pipeline(transaction=False)
+            for item in items:
+                pipe.hmget(self._k("t", item), "state", "prio", "seq", "grp")
+            rows = pipe.execute()
+            candidates = sorted(
+                (-int(prio), int(seq), grp, item)
+                for item, (state, prio, seq, grp) in zip(items, rows, strict=True)
+                if state == "1"
+            )
+            seen_groups: set[str] = set()
+            for _p, _s, grp, item in candidates:
+                if len(out) >= max_count:
+                    break
+                if grp in seen_groups:
+                    continue
+                seen_groups.add(grp)
+                delivery_id = new_delivery_id(item)
+                attempt = int(self._lease(args=[self.prefix, item, delivery_id, now + vt, now]))
+                if attempt < 0:
+                    continue
+                body = self._r.hget(self._k("t", item), "body")
+                out.append(Delivery(delivery_id, Message.from_json(json.loads(body)), attempt))
+        return out
+
+    def _answer(self, delivery_id: str, action: str, error: str = "") -> int:
+        item_id, _ = split_delivery_id(delivery_id)
+        result = self._run_finish(item_id, delivery_id, action, error)
+        if result < 0:
+            raise NotFound(
+                "no such delivery in flight (unknown, already answered, or its lease ran out)",
+                reason="DELIVERY_NOT_FOUND",
+                metadata={"delivery_id": delivery_id},
+            )
+        return result
+
+    @_unavailable
+    def ack(self, delivery_id: str) -> None:
+        self._answer(delivery_id, "ack")
+
+    @_unavailable
+    def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
+        return TaskState(self._answer(delivery_id, "nack" if retry else "fail", error))
+
+    @_unavailable
+    def release(self, delivery_id: str, delivered: bool = True) -> None:
+        self._answer(delivery_id, "release" if delivered else "unlease")
+
+    def _task(self, item_id: str, row: list[str | None]) -> Task:
+        body, state, attempts, last_error, updated_at = row
+        return Task(
+            item_id,
+            Message.from_json(json.loads(body or "{}")),
+            TaskState(int(state or 1)),
+            int(attempts or 0),
+            last_error or "",
+            float(updated_at or 0),
+        )
+
+    @_unavailable
+    def get_task(self, item_id: str) -> Task:
+        key = self._k("t", item_id)
+        if self._r.hget(key, "state") == "2":
+            self._run_finish(item_id, "", "expire", "visibility timeout: no ack or nack in time")
+        row = self._r.hmget(key, *_TASK_FIELDS)
+        if row[0] is None:
+            raise NotFound("no such task", reason="TASK_NOT_FOUND", metadata={"item_id": item_id})
+        return self._task(item_id, row)
+
+    @_unavailable
+    def unfinished_count(self, user_id: str, cube_id: str = "") -> int:
+        key = self._k("u", user_id)
+        if cube_id:
+            return int(self._r.hget(key, cube_id) or 0)
+        return sum(int(v) for v in self._r.hvals(key))
+
+    @_unavailable
+    def list_dead_letters(self, label: str = "", page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
+        page_size = max(1, min(page_size or 100, 1000))
+        try:
+            after = int(page_token) if page_token else 0
+        except ValueError:
+            raise InvalidArgument("bad page token", reason="BAD_PAGE_TOKEN", metadata={"field": "page_token"}) from None
+        tasks: list[Task] = []
+        last = after
+        while True:
+            chunk = self._r.zrangebyscore(
+                self._k("dead"), f"({last}", "+inf", start=0, num=page_size + 1, withscores=True
+            )
+            if not chunk:
+                return tasks, ""
+            pipe = self._r.pipeline(transaction=False)
+            for item, _score in chunk:
+                pipe.hmget(self._k("t", item), *_TASK_FIELDS, "label")
+            for (item, score), row in zip(chunk, pipe.execute(), strict=True):
+                if label and row[-1] != label:
+                    last = int(score)
+                    continue
+                if len(tasks) == page_size:
+                    return tasks, str(last)
+                tasks.append(self._task(item, row[:-1]))
+                last = int(score)
+            if len(chunk) <= page_size:
+                return tasks, ""
+
+    @_unavailable
+    def replay_dead_letters(self, item_ids: Sequence[str]) -> int:
+        now = time.time()
+        return sum(int(self._replay(args=[self.prefix, item, now])) for item in dict.fromkeys(item_ids))
+
+    def close(self) -> None:
+        self._r.close()
+
+    def drop_all(self) -> None:
+        """Deletes every key under the prefix (tests)."""
+        for key in self._r.scan_iter(match=f"{self.prefix}:*", count=1000):
+            self._r.delete(key)

@@ -1,0 +1,48 @@
+"""Settings of the scheduler service (``MEMOS_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from shared.settings import ServerSettings, default_data_dir
+
+
+class SchedulerSettings(ServerSettings):
+    listen_addr: str = "127.0.0.1:50055"
+    """host:port to listen on."""
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Root of the embedded queue (data_dir/scheduler.sqlite3) when no Redis is configured."""
+
+    redis_url: str = ""
+    """Redis (Streams) queue, e.g. redis://127.0.0.1:6379/0; empty uses the embedded SQLite queue."""
+
+    redis_prefix: str = "memos:sched"
+    """Prefix of every Redis key of the queue (several deployments may share one Redis)."""
+
+    queue_max_pending: int = Field(default=100_000, ge=1)
+    """Messages pending or running at once; a submit past it gets RESOURCE_EXHAUSTED."""
+
+    queue_max_attempts: int = Field(default=5, ge=1, le=1000)
+    """Deliveries of a failing message before it is dead-lettered."""
+
+    visibility_timeout_s: float = Field(default=60.0, gt=0.0)
+    """How long a worker may hold a message without ack or nack before it is redelivered."""
+
+    max_content_bytes: int = Field(default=1024 * 1024, ge=1)
+    """Largest content of one message (UTF-8 bytes)."""
+
+    max_messages_per_submit: int = Field(default=10_000, ge=1)
+    """Messages one SubmitMessages may carry."""
+
+    max_in_flight_per_worker: int = Field(default=256, ge=1)
+    """Upper bound of a subscription's max_in_flight."""
+
+    poll_interval_s: float = Field(default=0.2, gt=0.0)
+    """How often an idle subscription looks for due work besides being woken by submits
+    (leases that ran out, work submitted through another replica)."""
+
+    extra_labels: list[str] = Field(default_factory=list)
+    """User-defined labels accepted from the start (JSON list), besides those workers register."""
