@@ -6,7 +6,7 @@ BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup gen check-gen lint test test-unit test-integration test-e2e run bench bench-ingest clean-data help
+.PHONY: setup gen check-gen lint test test-unit test-integration test-e2e run bench bench-ingest clean-data help neo4j-deps
 
 help:
 	@echo "make run    - set up (if needed) and run the suite on embedded defaults (gateway on 127.0.0.1:50051)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - gateway benchmarks (latency, fan-out, add throughput, memory)"
 	@echo "make bench-ingest - ingest benchmarks (parse throughput, add with/without ingest, LLM calls)"
 	@echo "make gen    - regenerate the Python stubs from protos/"
+	@echo "make neo4j-deps - fetch Neo4j from Maven Central and build the test server (tests do it lazily)"
 
 setup: $(STAMP)
 
@@ -57,6 +58,11 @@ bench: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(PY) benchmarks/bench_ingest.py
+
+# The Neo4j test server (tools/neo4j): Maven fetches Neo4j Community into ~/.m2 once and builds
+# tools/neo4j/target; later builds run offline. Tests that need Neo4j do this themselves when needed.
+neo4j-deps:
+	tools/neo4j/start.sh --build-only
 
 clean-data:
 	rm -rf $${MEMOS_DATA_DIR:-$$HOME/.local/share/memos}

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 # Debian packages the suite needs (services, test tooling).
-APT_PACKAGES=(ca-certificates redis-server)
+APT_PACKAGES=(ca-certificates redis-server openjdk-17-jre-headless maven)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -7,6 +7,7 @@ from services.textmem.embedders import Embedder, build_embedder
 from services.textmem.memory import TextMemory
 from services.textmem.servicer import CubeServicer, TextMemServicer
 from services.textmem.settings import TextMemSettings
+from services.textmem.stores.graph import GraphStore
 from services.textmem.stores.milvus_vector import MilvusVectorStore
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
 from shared.server import GrpcServer, ServiceBinding
@@ -14,10 +15,25 @@ from shared.server import GrpcServer, ServiceBinding
 SERVICE_NAMES = [s.full_name for s in textmem_pb2.DESCRIPTOR.services_by_name.values()]
 
 
+def build_graph_store(settings: TextMemSettings) -> GraphStore:
+    if settings.graph_store == "neo4j":
+        # Imported here: the driver is only needed by deployments that use Neo4j.
+        from services.textmem.stores.neo4j_graph import Neo4jGraphStore
+
+        return Neo4jGraphStore(
+            settings.neo4j_uri,
+            settings.neo4j_user,
+            settings.neo4j_password,
+            settings.neo4j_database,
+            retry_time_s=settings.neo4j_retry_s,
+        )
+    return SqliteGraphStore(settings.sqlite_path or settings.data_dir / "graph.sqlite3")
+
+
 def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) -> TextMemory:
     embedder = embedder or build_embedder(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    graph = SqliteGraphStore(settings.sqlite_path or settings.data_dir / "graph.sqlite3")
+    graph = build_graph_store(settings)
     vectors = MilvusVectorStore(
         settings.milvus_uri or str(settings.data_dir / "milvus.db"),
         settings.milvus_collection,

@@ -41,11 +41,30 @@ class TextMemSettings(ServerSettings):
     """torch threads of the local embedder (0: torch's default). One avoids spinning threads
     fighting the other services on a small machine; raise it on a dedicated node."""
 
-    graph_store: Literal["sqlite"] = "sqlite"
-    """Graph store backend; Neo4j arrives with its own issue."""
+    graph_store: Literal["sqlite", "neo4j"] = "sqlite"
+    """Graph store backend: "sqlite" (embedded, a file under data_dir) or "neo4j" (a Neo4j 5
+    server at neo4j_uri; Community is enough)."""
 
     sqlite_path: Path | None = None
     """SQLite graph file; data_dir/graph.sqlite3 when unset."""
+
+    neo4j_uri: str = "bolt://127.0.0.1:7687"
+    """Neo4j server for graph_store="neo4j": bolt://host:7687 (one server) or neo4j://host:7687
+    (routing, for a cluster); add +s/+ssc for TLS (bolt+s://…)."""
+
+    neo4j_user: str = ""
+    """Neo4j user name; empty connects without authentication (a server with auth disabled)."""
+
+    neo4j_password: str = ""
+    """Password of neo4j_user."""
+
+    neo4j_database: str = "neo4j"
+    """Neo4j database holding every cube (Community has one user database: "neo4j"); empty uses
+    the server's default database."""
+
+    neo4j_retry_s: float = Field(default=5.0, ge=0.0)
+    """How long one graph operation is retried while Neo4j is unreachable or reports a transient
+    error (deadlock, leader switch) before the call fails with UNAVAILABLE (retriable)."""
 
     embedder: Literal["local", "openai"] = "local"
     """"local": sentence-transformers in process; "openai": an OpenAI-compatible /v1/embeddings."""
