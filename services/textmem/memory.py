@@ -350,7 +350,9 @@ class TextMemory:
         depth = self.candidate_depth(top_k, flt)
         if len(cube_ids) == 1:
             return {cube_ids[0]: self.vectors.search(cube_ids[0], qvec, flt, depth)}
-        return self.vectors.search_many(cube_ids, qvec, flt, depth)
+        # What each cube can return at most, so that small cubes are not searched a second time.
+        available = {c: self.graph.count(c, flt) for c in cube_ids}
+        return self.vectors.search_many(cube_ids, qvec, flt, depth, available)
 
     def finish_search(
         self, cube_id: str, query: str, top_k: int, flt: MemoryFilter, dense: list[tuple[str, float]]

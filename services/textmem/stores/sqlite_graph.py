@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS memories (
   version INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS memories_cube ON memories(cube_id, seq);
+-- Serves the per-search count of a cube's searchable memories without reading the rows.
+CREATE INDEX IF NOT EXISTS memories_cube_type_status ON memories(cube_id, memory_type, status);
 CREATE TABLE IF NOT EXISTS sources (
   memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
   position INTEGER NOT NULL,
@@ -290,7 +292,8 @@ class SqliteGraphStore:
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
             rows.extend(
                 conn.execute(
-                    f"SELECT * FROM memories WHERE cube_id = ? AND id IN ({','.join('?' * len(chunk))})",
+                    # "+cube_id" keeps the planner on the id index: the cube index would scan the whole cube.
+                    f"SELECT * FROM memories WHERE +cube_id = ? AND id IN ({','.join('?' * len(chunk))})",
                     [cube_id, *chunk],
                 ).fetchall()
             )

@@ -7,7 +7,7 @@ Implementations: :class:`~services.textmem.stores.milvus_vector.MilvusVectorStor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,9 +37,17 @@ class VectorStore(Protocol):
         """Nearest memories of the cube as (id, similarity), best first. Tags are not filtered here."""
 
     def search_many(
-        self, cube_ids: Sequence[str], vector: np.ndarray, flt: MemoryFilter, limit: int
+        self,
+        cube_ids: Sequence[str],
+        vector: np.ndarray,
+        flt: MemoryFilter,
+        limit: int,
+        available: Mapping[str, int] | None = None,
     ) -> dict[str, list[tuple[str, float]]]:
-        """Like :meth:`search` for each cube (``limit`` per cube), in one round trip where the engine allows."""
+        """Like :meth:`search` for each cube (``limit`` per cube), in one round trip where the engine allows.
+
+        ``available`` (matching memories per cube, if the caller knows) lets an implementation
+        tell a short answer from a cube that has no more."""
 
     def get_vectors(self, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
 
