@@ -7,6 +7,8 @@ Milvus Lite) and the real MiniLM embedder, loaded once per session.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -25,6 +27,34 @@ from services.textmem.memory import TextMemory
 from services.textmem.settings import TextMemSettings
 from shared.errors import Unavailable
 from shared.server import GrpcServer
+
+
+def _loopback_only(connect):  # type: ignore[no-untyped-def]
+    """Wraps socket connects so that a test can reach loopback and nothing else.
+
+    The SSRF tests feed private and public addresses to the fetcher and expect refusals; if a
+    regression let one through, this turns the connection attempt into an error instead of a
+    packet leaving the machine.
+    """
+
+    def guarded(sock, address, *args):  # type: ignore[no-untyped-def]
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+            host = str(address[0]).split("%", 1)[0]
+            try:
+                addrs = {ipaddress.ip_address(host)}
+            except ValueError:
+                addrs = {ipaddress.ip_address(i[4][0].split("%", 1)[0]) for i in socket.getaddrinfo(host, None)}
+            if not all(
+                a.is_loopback or (a.version == 6 and a.ipv4_mapped and a.ipv4_mapped.is_loopback) for a in addrs
+            ):
+                raise OSError(errno.ENETUNREACH, f"tests may reach loopback only, not {address[0]}")
+        return connect(sock, address, *args)
+
+    return guarded
+
+
+socket.socket.connect = _loopback_only(socket.socket.connect)  # type: ignore[method-assign]
+socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)  # type: ignore[method-assign]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEED_FILE = Path(os.environ.get("MEMOS_SEED_FILE", REPO_ROOT.parent / "shared" / "seed" / "memos_examples.md"))
