@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from examples.seed_blocks import python_blocks
-from tests.conftest import REPO_ROOT, SEED_FILE, free_port
+from tests.conftest import SEED_FILE
+from tests.e2e.launcher import launch_suite
 from tests.e2e.test_seed_examples import run_example, search_data
 from tests.ingest.helpers import FileServer, make_png
 
@@ -96,37 +94,10 @@ def file_server():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def suite_with_ingest(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    gateway = f"127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "MEMOS_DATA_DIR": str(tmp_path_factory.mktemp("suite-data")),
-        "MEMOS_GATEWAY_LISTEN": gateway,
-        "MEMOS_TEXTMEM_LISTEN": f"127.0.0.1:{free_port()}",
-        "MEMOS_INGEST_LISTEN": f"127.0.0.1:{free_port()}",
-        "MEMOS_FETCH_ALLOW_HOSTS": "127.0.0.1",
-        "MEMOS_LOG_LEVEL": "WARNING",
-    }
-    env.pop("MEMOS_LLM_BASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "tools" / "run_suite.py")],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    gateway, proc, startup = launch_suite(
+        tmp_path_factory.mktemp("suite-data"), drop=("MEMOS_LLM_BASE_URL",), MEMOS_FETCH_ALLOW_HOSTS="127.0.0.1"
     )
-    lines: list[str] = []
-    deadline = time.monotonic() + 300
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "suite ready" in line:
-            break
-    assert any("suite ready" in line for line in lines), "".join(lines)
-    assert any("ingest serving" in line for line in lines), "".join(lines)
+    assert "ingest serving" in startup, startup
     yield gateway
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)

@@ -14,13 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from examples.seed_blocks import python_blocks
-from tests.conftest import REPO_ROOT, SEED_FILE, free_port
+from tests.conftest import SEED_FILE
+from tests.e2e.launcher import launch_suite
 
 pytestmark = pytest.mark.e2e
 
@@ -60,34 +60,7 @@ def texts(data: dict, cube_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def running_suite(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    gateway, textmem, ingest = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "MEMOS_DATA_DIR": str(tmp_path_factory.mktemp("suite-data")),
-        "MEMOS_GATEWAY_LISTEN": gateway,
-        "MEMOS_TEXTMEM_LISTEN": textmem,
-        "MEMOS_INGEST_LISTEN": ingest,
-        "MEMOS_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "tools" / "run_suite.py")],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    deadline = time.monotonic() + 300
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "suite ready" in line:
-            break
-    assert any("suite ready" in line for line in lines), "".join(lines)
+    gateway, proc, _ = launch_suite(tmp_path_factory.mktemp("suite-data"))
     yield gateway, proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
