@@ -42,6 +42,11 @@ class GrpcServer:
     settings: ServerSettings
     services: Sequence[ServiceBinding]
     on_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    # Run once serving (with this server, e.g. to reach its own address), and at the start of
+    # stop(), before the drain: background work that calls this server must end first, or
+    # its open calls would hold the drain for the whole grace period.
+    on_start: list[Callable[[GrpcServer], Awaitable[None] | None]] = field(default_factory=list)
+    before_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._server: grpc.aio.Server | None = None
@@ -82,6 +87,10 @@ class GrpcServer:
         for n in ["", *names]:
             await self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"service": self.name, "address": self.address})
+        for start_hook in self.on_start:
+            started = start_hook(self)
+            if inspect.isawaitable(started):
+                await started
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -89,6 +98,10 @@ class GrpcServer:
         if self._server is None or self._stopped.is_set():
             return
         grace = self.settings.grace_period_s if grace is None else grace
+        for stop_hook in self.before_stop:
+            stopping = stop_hook()
+            if inspect.isawaitable(stopping):
+                await stopping
         # Tell health watchers first; keep serving while they react, then drain.
         await self.set_serving(False)
         if self.settings.drain_delay_s > 0:

@@ -1,8 +1,8 @@
 """Runs the memos suite as real processes on embedded defaults (``make run``).
 
-textmem on 127.0.0.1:50052, ingest on 127.0.0.1:50053, the gateway on
-127.0.0.1:50051 (override with MEMOS_GATEWAY_LISTEN / MEMOS_TEXTMEM_LISTEN /
-MEMOS_INGEST_LISTEN). Waits for each service's health
+textmem on 127.0.0.1:50052, ingest on 127.0.0.1:50053, the scheduler on
+127.0.0.1:50055, the gateway on 127.0.0.1:50051 (override with MEMOS_GATEWAY_LISTEN /
+MEMOS_TEXTMEM_LISTEN / MEMOS_INGEST_LISTEN / MEMOS_SCHEDULER_LISTEN). Waits for each service's health
 check before starting the next; Ctrl-C or SIGTERM stops them in reverse order,
 each draining its in-flight calls.
 """
@@ -44,15 +44,22 @@ def wait_serving(address: str, proc: subprocess.Popen, timeout_s: float = 300.0)
 def main() -> int:
     textmem_addr = os.environ.get("MEMOS_TEXTMEM_LISTEN", "127.0.0.1:50052")
     ingest_addr = os.environ.get("MEMOS_INGEST_LISTEN", "127.0.0.1:50053")
+    scheduler_addr = os.environ.get("MEMOS_SCHEDULER_LISTEN", "127.0.0.1:50055")
     gateway_addr = os.environ.get("MEMOS_GATEWAY_LISTEN", "127.0.0.1:50051")
     base_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     specs = [
         ("textmem", textmem_addr, {"MEMOS_LISTEN_ADDR": textmem_addr}),
         ("ingest", ingest_addr, {"MEMOS_LISTEN_ADDR": ingest_addr, "MEMOS_TEXTMEM_ADDR": textmem_addr}),
+        ("scheduler", scheduler_addr, {"MEMOS_LISTEN_ADDR": scheduler_addr, "MEMOS_TEXTMEM_ADDR": textmem_addr}),
         (
             "gateway",
             gateway_addr,
-            {"MEMOS_LISTEN_ADDR": gateway_addr, "MEMOS_TEXTMEM_ADDR": textmem_addr, "MEMOS_INGEST_ADDR": ingest_addr},
+            {
+                "MEMOS_LISTEN_ADDR": gateway_addr,
+                "MEMOS_TEXTMEM_ADDR": textmem_addr,
+                "MEMOS_INGEST_ADDR": ingest_addr,
+                "MEMOS_SCHEDULER_ADDR": scheduler_addr,
+            },
         ),
     ]
     procs: list[tuple[str, subprocess.Popen]] = []

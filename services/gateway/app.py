@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from memos.gateway.v1 import gateway_pb2_grpc
+from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
 from services.gateway.ingest_client import IngestClient
+from services.gateway.scheduler_client import SchedulerClient
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.textmem_client import TextMemClient
+from shared.llm import ChatClient
 from shared.server import GrpcServer, ServiceBinding
 
 
 def build_server(settings: GatewaySettings) -> GrpcServer:
     textmem = TextMemClient(settings.textmem_addr, settings)
     ingest = IngestClient(settings.ingest_addr, settings) if settings.ingest_addr else None
-    servicer = GatewayServicer(Gateway(settings, textmem, ingest))
+    scheduler = SchedulerClient(settings.scheduler_addr, settings) if settings.scheduler_addr else None
+    llm = None
+    if settings.chat_llm_base_url:
+        llm = ChatClient(
+            settings.chat_llm_base_url,
+            settings.chat_llm_model,
+            api_key=settings.chat_llm_api_key,
+            timeout_s=settings.chat_llm_timeout_s,
+            max_tokens=settings.chat_llm_max_tokens,
+            semaphore=asyncio.Semaphore(settings.chat_llm_max_concurrency),
+        )
+    gateway = Gateway(settings, textmem, ingest)
+    servicer = GatewayServicer(gateway, ChatService(gateway, llm, scheduler))
     return GrpcServer(
         name="gateway",
         settings=settings,
@@ -24,5 +41,5 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
                 lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
             ),
         ],
-        on_stop=[textmem.close, *([ingest.close] if ingest else [])],
+        on_stop=[textmem.close, *([ingest.close] if ingest else []), *([scheduler.close] if scheduler else [])],
     )

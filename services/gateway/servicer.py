@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from memos.gateway.v1 import gateway_pb2_grpc
+from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, chat: ChatService) -> None:
         self._gw = gateway
+        self._chat = chat
 
     async def AddMemories(self, request, context):  # type: ignore[no-untyped-def]
         return await self._gw.add(request, context.time_remaining())
@@ -39,3 +41,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def DeleteCube(self, request, context):  # type: ignore[no-untyped-def]
         return await self._gw.delete_cube(request, context.time_remaining())
+
+    async def Chat(self, request, context):  # type: ignore[no-untyped-def]
+        async for event in self._chat.chat(request, context.time_remaining()):
+            yield event

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.settings import ClientSettings, ServerSettings
 
@@ -19,7 +19,8 @@ class GatewaySettings(ServerSettings, ClientSettings):
     straight to textmem's fast path (chat text only; files are not fetched) and fine mode falls back."""
 
     scheduler_addr: str = ""
-    """Where the scheduler listens; empty: async adds run synchronously."""
+    """Where the scheduler listens; empty: async adds run synchronously and chats raise no
+    query events (no working-memory refresh)."""
 
     search_timeout_s: float = Field(default=10.0, gt=0)
     """Deadline of a search whose caller set none."""
@@ -35,3 +36,34 @@ class GatewaySettings(ServerSettings, ClientSettings):
 
     max_messages_per_add: int = Field(default=2000, ge=1)
     """Messages one add may carry."""
+
+    chat_llm_base_url: str = ""
+    """OpenAI-compatible API that writes chat answers (e.g. http://127.0.0.1:8000/v1 for vLLM).
+    Empty: Chat answers with the best retrieved memories, marked as such."""
+
+    chat_llm_model: str = ""
+    """Model name sent to chat_llm_base_url."""
+
+    chat_llm_api_key: str = ""
+    """Bearer token for chat_llm_base_url."""
+
+    chat_llm_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest wait for the LLM's answer (a stream that stalls this long fails)."""
+
+    chat_llm_max_tokens: int = Field(default=1024, ge=16)
+    """Most tokens of one chat answer."""
+
+    chat_llm_max_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Chat answers generated at once by this gateway; more wait their turn."""
+
+    chat_max_query_chars: int = Field(default=20_000, ge=1)
+    """Characters a chat query may have."""
+
+    chat_scheduler_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest wait to hand a chat's query event to the scheduler; the chat goes on without it."""
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewaySettings:
+        if self.chat_llm_base_url and not self.chat_llm_model:
+            raise ValueError("chat_llm_model is required when chat_llm_base_url is set")
+        return self

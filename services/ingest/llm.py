@@ -1,4 +1,4 @@
-"""Fine mode: an OpenAI-compatible chat-completions client and the extraction it runs.
+"""Fine mode: the extraction (and image description) ingest runs through an OpenAI-compatible LLM.
 
 The LLM is asked for JSON of a fixed shape, validated with pydantic. Output
 that does not parse or validate is retried once, with the validation error
@@ -9,22 +9,16 @@ and report why. Calls are bounded by a process-wide semaphore
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import urllib.error
-import urllib.request
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from shared.errors import DeadlineExceeded, MemosError, Unavailable
+from shared.llm import ChatClient as BaseChatClient
+from shared.llm import LLMOutputError
 
-
-class LLMOutputError(MemosError):
-    """The model answered, but not with what was asked for."""
-
-    default_reason = "LLM_OUTPUT_INVALID"
+__all__ = ["ChatClient", "ExtractionOutput", "LLMOutputError", "parse_extraction"]
 
 
 class ExtractedMemory(BaseModel):
@@ -101,71 +95,8 @@ def parse_extraction(text: str) -> ExtractionOutput:
         raise LLMOutputError(f"JSON of the wrong shape ({where}: {first['msg']})") from None
 
 
-class ChatClient:
-    """Any OpenAI-compatible /chat/completions endpoint (vLLM, llama.cpp, OpenAI, ...)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        api_key: str = "",
-        timeout_s: float = 60.0,
-        max_tokens: int = 2048,
-        temperature: float = 0.0,
-        semaphore: asyncio.Semaphore | None = None,
-    ) -> None:
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self._api_key = api_key
-        self._timeout = timeout_s
-        self._max_tokens = max_tokens
-        self._temperature = temperature
-        self._semaphore = semaphore or asyncio.Semaphore(4)
-        # The endpoint is operator configuration: no proxy from the environment, no SSRF checks.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self.calls = 0
-
-    def _post(self, body: dict[str, Any]) -> str:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        req = urllib.request.Request(self._url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with self._opener.open(req, timeout=self._timeout) as resp:
-                payload = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise Unavailable(f"LLM endpoint failed: HTTP {exc.code}", reason="LLM_UNAVAILABLE") from None
-        except TimeoutError:
-            raise DeadlineExceeded(f"LLM call took longer than {self._timeout:g}s", reason="LLM_TIMEOUT") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise Unavailable(f"LLM endpoint unreachable: {exc}", reason="LLM_UNAVAILABLE") from None
-        except json.JSONDecodeError:
-            raise LLMOutputError("the LLM endpoint answered with a body that is not JSON") from None
-        try:
-            content = payload["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise LLMOutputError("the LLM endpoint's answer has no choices[0].message.content") from None
-        if not isinstance(content, str):
-            raise LLMOutputError("the LLM's message content is not text")
-        return content
-
-    async def complete(
-        self, messages: list[dict[str, Any]], *, json_output: bool = False, tally: list[int] | None = None
-    ) -> str:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": self._temperature,
-            "max_tokens": self._max_tokens,
-        }
-        if json_output:
-            body["response_format"] = {"type": "json_object"}
-        async with self._semaphore:
-            self.calls += 1
-            if tally is not None:
-                tally.append(1)
-            return await asyncio.to_thread(self._post, body)
+class ChatClient(BaseChatClient):
+    """The chat client with the extraction and image description ingest runs."""
 
     async def extract(
         self, conversation: str, *, preferences: bool, tally: list[int] | None = None

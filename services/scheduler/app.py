@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from memos.scheduler.v1 import scheduler_pb2_grpc
+from services.scheduler.builtin import BuiltinHandlers
 from services.scheduler.queue import QueueLimits, SqliteTaskQueue, TaskQueue
 from services.scheduler.servicer import SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
@@ -40,7 +41,7 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
         max_in_flight=settings.max_in_flight_per_worker,
         visibility_timeout_s=settings.visibility_timeout_s,
     )
-    return GrpcServer(
+    server = GrpcServer(
         name="scheduler",
         settings=settings,
         services=[
@@ -50,3 +51,13 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
         ],
         on_stop=[queue.close],
     )
+    if settings.builtin_handlers and settings.textmem_addr:
+        builtin = BuiltinHandlers(
+            settings.textmem_addr,
+            settings,
+            top_k=settings.working_memory_top_k,
+            capacity=settings.working_memory_capacity,
+        )
+        server.on_start.append(lambda srv: builtin.start(srv.address))
+        server.before_stop.append(builtin.stop)
+    return server

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
@@ -98,6 +99,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         self._max_in_flight = max_in_flight
         self._vt = visibility_timeout_s
         self._wake = _Wakeup()
+        # Ordinary (non-fallback) subscriptions per label on this replica: while a label has
+        # one, fallback workers (the built-in handlers) leave its messages alone.
+        self._ordinary: Counter[str] = Counter()
 
     async def SubmitMessages(self, request, context):  # type: ignore[no-untyped-def]
         messages = [message_from_proto(m) for m in request.messages]
@@ -218,9 +222,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 ended.set()
                 room.set()
 
-        yield scheduler_pb2.SubscribeResponse()  # subscribed: the labels are registered
-        reader = asyncio.create_task(read_acks())
+        fallback = sub.fallback
+        if not fallback:
+            self._ordinary.update(labels)
+        reader: asyncio.Task | None = None
         try:
+            yield scheduler_pb2.SubscribeResponse()  # subscribed: the labels are registered
+            reader = asyncio.create_task(read_acks())
             while not ended.is_set():
                 free = max_in_flight - len(in_flight)
                 if free <= 0:
@@ -228,7 +236,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     await room.wait()
                     continue
                 event = self._wake.current()
-                deliveries = await self._receive(labels, free)
+                serving = [label for label in labels if not self._ordinary[label]] if fallback else labels
+                deliveries = await self._receive(serving, free) if serving else []
                 for d in deliveries:
                     in_flight.add(d.delivery_id)
                 for d in deliveries:
@@ -245,7 +254,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                         waiter.cancel()
                         ender.cancel()
         finally:
-            reader.cancel()
+            if not fallback:
+                self._ordinary.subtract(labels)
+                self._wake.notify()  # fallback workers may take these labels again
+            if reader is not None:
+                reader.cancel()
             # The worker went away: what it held goes back to the queue at once.
             for delivery_id in list(in_flight):
                 try:

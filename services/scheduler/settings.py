@@ -6,10 +6,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from shared.settings import ServerSettings, default_data_dir
+from shared.settings import ClientSettings, ServerSettings, default_data_dir
 
 
-class SchedulerSettings(ServerSettings):
+class SchedulerSettings(ServerSettings, ClientSettings):
     listen_addr: str = "127.0.0.1:50055"
     """host:port to listen on."""
 
@@ -46,3 +46,16 @@ class SchedulerSettings(ServerSettings):
 
     extra_labels: list[str] = Field(default_factory=list)
     """User-defined labels accepted from the start (JSON list), besides those workers register."""
+
+    textmem_addr: str = ""
+    """Where textmem listens, for the built-in handlers (working memory); empty disables them."""
+
+    builtin_handlers: bool = True
+    """Run the built-in ``query`` and ``mem_update`` handlers (as a fallback worker: a worker that
+    subscribes to one of these labels takes it over, on this replica)."""
+
+    working_memory_top_k: int = Field(default=5, ge=1, le=100)
+    """Memories a ``mem_update`` retrieves for the query before the earlier working memory."""
+
+    working_memory_capacity: int = Field(default=20, ge=1, le=1000)
+    """Most WorkingMemory items a ``mem_update`` keeps per cube (textmem bounds it too)."""

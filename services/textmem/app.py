@@ -52,6 +52,7 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         query_cache_size=settings.query_cache_size,
         max_messages_per_add=settings.max_messages_per_add,
         max_text_chars=settings.max_text_chars,
+        working_memory_capacity=settings.working_memory_capacity,
     )
 
 

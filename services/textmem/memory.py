@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 RRF_K = 60
 MAX_TOP_K = 100
 MAX_PAGE_SIZE = 1000
+# A working-memory copy records the memory it was copied from under this info key.
+WORKING_COPY_OF = "working_memory_of"
 UPDATABLE_FIELDS = frozenset(
     {
         "memory",
@@ -72,6 +74,7 @@ class TextMemory:
         query_cache_size: int = 2048,
         max_messages_per_add: int = 2000,
         max_text_chars: int = 200_000,
+        working_memory_capacity: int = 20,
     ) -> None:
         if vectors.dim != embedder.dim:
             raise ValueError(f"vector store dimension {vectors.dim} != embedder dimension {embedder.dim}")
@@ -83,6 +86,7 @@ class TextMemory:
         self.window_overlap = window_overlap
         self.max_messages_per_add = max_messages_per_add
         self.max_text_chars = max_text_chars
+        self.working_memory_capacity = working_memory_capacity
 
     def close(self) -> None:
         self.graph.close()
@@ -314,6 +318,72 @@ class TextMemory:
             log.error("vectors of a cleared cube remain; search cannot return them", extra={"cube_id": cube_id})
         return len(deleted)
 
+    def working_memory(self, cube_id: str) -> list[Memory]:
+        """The cube's WorkingMemory, most relevant first (as the last replace ordered it)."""
+        flt = MemoryFilter(memory_types=("WorkingMemory",), include_archived=True)
+        found: list[Memory] = []
+        after = 0
+        while True:
+            page, after = self.graph.list_memories(cube_id, flt, MAX_PAGE_SIZE, after)
+            found.extend(page)
+            if not after:
+                break
+        return sorted(found, key=lambda m: (m.info.get("working_memory_rank", 0), m.created_at))
+
+    def replace_working_memory(
+        self, cube_id: str, user_id: str, memory_ids: Sequence[str], request_id: str = ""
+    ) -> tuple[list[Memory], int]:
+        """Makes the cube's WorkingMemory copies of ``memory_ids`` (bounded by the capacity).
+
+        The copies are stored before the previous set is deleted: a concurrent search sees
+        the old set, then both, then the new one, never none. Ids that no longer exist (or
+        that are themselves working memories) are skipped.
+        """
+        self.check_cube_id(cube_id)
+        if len(memory_ids) > MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"at most {MAX_PAGE_SIZE} memory ids",
+                reason="TOO_MANY_MEMORY_IDS",
+                metadata={"limit": str(MAX_PAGE_SIZE)},
+            )
+        replay = self._replay(cube_id, request_id)
+        if replay is not None:
+            return replay.memories, 0
+        previous = self.working_memory(cube_id)
+        wanted = list(dict.fromkeys(i for i in memory_ids if i))
+        originals = self.graph.get_memories(cube_id, wanted)
+        now = time.time()
+        copies: list[Memory] = []
+        for mid in wanted:
+            m = originals.get(mid)
+            if m is None or m.memory_type == "WorkingMemory":
+                continue
+            copies.append(
+                Memory(
+                    id=uuid.uuid4().hex,
+                    cube_id=cube_id,
+                    memory=m.memory,
+                    user_id=user_id or m.user_id,
+                    session_id=m.session_id,
+                    memory_type="WorkingMemory",
+                    key=m.key,
+                    tags=list(m.tags),
+                    sources=list(m.sources),
+                    background=m.background,
+                    confidence=m.confidence,
+                    info={**m.info, WORKING_COPY_OF: m.id, "working_memory_rank": len(copies)},
+                    created_at=now,
+                    updated_at=now,
+                    event_time=m.event_time,
+                )
+            )
+            if len(copies) == self.working_memory_capacity:
+                break
+        stored = self._store(cube_id, copies, [], request_id).memories if copies else []
+        if previous:
+            self.delete_memories(cube_id, [m.id for m in previous])
+        return stored, len(previous)
+
     def _delete_vectors(self, cube_id: str, ids: list[str]) -> None:
         try:
             self.vectors.delete(cube_id, ids)
@@ -363,13 +433,25 @@ class TextMemory:
         fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]])
         hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused[:depth]])
         results: list[tuple[Memory, float]] = []
+        position: dict[str, int] = {}  # original memory id -> index in results
         for mid, score in fused:
             m = hydrated.get(mid)
             if m is None or not _matches(m, flt):
                 continue
+            is_copy = m.memory_type == "WorkingMemory" and WORKING_COPY_OF in m.info
+            origin = str(m.info[WORKING_COPY_OF]) if is_copy else m.id
+            if origin in position:
+                # A working copy and its original both matched: keep one, the working copy.
+                i = position[origin]
+                if is_copy:
+                    results[i] = (m, max(score, results[i][1]))
+                continue
+            position[origin] = len(results)
             results.append((m, score))
             if len(results) == top_k:
                 break
+        # Working memory first: what the scheduler judged relevant to the recent queries.
+        results.sort(key=lambda r: r[0].memory_type != "WorkingMemory")
         return results, self.graph.count(cube_id, flt)
 
     def search(self, cube_id: str, query: str, top_k: int, flt: MemoryFilter) -> tuple[list[tuple[Memory, float]], int]:

@@ -152,6 +152,18 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             n = await asyncio.to_thread(self._mem.delete_memories, request.cube_id, list(request.memory_ids))
         return textmem_pb2.DeleteMemoriesResponse(deleted_count=n)
 
+    async def ReplaceWorkingMemory(self, request, context):  # type: ignore[no-untyped-def]
+        memories, removed = await asyncio.to_thread(
+            self._mem.replace_working_memory,
+            request.cube_id,
+            request.user_id,
+            list(request.memory_ids),
+            request.request_id,
+        )
+        return textmem_pb2.ReplaceWorkingMemoryResponse(
+            memories=[convert.memory_to_proto(m) for m in memories], removed_count=removed
+        )
+
 
 class CubeServicer(textmem_pb2_grpc.CubeServiceServicer):
     def __init__(self, memory: TextMemory) -> None:

@@ -105,6 +105,9 @@ class TextMemSettings(ServerSettings):
     max_text_chars: int = Field(default=200_000, ge=1)
     """Characters one message part (or one memory) may carry."""
 
+    working_memory_capacity: int = Field(default=20, ge=1, le=1000)
+    """WorkingMemory items a cube keeps; a replace with more ids keeps the first (most relevant) ones."""
+
     @model_validator(mode="after")
     def _window_is_usable(self) -> TextMemSettings:
         # Refuse at start rather than fail every add with a caller-facing error.

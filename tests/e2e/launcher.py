@@ -21,6 +21,7 @@ def launch_suite(data_dir: Path, drop: tuple[str, ...] = (), **extra_env: str) -
         "MEMOS_GATEWAY_LISTEN": gateway,
         "MEMOS_TEXTMEM_LISTEN": f"127.0.0.1:{free_port()}",
         "MEMOS_INGEST_LISTEN": f"127.0.0.1:{free_port()}",
+        "MEMOS_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
         "MEMOS_LOG_LEVEL": "WARNING",
         **extra_env,
     }

@@ -4,7 +4,8 @@ The only kind of fake the project allows: an external model endpoint. It runs
 the real HTTP protocol, so the production client (urllib, JSON, status codes)
 is what gets tested. Embeddings are deterministic hashed bags of words, so
 texts sharing words are close. Chat completions answer with the contents the
-test queued in ``chat_replies`` (in order), else with ``chat_default(body)``.
+test queued in ``chat_replies`` (in order), else with ``chat_default(body)``;
+with ``stream: true`` as server-sent events, a chunk per word.
 """
 
 from __future__ import annotations
@@ -45,6 +46,33 @@ class FakeOpenAI:
         return [r for r in self.requests if r["path"] == "/v1/chat/completions"]
 
     def _chat(self, body: dict) -> bytes:
+        content = self._chat_content(body)
+        return json.dumps(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": body.get("model", ""),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
+            }
+        ).encode()
+
+    def _chat_stream(self, body: dict) -> Iterator[bytes]:
+        """The reply as server-sent events, one chunk per word (as a streaming server sends them)."""
+        content = self._chat_content(body)
+        words = content.split(" ")
+        for i, word in enumerate(words):
+            delta = {"content": word + (" " if i < len(words) - 1 else "")}
+            chunk = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta}],
+            }
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    def _chat_content(self, body: dict) -> str:
         with self._lock:
             self.chat_in_flight += 1
             self.chat_max_in_flight = max(self.chat_max_in_flight, self.chat_in_flight)
@@ -57,16 +85,7 @@ class FakeOpenAI:
         finally:
             with self._lock:
                 self.chat_in_flight -= 1
-        return json.dumps(
-            {
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "model": body.get("model", ""),
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                ],
-            }
-        ).encode()
+        return content
 
     @contextmanager
     def serve(self) -> Iterator[str]:
@@ -82,6 +101,14 @@ class FakeOpenAI:
                 if fake.fail_with:
                     self.send_response(fake.fail_with)
                     self.end_headers()
+                    return
+                if self.path == "/v1/chat/completions" and body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for chunk in fake._chat_stream(body):
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
                     return
                 if self.path == "/v1/chat/completions":
                     payload = fake._chat(body)

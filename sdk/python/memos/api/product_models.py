@@ -56,12 +56,27 @@ class APISearchRequest(BaseRequest):
 
 
 class ChatRequest(BaseRequest):
-    user_id: str
-    query: str
-    readable_cube_ids: list[str] | None = None
-    writable_cube_ids: list[str] | None = None
-    session_id: str | None = None
-    top_k: int = 10
+    """Chat with memory (MemOS's ``/product/chat``)."""
+
+    user_id: str = Field(..., description="User ID")
+    query: str = Field(..., description="The user's question")
+    readable_cube_ids: list[str] | None = Field(None, description="Cubes to retrieve from; the user's own when unset")
+    writable_cube_ids: list[str] | None = Field(None, description="Cubes that receive the exchange")
+    mem_cube_id: str | None = Field(None, description="Deprecated single cube id; use readable_cube_ids")
+    history: MessageList | None = Field(None, description="Earlier turns, oldest first (not stored)")
+    session_id: str | None = Field(None, description="Session ID")
+    top_k: int = Field(10, ge=1, le=50, description="Memories retrieved into the prompt")
+    system_prompt: str | None = Field(None, description="Replaces the default system prompt")
+    include_preference: bool = Field(True, description="Also retrieve preference memories")
+    add_message_on_answer: bool = Field(True, description="Store the exchange in writable_cube_ids")
+    internet_search: bool = Field(False, description="Not supported: must stay false")
+    moscube: bool = Field(False, description="Accepted for compatibility")
+
+
+class ChatPlaygroundRequest(ChatRequest):
+    """The playground's streaming chat (MemOS's ``/product/chat/stream/playground``)."""
+
+    beginner_guide_step: str | None = Field(None, description="Accepted for compatibility")
 
 
 class BaseResponse(BaseModel, Generic[T]):

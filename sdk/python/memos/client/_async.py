@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -30,6 +31,20 @@ class AsyncMemosClient(ClientMethods):
 
     def _invoke(self, method: str, request: Any, timeout: float | None) -> Any:
         return self._call(method, request, timeout)
+
+    def _stream(self, method: str, request: Any, timeout: float | None) -> AsyncIterator[Any]:
+        call = getattr(self._stub, method)(request, timeout=timeout)
+
+        async def events() -> AsyncIterator[Any]:
+            try:
+                async for event in call:
+                    yield event
+            except grpc.aio.AioRpcError as exc:
+                raise from_rpc_error(exc) from None
+            finally:
+                call.cancel()
+
+        return events()
 
     async def close(self) -> None:
         await self._channel.close()

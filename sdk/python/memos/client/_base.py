@@ -47,6 +47,50 @@ class ClientMethods:
     def _invoke(self, method: str, request: Any, timeout: float | None) -> Any:
         raise NotImplementedError
 
+    def _stream(self, method: str, request: Any, timeout: float | None) -> Any:
+        raise NotImplementedError
+
+    def chat(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        readable_cube_ids: Sequence[str] = (),
+        writable_cube_ids: Sequence[str] = (),
+        session_id: str = "",
+        top_k: int = 10,
+        history: Sequence[Mapping[str, Any]] = (),
+        system_prompt: str = "",
+        include_preference: bool = True,
+        add_message_on_answer: bool = False,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Streams a chat's events (``gateway_pb2.ChatResponse``: status, references, text, end, error).
+
+        The sync client returns an iterator, the async client an async iterator.
+        """
+        req = gateway_pb2.ChatRequest(
+            request_id=_request_id(request_id),
+            user_id=user_id,
+            query=query,
+            readable_cube_ids=list(readable_cube_ids),
+            writable_cube_ids=list(writable_cube_ids),
+            session_id=session_id,
+            top_k=top_k,
+            history=_convert.messages_to_proto(list(history)) if history else [],
+            system_prompt=system_prompt,
+            include_preference=include_preference,
+            add_message_on_answer=add_message_on_answer,
+        )
+        return self.chat_request(req, timeout=timeout)
+
+    def chat_request(self, request: gateway_pb2.ChatRequest, *, timeout: float | None = None) -> Any:
+        """:meth:`chat` with a prepared request."""
+        if not request.request_id:
+            request.request_id = _request_id(None)
+        return self._stream("Chat", request, timeout)
+
     def add_memories(
         self,
         user_id: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -31,6 +32,19 @@ class MemosClient(ClientMethods):
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+
+    def _stream(self, method: str, request: Any, timeout: float | None) -> Iterator[Any]:
+        call = getattr(self._stub, method)(request, timeout=timeout, metadata=((REQUEST_ID_HEADER, new_request_id()),))
+
+        def events() -> Iterator[Any]:
+            try:
+                yield from call
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc) from None
+            finally:
+                call.cancel()  # the caller stopped reading: end the call on the server too
+
+        return events()
 
     def close(self) -> None:
         self._channel.close()

@@ -1,6 +1,6 @@
 """The whole suite in this process, for a laptop with nothing else installed.
 
-:class:`EmbeddedSuite` starts textmem, ingest and the gateway as real gRPC servers on
+:class:`EmbeddedSuite` starts textmem, ingest, the scheduler and the gateway as real gRPC servers on
 loopback ports in a background thread (their own event loop), on the
 embedded defaults (Milvus Lite, SQLite) under ``MEMOS_DATA_DIR``. Clients then
 talk to it over gRPC exactly as they would to a deployed gateway: there is no
@@ -32,6 +32,7 @@ class EmbeddedSuite:
         self.gateway_address = ""
         self.textmem_address = ""
         self.ingest_address = ""
+        self.scheduler_address = ""
 
     def start(self) -> str:
         """Starts the services (once) and returns the gateway's address."""
@@ -57,6 +58,8 @@ class EmbeddedSuite:
         from services.gateway.settings import GatewaySettings
         from services.ingest.app import build_server as build_ingest
         from services.ingest.settings import IngestSettings
+        from services.scheduler.app import build_server as build_scheduler
+        from services.scheduler.settings import SchedulerSettings
         from services.textmem.app import build_server as build_textmem
         from services.textmem.settings import TextMemSettings
 
@@ -68,14 +71,25 @@ class EmbeddedSuite:
         ingest = build_ingest(IngestSettings(listen_addr="127.0.0.1:0", textmem_addr=textmem.address))
         await ingest.start()
         self.ingest_address = ingest.address
+        scheduler = build_scheduler(
+            SchedulerSettings(listen_addr="127.0.0.1:0", data_dir=self.data_dir, textmem_addr=textmem.address)
+        )
+        await scheduler.start()
+        self.scheduler_address = scheduler.address
         gateway = build_gateway(
-            GatewaySettings(listen_addr="127.0.0.1:0", textmem_addr=textmem.address, ingest_addr=ingest.address)
+            GatewaySettings(
+                listen_addr="127.0.0.1:0",
+                textmem_addr=textmem.address,
+                ingest_addr=ingest.address,
+                scheduler_addr=scheduler.address,
+            )
         )
         await gateway.start()
         self.gateway_address = gateway.address
         self._ready.set()
         await self._stop.wait()
         await gateway.stop(2.0)
+        await scheduler.stop(2.0)
         await ingest.stop(2.0)
         await textmem.stop(2.0)
 

@@ -30,6 +30,12 @@ class ShareRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHARE_ROLE_READER: _ClassVar[ShareRole]
     SHARE_ROLE_WRITER: _ClassVar[ShareRole]
     SHARE_ROLE_NONE: _ClassVar[ShareRole]
+
+class AnswerSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANSWER_SOURCE_UNSPECIFIED: _ClassVar[AnswerSource]
+    ANSWER_SOURCE_LLM: _ClassVar[AnswerSource]
+    ANSWER_SOURCE_RETRIEVED_MEMORIES: _ClassVar[AnswerSource]
 EXTRACT_MODE_UNSPECIFIED: ExtractMode
 EXTRACT_MODE_FAST: ExtractMode
 EXTRACT_MODE_FINE: ExtractMode
@@ -40,6 +46,9 @@ SHARE_ROLE_UNSPECIFIED: ShareRole
 SHARE_ROLE_READER: ShareRole
 SHARE_ROLE_WRITER: ShareRole
 SHARE_ROLE_NONE: ShareRole
+ANSWER_SOURCE_UNSPECIFIED: AnswerSource
+ANSWER_SOURCE_LLM: AnswerSource
+ANSWER_SOURCE_RETRIEVED_MEMORIES: AnswerSource
 
 class AddMemoriesRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "writable_cube_ids", "session_id", "messages", "mode", "async_mode", "custom_tags", "info")
@@ -302,3 +311,83 @@ class DeleteCubeResponse(_message.Message):
     DELETED_MEMORIES_FIELD_NUMBER: _ClassVar[int]
     deleted_memories: int
     def __init__(self, deleted_memories: _Optional[int] = ...) -> None: ...
+
+class ChatRequest(_message.Message):
+    __slots__ = ("request_id", "user_id", "query", "readable_cube_ids", "writable_cube_ids", "session_id", "top_k", "history", "system_prompt", "include_preference", "add_message_on_answer", "event_cube_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    READABLE_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    ADD_MESSAGE_ON_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    EVENT_CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    query: str
+    readable_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    writable_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    session_id: str
+    top_k: int
+    history: _containers.RepeatedCompositeFieldContainer[_message_pb2.ChatMessage]
+    system_prompt: str
+    include_preference: bool
+    add_message_on_answer: bool
+    event_cube_id: str
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., query: _Optional[str] = ..., readable_cube_ids: _Optional[_Iterable[str]] = ..., writable_cube_ids: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., top_k: _Optional[int] = ..., history: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., system_prompt: _Optional[str] = ..., include_preference: _Optional[bool] = ..., add_message_on_answer: _Optional[bool] = ..., event_cube_id: _Optional[str] = ...) -> None: ...
+
+class ChatStatus(_message.Message):
+    __slots__ = ("stage", "detail")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    detail: str
+    def __init__(self, stage: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ChatReferences(_message.Message):
+    __slots__ = ("memories", "preferences", "failed_cubes")
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CUBES_FIELD_NUMBER: _ClassVar[int]
+    memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.ScoredMemory]
+    preferences: _containers.RepeatedCompositeFieldContainer[_memory_pb2.ScoredMemory]
+    failed_cubes: _containers.RepeatedCompositeFieldContainer[CubeMemories]
+    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.ScoredMemory, _Mapping]]] = ..., preferences: _Optional[_Iterable[_Union[_memory_pb2.ScoredMemory, _Mapping]]] = ..., failed_cubes: _Optional[_Iterable[_Union[CubeMemories, _Mapping]]] = ...) -> None: ...
+
+class ChatText(_message.Message):
+    __slots__ = ("delta",)
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    delta: str
+    def __init__(self, delta: _Optional[str] = ...) -> None: ...
+
+class ChatEnd(_message.Message):
+    __slots__ = ("source", "time_to_first_token_seconds", "total_seconds", "added_memories", "query_event_id")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIRST_TOKEN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    source: AnswerSource
+    time_to_first_token_seconds: float
+    total_seconds: float
+    added_memories: _containers.RepeatedCompositeFieldContainer[AddedMemory]
+    query_event_id: str
+    def __init__(self, source: _Optional[_Union[AnswerSource, str]] = ..., time_to_first_token_seconds: _Optional[float] = ..., total_seconds: _Optional[float] = ..., added_memories: _Optional[_Iterable[_Union[AddedMemory, _Mapping]]] = ..., query_event_id: _Optional[str] = ...) -> None: ...
+
+class ChatResponse(_message.Message):
+    __slots__ = ("status", "references", "text", "end", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: ChatStatus
+    references: ChatReferences
+    text: ChatText
+    end: ChatEnd
+    error: _status_pb2.Status
+    def __init__(self, status: _Optional[_Union[ChatStatus, _Mapping]] = ..., references: _Optional[_Union[ChatReferences, _Mapping]] = ..., text: _Optional[_Union[ChatText, _Mapping]] = ..., end: _Optional[_Union[ChatEnd, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...

@@ -86,6 +86,11 @@ class GatewayServiceStub:
                 request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeRequest.SerializeToString,
                 response_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeResponse.FromString,
                 _registered_method=True)
+        self.Chat = channel.unary_stream(
+                '/memos.gateway.v1.GatewayService/Chat',
+                request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatRequest.SerializeToString,
+                response_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -155,6 +160,14 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Chat(self, request, context):
+        """Answers a query with the user's memories: retrieves from the readable cubes,
+        streams the answer, and optionally stores the exchange in the writable cubes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +220,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteCube,
                     request_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeRequest.FromString,
                     response_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeResponse.SerializeToString,
+            ),
+            'Chat': grpc.unary_stream_rpc_method_handler(
+                    servicer.Chat,
+                    request_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatRequest.FromString,
+                    response_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +499,33 @@ class GatewayService:
             '/memos.gateway.v1.GatewayService/DeleteCube',
             memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeRequest.SerializeToString,
             memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/memos.gateway.v1.GatewayService/Chat',
+            memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatRequest.SerializeToString,
+            memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

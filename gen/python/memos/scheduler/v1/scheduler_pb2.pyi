@@ -89,14 +89,16 @@ class SubscribeRequest(_message.Message):
     def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ..., ack: _Optional[_Union[Acknowledgement, _Mapping]] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("worker_id", "labels", "max_in_flight")
+    __slots__ = ("worker_id", "labels", "max_in_flight", "fallback")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     max_in_flight: int
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
+    fallback: bool
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_in_flight: _Optional[int] = ..., fallback: _Optional[bool] = ...) -> None: ...
 
 class Acknowledgement(_message.Message):
     __slots__ = ("delivery_id", "success", "error", "give_up")

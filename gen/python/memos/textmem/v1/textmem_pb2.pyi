@@ -212,6 +212,26 @@ class DeleteMemoriesResponse(_message.Message):
     deleted_count: int
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
+class ReplaceWorkingMemoryRequest(_message.Message):
+    __slots__ = ("request_id", "cube_id", "user_id", "memory_ids")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_IDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    cube_id: str
+    user_id: str
+    memory_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., user_id: _Optional[str] = ..., memory_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReplaceWorkingMemoryResponse(_message.Message):
+    __slots__ = ("memories", "removed_count")
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
+    removed_count: int
+    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., removed_count: _Optional[int] = ...) -> None: ...
+
 class CubeMember(_message.Message):
     __slots__ = ("user_id", "role")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -77,6 +77,11 @@ class TextMemServiceStub:
                 request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteMemoriesRequest.SerializeToString,
                 response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteMemoriesResponse.FromString,
                 _registered_method=True)
+        self.ReplaceWorkingMemory = channel.unary_unary(
+                '/memos.textmem.v1.TextMemService/ReplaceWorkingMemory',
+                request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryRequest.SerializeToString,
+                response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryResponse.FromString,
+                _registered_method=True)
 
 
 class TextMemServiceServicer:
@@ -141,6 +146,15 @@ class TextMemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplaceWorkingMemory(self, request, context):
+        """Makes the cube's WorkingMemory copies of the given memories, most relevant first,
+        bounded by the service's capacity. The new set is stored before the old one is
+        removed, so a search never finds the cube without one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TextMemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +197,11 @@ def add_TextMemServiceServicer_to_server(servicer, server):
                     servicer.DeleteMemories,
                     request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteMemoriesRequest.FromString,
                     response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteMemoriesResponse.SerializeToString,
+            ),
+            'ReplaceWorkingMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceWorkingMemory,
+                    request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryRequest.FromString,
+                    response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +423,33 @@ class TextMemService:
             '/memos.textmem.v1.TextMemService/DeleteMemories',
             memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteMemoriesRequest.SerializeToString,
             memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceWorkingMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.textmem.v1.TextMemService/ReplaceWorkingMemory',
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryRequest.SerializeToString,
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,166 @@
+"""The scheduler's built-in handlers, run as a fallback worker of the scheduler itself.
+
+They subscribe over the same Subscribe stream as any remote worker, marked
+``fallback``: a label's messages go to them only while no other worker subscribes
+to that label, so ``register_handlers({"query": ...})`` in the SDK takes over a label
+the way MemOS's ``register_handlers`` replaces a handler.
+
+- ``query`` (raised by the gateway's Chat): queues a ``mem_update`` for the same
+  user, cube and text.
+- ``mem_update``: searches the cube's memories for the text and makes the best of
+  them, followed by the previous working memory (the earlier queries' picks), the
+  cube's WorkingMemory through textmem's ReplaceWorkingMemory.
+
+Handlers are idempotent (derived item ids and request ids), as at-least-once
+delivery requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from memos.common.v1 import memory_pb2
+from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
+from shared.channels import open_channel
+from shared.settings import ClientSettings
+
+log = logging.getLogger(__name__)
+
+WORKING_COPY_OF = "working_memory_of"  # textmem's info key naming a working copy's original
+# What mem_update searches: everything durable, neither preferences nor working copies.
+_SEARCHED_TYPES = [
+    memory_pb2.MEMORY_TYPE_LONG_TERM,
+    memory_pb2.MEMORY_TYPE_USER,
+    memory_pb2.MEMORY_TYPE_OUTER,
+    memory_pb2.MEMORY_TYPE_TOOL_SCHEMA,
+    memory_pb2.MEMORY_TYPE_TOOL_TRAJECTORY,
+    memory_pb2.MEMORY_TYPE_RAW_FILE,
+]
+
+
+class BuiltinHandlers:
+    """A fallback worker for ``query`` and ``mem_update`` inside the scheduler process."""
+
+    LABELS = ("mem_update", "query")
+
+    def __init__(self, textmem_addr: str, settings: ClientSettings, *, top_k: int, capacity: int) -> None:
+        self._textmem_addr = textmem_addr
+        self._settings = settings
+        self._top_k = top_k
+        self._capacity = capacity
+        self._task: asyncio.Task | None = None
+        self._channels: list[grpc.aio.Channel] = []
+        self.handled = 0
+
+    async def start(self, scheduler_addr: str) -> None:
+        sched_channel = grpc.aio.insecure_channel(scheduler_addr)
+        tm_channel = open_channel(self._textmem_addr, settings=self._settings)
+        self._channels = [sched_channel, tm_channel]
+        self._scheduler = scheduler_pb2_grpc.SchedulerServiceStub(sched_channel)
+        self._memories = textmem_pb2_grpc.TextMemServiceStub(tm_channel)
+        self._task = asyncio.create_task(self._run(), name="memos-scheduler-builtin")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+            self._task = None
+        for channel in self._channels:
+            await channel.close()
+        self._channels = []
+
+    async def _run(self) -> None:
+        """Keeps one subscription open, reconnecting while the scheduler runs."""
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the stream broke: open a new one
+                log.warning("built-in handlers' stream broke, reconnecting: %s", exc)
+            await asyncio.sleep(0.5)
+
+    async def _serve(self) -> None:
+        acks: asyncio.Queue[scheduler_pb2.SubscribeRequest | None] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[scheduler_pb2.SubscribeRequest]:
+            yield scheduler_pb2.SubscribeRequest(
+                subscription=scheduler_pb2.Subscription(
+                    worker_id="builtin", labels=list(self.LABELS), max_in_flight=4, fallback=True
+                )
+            )
+            while (req := await acks.get()) is not None:
+                yield req
+
+        call = self._scheduler.Subscribe(requests())
+        try:
+            async for resp in call:
+                if not resp.delivery_id:
+                    continue  # the subscription's confirmation
+                ack = scheduler_pb2.Acknowledgement(delivery_id=resp.delivery_id, success=True)
+                try:
+                    await self._handlers()[resp.message.label](resp.message)
+                    self.handled += 1
+                except grpc.aio.AioRpcError as exc:
+                    ack.success, ack.error = False, f"{exc.code().name}: {exc.details()}"
+                    # A missing cube or a bad message will not get better by retrying.
+                    ack.give_up = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+                except Exception:  # noqa: BLE001 - reported as the task's error, redelivered
+                    ack.success, ack.error = False, traceback.format_exc()[-8000:]
+                await acks.put(scheduler_pb2.SubscribeRequest(ack=ack))
+        finally:
+            await acks.put(None)
+            call.cancel()
+
+    def _handlers(self) -> dict[str, Callable[[scheduler_pb2.ScheduleMessage], Awaitable[None]]]:
+        return {"query": self._on_query, "mem_update": self._on_mem_update}
+
+    async def _on_query(self, m: scheduler_pb2.ScheduleMessage) -> None:
+        update = scheduler_pb2.ScheduleMessage()
+        update.CopyFrom(m)
+        update.label = "mem_update"
+        update.item_id = f"{m.item_id}:mem_update"  # a redelivered query queues it once
+        await self._scheduler.SubmitMessages(
+            scheduler_pb2.SubmitMessagesRequest(request_id=update.item_id, messages=[update]), timeout=10
+        )
+
+    async def _on_mem_update(self, m: scheduler_pb2.ScheduleMessage) -> None:
+        if not m.content.strip():
+            return
+        found = await self._memories.SearchMemories(
+            textmem_pb2.SearchMemoriesRequest(
+                cube_id=m.cube_id,
+                query=m.content,
+                top_k=self._top_k,
+                filter=memory_pb2.MemoryFilter(memory_types=_SEARCHED_TYPES),
+            ),
+            timeout=30,
+        )
+        ids = [s.item.id for s in found.memories]
+        current = await self._memories.ListMemories(
+            textmem_pb2.ListMemoriesRequest(
+                cube_id=m.cube_id,
+                filter=memory_pb2.MemoryFilter(memory_types=[memory_pb2.MEMORY_TYPE_WORKING]),
+                page_size=self._capacity,
+            ),
+            timeout=30,
+        )
+        for item in current.memories:
+            origin = item.metadata.info.fields.get(WORKING_COPY_OF)
+            if origin is not None and origin.string_value not in ids:
+                ids.append(origin.string_value)
+        await self._memories.ReplaceWorkingMemory(
+            textmem_pb2.ReplaceWorkingMemoryRequest(
+                request_id=f"wm:{m.item_id}", cube_id=m.cube_id, user_id=m.user_id, memory_ids=ids[: self._capacity]
+            ),
+            timeout=30,
+        )
