@@ -50,7 +50,11 @@ def main() -> int:
     specs = [
         ("textmem", textmem_addr, {"MEMOS_LISTEN_ADDR": textmem_addr}),
         ("ingest", ingest_addr, {"MEMOS_LISTEN_ADDR": ingest_addr, "MEMOS_TEXTMEM_ADDR": textmem_addr}),
-        ("scheduler", scheduler_addr, {"MEMOS_LISTEN_ADDR": scheduler_addr, "MEMOS_TEXTMEM_ADDR": textmem_addr}),
+        (
+            "scheduler",
+            scheduler_addr,
+            {"MEMOS_LISTEN_ADDR": scheduler_addr, "MEMOS_TEXTMEM_ADDR": textmem_addr, "MEMOS_INGEST_ADDR": ingest_addr},
+        ),
         (
             "gateway",
             gateway_addr,

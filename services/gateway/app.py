@@ -30,7 +30,7 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
             max_tokens=settings.chat_llm_max_tokens,
             semaphore=asyncio.Semaphore(settings.chat_llm_max_concurrency),
         )
-    gateway = Gateway(settings, textmem, ingest)
+    gateway = Gateway(settings, textmem, ingest, scheduler)
     servicer = GatewayServicer(gateway, ChatService(gateway, llm, scheduler))
     return GrpcServer(
         name="gateway",

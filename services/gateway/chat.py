@@ -245,7 +245,7 @@ class ChatService:
         try:
             ids = await self._scheduler.submit(
                 scheduler_pb2.SubmitMessagesRequest(request_id=f"chat:{request_id}", messages=[message]),
-                self._settings.chat_scheduler_timeout_s,
+                self._settings.scheduler_timeout_s,
             )
         except MemosError as err:
             log.warning("chat query event not queued: %s", err, extra={"reason": err.reason})

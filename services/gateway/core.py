@@ -7,19 +7,23 @@ composes other services), and reports failures with :mod:`shared.errors`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from google.protobuf import json_format, struct_pb2
 from google.rpc import status_pb2
 
 from memos.common.v1 import memory_pb2
 from memos.gateway.v1 import gateway_pb2
 from memos.ingest.v1 import ingest_pb2
+from memos.scheduler.v1 import scheduler_pb2
 from memos.textmem.v1 import textmem_pb2
 from services.gateway.ingest_client import IngestClient
+from services.gateway.scheduler_client import SchedulerClient
 from services.gateway.settings import GatewaySettings
 from services.gateway.textmem_client import TextMemClient
 from shared.errors import DeadlineExceeded, InvalidArgument, MemosError, NotFound, PermissionDenied
@@ -89,10 +93,17 @@ class _CachedCube:
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings, textmem: TextMemClient, ingest: IngestClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        textmem: TextMemClient,
+        ingest: IngestClient | None = None,
+        scheduler: SchedulerClient | None = None,
+    ) -> None:
         self.settings = settings
         self.textmem = textmem
         self.ingest = ingest
+        self.scheduler = scheduler
         self._cube_cache: dict[str, _CachedCube] = {}
 
     # cubes and access ---------------------------------------------------------------
@@ -172,7 +183,7 @@ class Gateway:
         notices: list[str] = []
         if req.mode == gateway_pb2.EXTRACT_MODE_FINE and self.ingest is None:
             notices.append("mode=fine needs an LLM-backed ingest service, none is configured: stored with fast mode")
-        if req.async_mode == gateway_pb2.ASYNC_MODE_ASYNC and not self.settings.scheduler_addr:
+        if req.async_mode == gateway_pb2.ASYNC_MODE_ASYNC and self.scheduler is None:
             notices.append("async_mode=async needs the scheduler service, none is configured: ran synchronously")
         await self.authorize_write(req.user_id, cube_ids, timeout)
         request_id = req.request_id or uuid.uuid4().hex
@@ -180,6 +191,14 @@ class Gateway:
         effective_mode = gateway_pb2.EXTRACT_MODE_FAST
         part_errors: list[gateway_pb2.AddPartError] = []
         candidates: list[textmem_pb2.MemoryCandidate] = []
+        # Async fine adds store fast memories now; the scheduler's mem_read refines them later.
+        defer_fine = (
+            req.async_mode == gateway_pb2.ASYNC_MODE_ASYNC
+            and req.mode == gateway_pb2.EXTRACT_MODE_FINE
+            and self.scheduler is not None
+        )
+        parse_mode = ingest_pb2.EXTRACTION_MODE_FAST if defer_fine else _TO_INGEST_MODE[req.mode]
+        refine = False
         if self.ingest is not None:
             # Parsed once (files fetched once, the LLM asked once), then written to every cube.
             parsed = await self.ingest.parse(
@@ -187,7 +206,7 @@ class Gateway:
                     user_id=req.user_id,
                     session_id=session_id,
                     messages=req.messages,
-                    mode=_TO_INGEST_MODE[req.mode],
+                    mode=parse_mode,
                     custom_tags=req.custom_tags,
                     info=req.info,
                 ),
@@ -196,6 +215,9 @@ class Gateway:
             candidates = [textmem_pb2.MemoryCandidate(memory=c.memory, metadata=c.metadata) for c in parsed.candidates]
             effective_mode = _FROM_INGEST_MODE.get(parsed.effective_mode, gateway_pb2.EXTRACT_MODE_FAST)
             notices.extend(parsed.notices)
+            refine = defer_fine and parsed.fine_available
+            if defer_fine and not parsed.fine_available:
+                notices.append("mode=fine needs an LLM, none is configured in ingest: stored with fast mode")
             part_errors = [
                 gateway_pb2.AddPartError(message_index=e.message_index, part_index=e.part_index, status=e.status)
                 for e in parsed.part_errors
@@ -242,6 +264,9 @@ class Gateway:
         except MemosError:
             await self._roll_back(written)
             raise
+        task_ids: list[str] = []
+        if refine and written:
+            task_ids = await self._queue_refinement(req, request_id, session_id, written, notices)
         message = f"added {len(added)} memories to {len(cube_ids)} cube(s)"
         if part_errors:
             message += f"; {len(part_errors)} part(s) not stored (see part_errors)"
@@ -253,7 +278,48 @@ class Gateway:
             effective_mode=effective_mode,
             notices=notices,
             part_errors=part_errors,
+            task_ids=task_ids,
         )
+
+    async def _queue_refinement(
+        self,
+        req: gateway_pb2.AddMemoriesRequest,
+        request_id: str,
+        session_id: str,
+        written: dict[str, list[str]],
+        notices: list[str],
+    ) -> list[str]:
+        """Async fine add: the fast memories are stored and searchable; a ``mem_read`` task per
+        cube refines them (fine extraction) and replaces them. If it cannot be queued, the fast
+        memories simply stay, and the caller is told."""
+        assert self.scheduler is not None
+        content = json.dumps([json_format.MessageToDict(m) for m in req.messages])
+        messages = []
+        for cube_id, ids in written.items():
+            info = struct_pb2.Struct()
+            info.update({"memory_ids": ids, "custom_tags": list(req.custom_tags), "request_id": request_id})
+            if req.HasField("info"):
+                info["info"] = json_format.MessageToDict(req.info)
+            m = scheduler_pb2.ScheduleMessage(
+                item_id=f"mem_read:{request_id}:{cube_id}",
+                user_id=req.user_id,
+                cube_id=cube_id,
+                session_id=session_id,
+                label="mem_read",
+                content=content,
+                info=info,
+            )
+            m.timestamp.GetCurrentTime()
+            messages.append(m)
+        try:
+            return await self.scheduler.submit(
+                scheduler_pb2.SubmitMessagesRequest(request_id=f"mem_read:{request_id}", messages=messages),
+                self.settings.scheduler_timeout_s,
+            )
+        except MemosError as err:
+            log.warning("refinement not queued", extra={"reason": err.reason})
+            notices.append(f"refinement not queued ({err.reason or err.code.name}): the fast memories stay as they are")
+            return []
 
     async def _roll_back(self, written: dict[str, list[str]]) -> None:
         """A multi-cube add failed part-way: remove what the earlier cubes got."""

@@ -59,8 +59,9 @@ class GatewaySettings(ServerSettings, ClientSettings):
     chat_max_query_chars: int = Field(default=20_000, ge=1)
     """Characters a chat query may have."""
 
-    chat_scheduler_timeout_s: float = Field(default=2.0, gt=0)
-    """Longest wait to hand a chat's query event to the scheduler; the chat goes on without it."""
+    scheduler_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest wait to hand work to the scheduler (a chat's query event, an async add's mem_read
+    task); past it the chat goes on without the event, the add keeps its fast memories."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:

@@ -49,6 +49,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             part_errors=[convert.part_error_to_proto(e) for e in result.part_errors],
             effective_mode=convert.MODE_VALUES[result.effective_mode],
             notices=result.notices,
+            fine_available=self._ing.llm is not None,
         )
 
     async def IngestMessages(self, request, context):  # type: ignore[no-untyped-def]

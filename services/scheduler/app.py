@@ -55,6 +55,7 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
         builtin = BuiltinHandlers(
             settings.textmem_addr,
             settings,
+            ingest_addr=settings.ingest_addr,
             top_k=settings.working_memory_top_k,
             capacity=settings.working_memory_capacity,
         )

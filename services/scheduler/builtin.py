@@ -7,6 +7,10 @@ the way MemOS's ``register_handlers`` replaces a handler.
 
 - ``query`` (raised by the gateway's Chat): queues a ``mem_update`` for the same
   user, cube and text.
+- ``mem_read`` (raised by an async add): runs fine extraction (ingest, with its LLM) on
+  the add's messages, stores the refined memories, then deletes the fast ones the add
+  stored, so the content is findable at every moment. Without an LLM (ingest falls
+  back to fast) or when extraction finds nothing, the fast memories stay.
 - ``mem_update``: searches the cube's memories for the text and makes the best of
   them, followed by the previous working memory (the earlier queries' picks), the
   cube's WorkingMemory through textmem's ReplaceWorkingMemory.
@@ -18,13 +22,16 @@ delivery requires.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 
-from memos.common.v1 import memory_pb2
+from memos.common.v1 import memory_pb2, message_pb2
+from memos.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 from shared.channels import open_channel
@@ -45,12 +52,14 @@ _SEARCHED_TYPES = [
 
 
 class BuiltinHandlers:
-    """A fallback worker for ``query`` and ``mem_update`` inside the scheduler process."""
+    """A fallback worker for ``query``, ``mem_update`` and ``mem_read`` inside the scheduler process."""
 
-    LABELS = ("mem_update", "query")
-
-    def __init__(self, textmem_addr: str, settings: ClientSettings, *, top_k: int, capacity: int) -> None:
+    def __init__(
+        self, textmem_addr: str, settings: ClientSettings, *, ingest_addr: str = "", top_k: int, capacity: int
+    ) -> None:
         self._textmem_addr = textmem_addr
+        self._ingest_addr = ingest_addr
+        self.labels = ["mem_update", "query", *(["mem_read"] if ingest_addr else [])]
         self._settings = settings
         self._top_k = top_k
         self._capacity = capacity
@@ -64,6 +73,10 @@ class BuiltinHandlers:
         self._channels = [sched_channel, tm_channel]
         self._scheduler = scheduler_pb2_grpc.SchedulerServiceStub(sched_channel)
         self._memories = textmem_pb2_grpc.TextMemServiceStub(tm_channel)
+        if self._ingest_addr:
+            ingest_channel = open_channel(self._ingest_addr, settings=self._settings)
+            self._channels.append(ingest_channel)
+            self._ingest = ingest_pb2_grpc.IngestServiceStub(ingest_channel)
         self._task = asyncio.create_task(self._run(), name="memos-scheduler-builtin")
 
     async def stop(self) -> None:
@@ -95,7 +108,7 @@ class BuiltinHandlers:
         async def requests() -> AsyncIterator[scheduler_pb2.SubscribeRequest]:
             yield scheduler_pb2.SubscribeRequest(
                 subscription=scheduler_pb2.Subscription(
-                    worker_id="builtin", labels=list(self.LABELS), max_in_flight=4, fallback=True
+                    worker_id="builtin", labels=self.labels, max_in_flight=4, fallback=True
                 )
             )
             while (req := await acks.get()) is not None:
@@ -122,7 +135,51 @@ class BuiltinHandlers:
             call.cancel()
 
     def _handlers(self) -> dict[str, Callable[[scheduler_pb2.ScheduleMessage], Awaitable[None]]]:
-        return {"query": self._on_query, "mem_update": self._on_mem_update}
+        return {"query": self._on_query, "mem_update": self._on_mem_update, "mem_read": self._on_mem_read}
+
+    async def _on_mem_read(self, m: scheduler_pb2.ScheduleMessage) -> None:
+        info = json_format.MessageToDict(m.info)
+        fast_ids = [str(i) for i in info.get("memory_ids", [])]
+        messages = [json_format.ParseDict(d, message_pb2.ChatMessage()) for d in json.loads(m.content or "[]")]
+        if not messages or not fast_ids:
+            return
+        extra = struct_pb2.Struct()
+        extra.update(info.get("info") or {})
+        parsed = await self._ingest.ParseMessages(
+            ingest_pb2.ParseMessagesRequest(
+                user_id=m.user_id,
+                cube_id=m.cube_id,
+                session_id=m.session_id,
+                messages=messages,
+                mode=ingest_pb2.EXTRACTION_MODE_FINE,
+                custom_tags=[str(t) for t in info.get("custom_tags", [])],
+                info=extra,
+            ),
+            timeout=600,
+        )
+        if parsed.effective_mode != ingest_pb2.EXTRACTION_MODE_FINE or not parsed.candidates:
+            log.info("mem_read: nothing refined; the fast memories stay", extra={"notices": list(parsed.notices)})
+            return
+        # Refined memories first, then the fast ones go: the content is never unfindable.
+        # Derived request ids make a redelivered task write and delete once.
+        await self._memories.WriteMemories(
+            textmem_pb2.WriteMemoriesRequest(
+                request_id=f"refine:{m.item_id}",
+                cube_id=m.cube_id,
+                user_id=m.user_id,
+                session_id=m.session_id,
+                candidates=[
+                    textmem_pb2.MemoryCandidate(memory=c.memory, metadata=c.metadata) for c in parsed.candidates
+                ],
+            ),
+            timeout=120,
+        )
+        await self._memories.DeleteMemories(
+            textmem_pb2.DeleteMemoriesRequest(
+                request_id=f"refine-delete:{m.item_id}", cube_id=m.cube_id, memory_ids=fast_ids
+            ),
+            timeout=60,
+        )
 
     async def _on_query(self, m: scheduler_pb2.ScheduleMessage) -> None:
         update = scheduler_pb2.ScheduleMessage()

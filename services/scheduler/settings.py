@@ -50,8 +50,12 @@ class SchedulerSettings(ServerSettings, ClientSettings):
     textmem_addr: str = ""
     """Where textmem listens, for the built-in handlers (working memory); empty disables them."""
 
+    ingest_addr: str = ""
+    """Where ingest listens, for the built-in ``mem_read`` handler (refines async adds with fine
+    extraction); empty: async adds keep their fast memories."""
+
     builtin_handlers: bool = True
-    """Run the built-in ``query`` and ``mem_update`` handlers (as a fallback worker: a worker that
+    """Run the built-in ``query``, ``mem_update`` and ``mem_read`` handlers (as a fallback worker: a worker that
     subscribes to one of these labels takes it over, on this replica)."""
 
     working_memory_top_k: int = Field(default=5, ge=1, le=100)

@@ -72,7 +72,12 @@ class EmbeddedSuite:
         await ingest.start()
         self.ingest_address = ingest.address
         scheduler = build_scheduler(
-            SchedulerSettings(listen_addr="127.0.0.1:0", data_dir=self.data_dir, textmem_addr=textmem.address)
+            SchedulerSettings(
+                listen_addr="127.0.0.1:0",
+                data_dir=self.data_dir,
+                textmem_addr=textmem.address,
+                ingest_addr=ingest.address,
+            )
         )
         await scheduler.start()
         self.scheduler_address = scheduler.address

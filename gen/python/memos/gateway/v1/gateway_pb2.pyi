@@ -85,18 +85,20 @@ class AddedMemory(_message.Message):
     def __init__(self, memory_id: _Optional[str] = ..., memory: _Optional[str] = ..., memory_type: _Optional[_Union[_memory_pb2.MemoryType, str]] = ..., cube_id: _Optional[str] = ...) -> None: ...
 
 class AddMemoriesResponse(_message.Message):
-    __slots__ = ("message", "memories", "effective_mode", "notices", "part_errors")
+    __slots__ = ("message", "memories", "effective_mode", "notices", "part_errors", "task_ids")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_MODE_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
     PART_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     message: str
     memories: _containers.RepeatedCompositeFieldContainer[AddedMemory]
     effective_mode: ExtractMode
     notices: _containers.RepeatedScalarFieldContainer[str]
     part_errors: _containers.RepeatedCompositeFieldContainer[AddPartError]
-    def __init__(self, message: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[AddedMemory, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractMode, str]] = ..., notices: _Optional[_Iterable[str]] = ..., part_errors: _Optional[_Iterable[_Union[AddPartError, _Mapping]]] = ...) -> None: ...
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, message: _Optional[str] = ..., memories: _Optional[_Iterable[_Union[AddedMemory, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractMode, str]] = ..., notices: _Optional[_Iterable[str]] = ..., part_errors: _Optional[_Iterable[_Union[AddPartError, _Mapping]]] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddPartError(_message.Message):
     __slots__ = ("cube_id", "message_index", "part_index", "status")

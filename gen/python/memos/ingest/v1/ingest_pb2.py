@@ -28,7 +28,7 @@ from memos.common.v1 import memory_pb2 as memos_dot_common_dot_v1_dot_memory__pb
 from memos.common.v1 import message_pb2 as memos_dot_common_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmemos/ingest/v1/ingest.proto\x12\x0fmemos.ingest.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\"N\n\tCandidate\x12\x0e\n\x06memory\x18\x01 \x01(\t\x12\x31\n\x08metadata\x18\x02 \x01(\x0b\x32\x1f.memos.common.v1.MemoryMetadata\"Z\n\tPartError\x12\x15\n\rmessage_index\x18\x01 \x01(\x05\x12\x12\n\npart_index\x18\x02 \x01(\x05\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"\xe7\x01\n\x14ParseMessagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\x08messages\x18\x04 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12-\n\x04mode\x18\x05 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x13\n\x0b\x63ustom_tags\x18\x06 \x03(\t\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc2\x01\n\x15ParseMessagesResponse\x12.\n\ncandidates\x18\x01 \x03(\x0b\x32\x1a.memos.ingest.v1.Candidate\x12/\n\x0bpart_errors\x18\x02 \x03(\x0b\x32\x1a.memos.ingest.v1.PartError\x12\x37\n\x0e\x65\x66\x66\x65\x63tive_mode\x18\x03 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x0f\n\x07notices\x18\x04 \x03(\t\"\xfc\x01\n\x15IngestMessagesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12-\n\x04mode\x18\x06 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x13\n\x0b\x63ustom_tags\x18\x07 \x03(\t\x12%\n\x04info\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc2\x01\n\x16IngestMessagesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12/\n\x0bpart_errors\x18\x02 \x03(\x0b\x32\x1a.memos.ingest.v1.PartError\x12\x37\n\x0e\x65\x66\x66\x65\x63tive_mode\x18\x03 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x0f\n\x07notices\x18\x04 \x03(\t\"d\n\x11UploadFileRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.memos.ingest.v1.UploadFileHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"]\n\x10UploadFileHeader\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"I\n\x12UploadFileResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t*e\n\x0e\x45xtractionMode\x12\x1f\n\x1b\x45XTRACTION_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XTRACTION_MODE_FAST\x10\x01\x12\x18\n\x14\x45XTRACTION_MODE_FINE\x10\x02\x32\xab\x02\n\rIngestService\x12^\n\rParseMessages\x12%.memos.ingest.v1.ParseMessagesRequest\x1a&.memos.ingest.v1.ParseMessagesResponse\x12\x61\n\x0eIngestMessages\x12&.memos.ingest.v1.IngestMessagesRequest\x1a\'.memos.ingest.v1.IngestMessagesResponse\x12W\n\nUploadFile\x12\".memos.ingest.v1.UploadFileRequest\x1a#.memos.ingest.v1.UploadFileResponse(\x01\x42;Z9github.com/memos-os/memos/gen/go/memos/ingest/v1;ingestv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmemos/ingest/v1/ingest.proto\x12\x0fmemos.ingest.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\"N\n\tCandidate\x12\x0e\n\x06memory\x18\x01 \x01(\t\x12\x31\n\x08metadata\x18\x02 \x01(\x0b\x32\x1f.memos.common.v1.MemoryMetadata\"Z\n\tPartError\x12\x15\n\rmessage_index\x18\x01 \x01(\x05\x12\x12\n\npart_index\x18\x02 \x01(\x05\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"\xe7\x01\n\x14ParseMessagesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\x08messages\x18\x04 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12-\n\x04mode\x18\x05 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x13\n\x0b\x63ustom_tags\x18\x06 \x03(\t\x12%\n\x04info\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xda\x01\n\x15ParseMessagesResponse\x12.\n\ncandidates\x18\x01 \x03(\x0b\x32\x1a.memos.ingest.v1.Candidate\x12/\n\x0bpart_errors\x18\x02 \x03(\x0b\x32\x1a.memos.ingest.v1.PartError\x12\x37\n\x0e\x65\x66\x66\x65\x63tive_mode\x18\x03 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x0f\n\x07notices\x18\x04 \x03(\t\x12\x16\n\x0e\x66ine_available\x18\x05 \x01(\x08\"\xfc\x01\n\x15IngestMessagesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12-\n\x04mode\x18\x06 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x13\n\x0b\x63ustom_tags\x18\x07 \x03(\t\x12%\n\x04info\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc2\x01\n\x16IngestMessagesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12/\n\x0bpart_errors\x18\x02 \x03(\x0b\x32\x1a.memos.ingest.v1.PartError\x12\x37\n\x0e\x65\x66\x66\x65\x63tive_mode\x18\x03 \x01(\x0e\x32\x1f.memos.ingest.v1.ExtractionMode\x12\x0f\n\x07notices\x18\x04 \x03(\t\"d\n\x11UploadFileRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.memos.ingest.v1.UploadFileHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"]\n\x10UploadFileHeader\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"I\n\x12UploadFileResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t*e\n\x0e\x45xtractionMode\x12\x1f\n\x1b\x45XTRACTION_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45XTRACTION_MODE_FAST\x10\x01\x12\x18\n\x14\x45XTRACTION_MODE_FINE\x10\x02\x32\xab\x02\n\rIngestService\x12^\n\rParseMessages\x12%.memos.ingest.v1.ParseMessagesRequest\x1a&.memos.ingest.v1.ParseMessagesResponse\x12\x61\n\x0eIngestMessages\x12&.memos.ingest.v1.IngestMessagesRequest\x1a\'.memos.ingest.v1.IngestMessagesResponse\x12W\n\nUploadFile\x12\".memos.ingest.v1.UploadFileRequest\x1a#.memos.ingest.v1.UploadFileResponse(\x01\x42;Z9github.com/memos-os/memos/gen/go/memos/ingest/v1;ingestv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memos.ingest.v1.ingest_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z9github.com/memos-os/memos/gen/go/memos/ingest/v1;ingestv1'
-  _globals['_EXTRACTIONMODE']._serialized_start=1492
-  _globals['_EXTRACTIONMODE']._serialized_end=1593
+  _globals['_EXTRACTIONMODE']._serialized_start=1516
+  _globals['_EXTRACTIONMODE']._serialized_end=1617
   _globals['_CANDIDATE']._serialized_start=165
   _globals['_CANDIDATE']._serialized_end=243
   _globals['_PARTERROR']._serialized_start=245
@@ -45,17 +45,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARSEMESSAGESREQUEST']._serialized_start=338
   _globals['_PARSEMESSAGESREQUEST']._serialized_end=569
   _globals['_PARSEMESSAGESRESPONSE']._serialized_start=572
-  _globals['_PARSEMESSAGESRESPONSE']._serialized_end=766
-  _globals['_INGESTMESSAGESREQUEST']._serialized_start=769
-  _globals['_INGESTMESSAGESREQUEST']._serialized_end=1021
-  _globals['_INGESTMESSAGESRESPONSE']._serialized_start=1024
-  _globals['_INGESTMESSAGESRESPONSE']._serialized_end=1218
-  _globals['_UPLOADFILEREQUEST']._serialized_start=1220
-  _globals['_UPLOADFILEREQUEST']._serialized_end=1320
-  _globals['_UPLOADFILEHEADER']._serialized_start=1322
-  _globals['_UPLOADFILEHEADER']._serialized_end=1415
-  _globals['_UPLOADFILERESPONSE']._serialized_start=1417
-  _globals['_UPLOADFILERESPONSE']._serialized_end=1490
-  _globals['_INGESTSERVICE']._serialized_start=1596
-  _globals['_INGESTSERVICE']._serialized_end=1895
+  _globals['_PARSEMESSAGESRESPONSE']._serialized_end=790
+  _globals['_INGESTMESSAGESREQUEST']._serialized_start=793
+  _globals['_INGESTMESSAGESREQUEST']._serialized_end=1045
+  _globals['_INGESTMESSAGESRESPONSE']._serialized_start=1048
+  _globals['_INGESTMESSAGESRESPONSE']._serialized_end=1242
+  _globals['_UPLOADFILEREQUEST']._serialized_start=1244
+  _globals['_UPLOADFILEREQUEST']._serialized_end=1344
+  _globals['_UPLOADFILEHEADER']._serialized_start=1346
+  _globals['_UPLOADFILEHEADER']._serialized_end=1439
+  _globals['_UPLOADFILERESPONSE']._serialized_start=1441
+  _globals['_UPLOADFILERESPONSE']._serialized_end=1514
+  _globals['_INGESTSERVICE']._serialized_start=1620
+  _globals['_INGESTSERVICE']._serialized_end=1919
 # @@protoc_insertion_point(module_scope)

@@ -57,16 +57,18 @@ class ParseMessagesRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[ExtractionMode, str]] = ..., custom_tags: _Optional[_Iterable[str]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ParseMessagesResponse(_message.Message):
-    __slots__ = ("candidates", "part_errors", "effective_mode", "notices")
+    __slots__ = ("candidates", "part_errors", "effective_mode", "notices", "fine_available")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     PART_ERRORS_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_MODE_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
+    FINE_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     part_errors: _containers.RepeatedCompositeFieldContainer[PartError]
     effective_mode: ExtractionMode
     notices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., part_errors: _Optional[_Iterable[_Union[PartError, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractionMode, str]] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
+    fine_available: bool
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., part_errors: _Optional[_Iterable[_Union[PartError, _Mapping]]] = ..., effective_mode: _Optional[_Union[ExtractionMode, str]] = ..., notices: _Optional[_Iterable[str]] = ..., fine_available: _Optional[bool] = ...) -> None: ...
 
 class IngestMessagesRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "cube_id", "session_id", "messages", "mode", "custom_tags", "info")
