@@ -15,11 +15,12 @@ help:
 	@echo "make bench  - gateway benchmarks (latency, fan-out, add throughput, memory)"
 	@echo "make bench-ingest - ingest benchmarks (parse throughput, add with/without ingest, LLM calls)"
 	@echo "make gen    - regenerate the Python stubs from protos/"
+	@echo "make clients - generate the Go (committed) and TypeScript clients from protos/ and compile both"
 	@echo "make neo4j-deps - fetch Neo4j from Maven Central and build the test server (tests do it lazily)"
 
 setup: $(STAMP)
 
-$(STAMP): tools/setup.sh $(wildcard requirements/*.txt) package.json package-lock.json
+$(STAMP): tools/setup.sh $(wildcard requirements/*.txt) package.json package-lock.json clients/ts/package-lock.json tools/gen_clients.sh
 	tools/setup.sh
 	@touch $@
 
@@ -31,7 +32,7 @@ check-gen: $(STAMP)
 	if diff -r -q $$tmp/memos gen/python/memos >/dev/null; then echo "stubs: up to date"; rm -rf $$tmp; \
 	else echo "stubs: gen/python is stale or missing; run 'make gen'"; diff -r -q $$tmp/memos gen/python/memos; rm -rf $$tmp; exit 1; fi
 
-lint: $(STAMP) check-gen
+lint: $(STAMP) check-gen check-clients
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 	tools/buf-breaking.sh
@@ -73,3 +74,10 @@ tiny-model: $(STAMP)
 
 bench-actmem: $(STAMP)
 	$(PY) benchmarks/bench_actmem.py
+
+.PHONY: clients check-clients
+clients: $(STAMP)
+	tools/gen_clients.sh --build
+
+check-clients: $(STAMP)
+	tools/gen_clients.sh --check

@@ -42,4 +42,11 @@ else
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm
   npm ci --silent --no-audit --no-fund
 fi
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+  echo "setup: go not found; installing golang-go (older Go fetches the toolchain clients/go/go.mod asks for)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-go
+fi
+echo "setup: installing client tools (protoc-gen-go, protoc-gen-go-grpc, Go modules, clients/ts npm packages)"
+tools/gen_clients.sh --tools
 echo "setup: done"
