@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - gateway benchmarks (latency, fan-out, add throughput, memory)"
 	@echo "make bench-ingest - ingest benchmarks (parse throughput, add with/without ingest, LLM calls)"
 	@echo "make gen    - regenerate the Python stubs from protos/"
+	@echo "make chart-test - helm lint/template the chart under every ci/ values file, validate against the Kubernetes schemas"
 	@echo "make clients - generate the Go (committed) and TypeScript clients from protos/ and compile both"
 	@echo "make neo4j-deps - fetch Neo4j from Maven Central and build the test server (tests do it lazily)"
 
@@ -81,3 +82,7 @@ clients: $(STAMP)
 
 check-clients: $(STAMP)
 	tools/gen_clients.sh --check
+
+.PHONY: chart-test
+chart-test: $(STAMP)
+	tools/chart_test.sh

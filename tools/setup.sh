@@ -49,4 +49,6 @@ if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 fi
 echo "setup: installing client tools (protoc-gen-go, protoc-gen-go-grpc, Go modules, clients/ts npm packages)"
 tools/gen_clients.sh --tools
+echo "setup: helm (built with go install) and kubernetes-validate for the chart test"
+tools/chart_test.sh --install-only
 echo "setup: done"
