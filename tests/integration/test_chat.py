@@ -203,3 +203,38 @@ async def test_a_registered_handler_takes_over_a_builtin_label(chat_suite, uniqu
         assert not working.memories
     finally:
         await asyncio.to_thread(sched.close)
+
+
+async def test_replace_working_memory_skips_missing_ids_and_clears(chat_suite, unique) -> None:  # type: ignore[no-untyped-def]
+    from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
+    from shared.channels import open_channel
+    from shared.settings import ClientSettings
+
+    suite, _ = chat_suite
+    user, cube = f"u-{unique}", f"c-{unique}"
+    async with AsyncMemosClient(suite.address) as c:
+        added = await c.add_memories(user, [cube], CONVERSATION)
+    ids = [m.memory_id for m in added.memories]
+    channel = open_channel(suite.textmem.address, settings=ClientSettings())
+    stub = textmem_pb2_grpc.TextMemServiceStub(channel)
+    try:
+        first = await stub.ReplaceWorkingMemory(
+            textmem_pb2.ReplaceWorkingMemoryRequest(cube_id=cube, user_id=user, memory_ids=[*ids, "no-such-id"])
+        )
+        assert [m.metadata.info["working_memory_of"] for m in first.memories] == ids
+        assert first.removed_count == 0
+        # Working copies are not copied again; the previous set is removed.
+        again = await stub.ReplaceWorkingMemory(
+            textmem_pb2.ReplaceWorkingMemoryRequest(
+                cube_id=cube, user_id=user, memory_ids=[first.memories[0].id, ids[-1]]
+            )
+        )
+        assert [m.metadata.info["working_memory_of"] for m in again.memories] == [ids[-1]]
+        assert again.removed_count == len(ids)
+        cleared = await stub.ReplaceWorkingMemory(textmem_pb2.ReplaceWorkingMemoryRequest(cube_id=cube, user_id=user))
+        assert not cleared.memories and cleared.removed_count == 1
+        # The originals are untouched.
+        listed = await stub.ListMemories(textmem_pb2.ListMemoriesRequest(cube_id=cube))
+        assert sorted(m.id for m in listed.memories) == sorted(ids)
+    finally:
+        await channel.close()
