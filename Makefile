@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - gateway benchmarks (latency, fan-out, add throughput, memory)"
 	@echo "make bench-ingest - ingest benchmarks (parse throughput, add with/without ingest, LLM calls)"
 	@echo "make gen    - regenerate the Python stubs from protos/"
+	@echo "make bench-scheduler - scheduler throughput vs raw Redis Streams (needs redis-server)"
 	@echo "make chart-test - helm lint/template the chart under every ci/ values file, validate against the Kubernetes schemas"
 	@echo "make clients - generate the Go (committed) and TypeScript clients from protos/ and compile both"
 	@echo "make neo4j-deps - fetch Neo4j from Maven Central and build the test server (tests do it lazily)"
@@ -86,3 +87,7 @@ check-clients: $(STAMP)
 .PHONY: chart-test
 chart-test: $(STAMP)
 	tools/chart_test.sh
+
+.PHONY: bench-scheduler
+bench-scheduler: $(STAMP)
+	$(PY) benchmarks/bench_scheduler.py

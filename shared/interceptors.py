@@ -91,6 +91,11 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
                     await call.begin()
                     async for response in behavior(request_or_iterator, context):
                         yield response
+                except GeneratorExit:
+                    # The client went away mid-stream and gRPC closed this generator: nothing
+                    # to tell anyone, and awaiting on the torn-down call is not allowed.
+                    call.code, call.reason = Code.CANCELLED, "CANCELLED"
+                    raise
                 except BaseException as exc:  # noqa: BLE001
                     await call.fail(exc)
 
@@ -110,6 +115,8 @@ class _Call:
         self._start = time.perf_counter()
         self.code = Code.OK
         self.reason = ""
+        # Read now: after a client vanishes, the call's peer may be freed before __exit__ runs.
+        self.peer = context.peer()
 
     def __enter__(self) -> _Call:
         self._rid_token = set_request_id(self.request_id)
@@ -167,7 +174,7 @@ class _Call:
                     "code": self.code.name,
                     "reason": self.reason,
                     "duration_ms": round(elapsed_ms, 2),
-                    "peer": self.context.peer(),
+                    "peer": self.peer,
                 },
             )
         reset_request_id(self._rid_token)

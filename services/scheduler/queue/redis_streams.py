@@ -2,20 +2,22 @@
 
 Layout (every key under ``prefix``):
 
-- ``s:{label}``: a stream per label; submit ``XADD``s the item id. The consumer group
-  ``scheduler`` (one consumer name shared by every scheduler replica) reads new entries
-  with ``XREADGROUP >``, so the group's pending entries list (PEL) is exactly the set of
-  the label's open (pending or running) messages; a finished or dead-lettered message is
-  ``XACK``ed (and ``XDEL``eted). A restarted scheduler reads the PEL back with
-  ``XREADGROUP 0``: nothing submitted is lost.
+- ``s:{label}``: a stream per label; submit ``XADD``s the item id and, in the same script,
+  moves it into the consumer group ``scheduler``'s pending entries list (``XREADGROUP >``),
+  so the group's PEL is exactly the set of the label's open (pending or running) messages;
+  a finished or dead-lettered message is ``XACK``ed (and ``XDEL``eted).
 - ``t:{item}``: a hash per message (body, state, attempts, lease, last error).
 - ``g:{group}``: the open item ids of one (user, cube, label) group in order; only the
   head is deliverable, which keeps the order per group.
+- ``r:{label}``: the label's ready set: every group head that is pending, scored by
+  -priority, members ``{seq:016d}|{item}``, so a receive takes the first few in delivery
+  order (priority, then submission) without reading the rest of the queue.
 - ``running``: a sorted set of leased items by lease deadline (visibility timeouts).
 - ``open``, ``u:{user}``: counters for the bound and for WaitForTasks; ``dead``: the
   dead letters by dead-letter sequence; ``labels``: registered labels.
 
-State changes are Lua scripts, so they are atomic and replicas may share one Redis.
+State changes are Lua scripts (a receive, an ack: one round trip each), so they are atomic,
+survive a crash of the scheduler at any point, and replicas may share one Redis.
 A Redis that cannot be reached is UNAVAILABLE; a submit is acknowledged only after its
 script ran (with ``appendonly yes`` and ``appendfsync always`` it is on disk by then).
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -46,6 +47,53 @@ from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavaila
 GROUP = "scheduler"
 CONSUMER = "scheduler"
 
+# A (user, cube, label) group's deliverable message is the head of ``g:{group}`` when it is
+# pending; every such head is in its label's ready set ``r:{label}``, scored by -priority with
+# members "{seq:016d}|{item}", so ZRANGE gives them in delivery order (priority, then submission).
+_FUNCS = """
+local function ready_add(pfx, label, prio, seq, item)
+  redis.call('ZADD', pfx..':r:'..label, -tonumber(prio), string.format('%016d|%s', tonumber(seq), item))
+end
+local function promote(pfx, item)
+  local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
+  if st[1]=='1' then ready_add(pfx, st[2], st[3], st[4], item) end
+end
+-- action: ack | nack | fail | release | unlease (release, not counting the attempt) | expire
+local function finish(pfx, item, lease, action, err, now, max)
+  local k=pfx..':t:'..item
+  local st=redis.call('HMGET', k, 'state', 'lease', 'attempts', 'lease_until', 'grp', 'label', 'sid', 'user', 'cube',
+    'prio', 'seq')
+  if st[1]~='2' then return -1 end
+  if action=='expire' then
+    if tonumber(st[4]) > tonumber(now) then return -1 end
+  elseif st[2]~=lease then return -1 end
+  local new
+  if action=='unlease' then redis.call('HINCRBY', k, 'attempts', -1) end
+  if action=='ack' then new=3 elseif action=='release' or action=='unlease' then new=1 elseif action=='fail' then new=4
+  elseif tonumber(st[3]) >= max then new=5 else new=1 end
+  redis.call('ZREM', pfx..':running', item)
+  redis.call('HSET', k, 'state', new, 'lease', '', 'lease_until', 0, 'updated_at', now)
+  if action=='nack' or action=='fail' or action=='expire' then redis.call('HSET', k, 'last_error', err) end
+  if new==1 then
+    ready_add(pfx, st[6], st[10], st[11], item)  -- still the head of its group: deliverable again
+  else
+    redis.call('XACK', pfx..':s:'..st[6], 'scheduler', st[7])
+    redis.call('XDEL', pfx..':s:'..st[6], st[7])
+    redis.call('LREM', pfx..':g:'..st[5], 1, item)
+    redis.call('DECR', pfx..':open')
+    redis.call('HINCRBY', pfx..':u:'..st[8], st[9], -1)
+    if new==5 then
+      local d=redis.call('INCR', pfx..':deadseq')
+      redis.call('ZADD', pfx..':dead', d, item)
+      redis.call('HSET', k, 'dead_seq', d)
+    end
+    local nxt=redis.call('LINDEX', pfx..':g:'..st[5], 0)
+    if nxt then promote(pfx, nxt) end
+  end
+  return new
+end
+"""
+
 _SUBMIT = """
 local pfx=ARGV[1]; local max=tonumber(ARGV[2]); local now=ARGV[3]; local n=tonumber(ARGV[4])
 local new={}
@@ -55,60 +103,57 @@ for i=0,n-1 do
 end
 local open=tonumber(redis.call('GET', pfx..':open') or '0')
 if open+#new > max then return {-1, open} end
+local labels={}
 for _,b in ipairs(new) do
-  local item=ARGV[b]; local label=ARGV[b+1]
+  local item=ARGV[b]; local label=ARGV[b+1]; local g=pfx..':g:'..ARGV[b+2]
   local seq=redis.call('INCR', pfx..':seq')
   local sid=redis.call('XADD', pfx..':s:'..label, '*', 'item', item)
+  labels[label]=(labels[label] or 0)+1
   redis.call('HSET', pfx..':t:'..item, 'label', label, 'grp', ARGV[b+2], 'prio', ARGV[b+3], 'body', ARGV[b+4],
     'user', ARGV[b+5], 'cube', ARGV[b+6], 'seq', seq, 'state', 1, 'attempts', 0, 'last_error', '', 'lease', '',
     'lease_until', 0, 'updated_at', now, 'sid', sid, 'dead_seq', 0)
-  redis.call('RPUSH', pfx..':g:'..ARGV[b+2], item)
+  if redis.call('RPUSH', g, item)==1 then ready_add(pfx, label, ARGV[b+3], seq, item) end
   redis.call('HINCRBY', pfx..':u:'..ARGV[b+5], ARGV[b+6], 1)
+end
+-- The new entries join the consumer group's pending entries list: the PEL is the open messages.
+for label,k in pairs(labels) do
+  redis.call('XREADGROUP', 'GROUP', 'scheduler', 'scheduler', 'COUNT', k, 'STREAMS', pfx..':s:'..label, '>')
 end
 redis.call('INCRBY', pfx..':open', #new)
 return {0, #new}
 """
 
-_LEASE = """
-local pfx=ARGV[1]; local item=ARGV[2]; local k=pfx..':t:'..item
-local st=redis.call('HMGET', k, 'state', 'grp')
-if st[1]~='1' then return -1 end
-if redis.call('LINDEX', pfx..':g:'..st[2], 0)~=item then return -1 end
-local a=redis.call('HINCRBY', k, 'attempts', 1)
-redis.call('HSET', k, 'state', 2, 'lease', ARGV[3], 'lease_until', ARGV[4], 'updated_at', ARGV[5])
-redis.call('ZADD', pfx..':running', ARGV[4], item)
-return a
-"""
-
-# action: ack | nack | fail | release | unlease (release, not counting the attempt) | expire
-_FINISH = """
-local pfx=ARGV[1]; local item=ARGV[2]; local lease=ARGV[3]; local action=ARGV[4]; local err=ARGV[5]
-local now=ARGV[6]; local max=tonumber(ARGV[7]); local k=pfx..':t:'..item
-local st=redis.call('HMGET', k, 'state', 'lease', 'attempts', 'lease_until', 'grp', 'label', 'sid', 'user', 'cube')
-if st[1]~='2' then return -1 end
-if action=='expire' then
-  if tonumber(st[4]) > tonumber(now) then return -1 end
-elseif st[2]~=lease then return -1 end
-local new
-if action=='unlease' then redis.call('HINCRBY', k, 'attempts', -1) end
-if action=='ack' then new=3 elseif action=='release' or action=='unlease' then new=1 elseif action=='fail' then new=4
-elseif tonumber(st[3]) >= max then new=5 else new=1 end
-redis.call('ZREM', pfx..':running', item)
-redis.call('HSET', k, 'state', new, 'lease', '', 'lease_until', 0, 'updated_at', now)
-if action=='nack' or action=='fail' or action=='expire' then redis.call('HSET', k, 'last_error', err) end
-if new>=3 then
-  redis.call('XACK', pfx..':s:'..st[6], 'scheduler', st[7])
-  redis.call('XDEL', pfx..':s:'..st[6], st[7])
-  redis.call('LREM', pfx..':g:'..st[5], 1, item)
-  redis.call('DECR', pfx..':open')
-  redis.call('HINCRBY', pfx..':u:'..st[8], st[9], -1)
-  if new==5 then
-    local d=redis.call('INCR', pfx..':deadseq')
-    redis.call('ZADD', pfx..':dead', d, item)
-    redis.call('HSET', k, 'dead_seq', d)
+# Expires run-out leases, then leases up to count ready messages of the labels, best first.
+_RECEIVE = """
+local pfx=ARGV[1]; local now=ARGV[2]; local untl=ARGV[3]; local count=tonumber(ARGV[4]); local max=tonumber(ARGV[5])
+local nl=tonumber(ARGV[6])
+for _,item in ipairs(redis.call('ZRANGEBYSCORE', pfx..':running', '-inf', now, 'LIMIT', 0, 1000)) do
+  finish(pfx, item, '', 'expire', 'visibility timeout: no ack or nack in time', now, max)
+end
+local cands={}
+for i=1,nl do
+  local label=ARGV[6+i]
+  local rows=redis.call('ZRANGE', pfx..':r:'..label, 0, count-1, 'WITHSCORES')
+  for j=1,#rows,2 do table.insert(cands, {tonumber(rows[j+1]), rows[j], label}) end
+end
+table.sort(cands, function(a, b) if a[1]~=b[1] then return a[1]<b[1] end return a[2]<b[2] end)
+local out={}
+for j=1,math.min(count, #cands) do
+  local member=cands[j][2]; local item=string.sub(member, 18); local k=pfx..':t:'..item
+  redis.call('ZREM', pfx..':r:'..cands[j][3], member)
+  if redis.call('HGET', k, 'state')=='1' then
+    local lease=item..'/'..ARGV[6+nl+j]
+    local a=redis.call('HINCRBY', k, 'attempts', 1)
+    redis.call('HSET', k, 'state', 2, 'lease', lease, 'lease_until', untl, 'updated_at', now)
+    redis.call('ZADD', pfx..':running', untl, item)
+    table.insert(out, lease); table.insert(out, a); table.insert(out, redis.call('HGET', k, 'body'))
   end
 end
-return new
+return out
+"""
+
+_FINISH = """
+return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]))
 """
 
 _REPLAY = """
@@ -116,8 +161,11 @@ local pfx=ARGV[1]; local item=ARGV[2]; local now=ARGV[3]; local k=pfx..':t:'..it
 local st=redis.call('HMGET', k, 'state', 'label', 'grp', 'user', 'cube')
 if st[1]~='5' then return 0 end
 local sid=redis.call('XADD', pfx..':s:'..st[2], '*', 'item', item)
-redis.call('HSET', k, 'state', 1, 'attempts', 0, 'sid', sid, 'dead_seq', 0, 'updated_at', now)
-redis.call('RPUSH', pfx..':g:'..st[3], item)
+redis.call('XREADGROUP', 'GROUP', 'scheduler', 'scheduler', 'COUNT', 1, 'STREAMS', pfx..':s:'..st[2], '>')
+-- A replayed message goes behind the open ones (a new sequence number), like a new submission.
+local seq=redis.call('INCR', pfx..':seq')
+redis.call('HSET', k, 'state', 1, 'attempts', 0, 'sid', sid, 'seq', seq, 'dead_seq', 0, 'updated_at', now)
+if redis.call('RPUSH', pfx..':g:'..st[3], item)==1 then promote(pfx, item) end
 redis.call('INCR', pfx..':open')
 redis.call('HINCRBY', pfx..':u:'..st[4], st[5], 1)
 redis.call('ZREM', pfx..':dead', item)
@@ -150,11 +198,10 @@ class RedisTaskQueue(TaskQueue):
         super().__init__(limits)
         self.prefix = prefix
         self._r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=2.0)
-        self._lock = threading.Lock()
-        self._submit = self._r.register_script(_SUBMIT)
-        self._lease = self._r.register_script(_LEASE)
-        self._finish = self._r.register_script(_FINISH)
-        self._replay = self._r.register_script(_REPLAY)
+        self._submit = self._r.register_script(_FUNCS + _SUBMIT)
+        self._receive = self._r.register_script(_FUNCS + _RECEIVE)
+        self._finish = self._r.register_script(_FUNCS + _FINISH)
+        self._replay = self._r.register_script(_FUNCS + _REPLAY)
         self._groups: set[str] = set()
 
     def _k(self, *parts: str) -> str:
@@ -186,10 +233,6 @@ class RedisTaskQueue(TaskQueue):
             self._finish(args=[self.prefix, item_id, lease, action, error, time.time(), self.limits.max_attempts])
         )
 
-    def _expire(self, now: float) -> None:
-        for item in self._r.zrangebyscore(self._k("running"), "-inf", now, start=0, num=1000):
-            self._run_finish(item, "", "expire", "visibility timeout: no ack or nack in time")
-
     # -- operations -----------------------------------------------------------
     @_unavailable
     def submit(self, messages: Sequence[Message]) -> list[str]:
@@ -216,41 +259,14 @@ class RedisTaskQueue(TaskQueue):
         if not labels or max_count <= 0:
             return []
         vt = self._vt(visibility_timeout_s)
-        out: list[Delivery] = []
-        with self._lock:
-            now = time.time()
-            self._expire(now)
-            streams = {self._ensure_group(label): "0" for label in labels}
-            # Move new entries into the group's PEL, then read the whole PEL (the open messages).
-            self._r.xreadgroup(GROUP, CONSUMER, {s: ">" for s in streams}, count=self.limits.max_pending)
-            items: list[str] = []
-            for _stream, entries in self._r.xreadgroup(GROUP, CONSUMER, streams, count=self.limits.max_pending):
-                items += [fields["item"] for _sid, fields in entries if fields and "item" in fields]
-            if not items:
-                return out
-            pipe = self._r.pipeline(transaction=False)
-            for item in items:
-                pipe.hmget(self._k("t", item), "state", "prio", "seq", "grp")
-            rows = pipe.execute()
-            candidates = sorted(
-                (-int(prio), int(seq), grp, item)
-                for item, (state, prio, seq, grp) in zip(items, rows, strict=True)
-                if state == "1"
-            )
-            seen_groups: set[str] = set()
-            for _p, _s, grp, item in candidates:
-                if len(out) >= max_count:
-                    break
-                if grp in seen_groups:
-                    continue
-                seen_groups.add(grp)
-                delivery_id = new_delivery_id(item)
-                attempt = int(self._lease(args=[self.prefix, item, delivery_id, now + vt, now]))
-                if attempt < 0:
-                    continue
-                body = self._r.hget(self._k("t", item), "body")
-                out.append(Delivery(delivery_id, Message.from_json(json.loads(body)), attempt))
-        return out
+        now = time.time()
+        leases = [new_delivery_id("x").rpartition("/")[2] for _ in range(max_count)]
+        args: list[Any] = [self.prefix, now, now + vt, max_count, self.limits.max_attempts, len(labels), *labels]
+        rows = self._receive(args=args + leases)
+        return [
+            Delivery(rows[i], Message.from_json(json.loads(rows[i + 2])), int(rows[i + 1]))
+            for i in range(0, len(rows), 3)
+        ]
 
     def _answer(self, delivery_id: str, action: str, error: str = "") -> int:
         item_id, _ = split_delivery_id(delivery_id)

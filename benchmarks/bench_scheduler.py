@@ -1,0 +1,204 @@
+"""Scheduler benchmarks (``make bench-scheduler``).
+
+1. Throughput of submit -> handle -> ack for no-op handlers, in messages/s, through the real
+   scheduler service (``python -m services.scheduler``, its own process on loopback) and the
+   Python SDK's worker (``SchedulerClient.register_handlers``), on the embedded SQLite queue and
+   on Redis Streams; against raw redis-py ``XADD`` / ``XREADGROUP`` / ``XACK`` of the same
+   messages on the same redis-server in the same run. The producer submits batches of 100 while
+   the worker handles them; the clock stops when the last one is acknowledged. Two raw
+   baselines: acks pipelined per read batch (the fastest idiomatic consumer) and one ``XACK``
+   round trip per message (what a per-message ack costs). Target: ours >= 0.5 of raw.
+2. Async add (time from an add's reply to the refined memory being searchable): not measured,
+   the gateway does not run async adds through the scheduler yet (``async_mode="async"`` runs
+   synchronously and says so); the JSON records it as skipped.
+
+Prints a table and writes ``benchmarks/results/scheduler_latest.json``; it never fails on a
+target. redis-server runs with persistence off for both ours and raw (same conditions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python"), str(ROOT / "sdk" / "python")]
+
+from tests.redis_server import start_redis, stop_redis  # noqa: E402
+from tests.scheduler import procs  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "scheduler_latest.json"
+BATCH = 100
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def messages(n: int, user: str) -> list[dict]:
+    return [
+        {
+            "user_id": user,
+            "cube_id": f"c{i % 50}",
+            "label": "mem_read",
+            "content": f"message {i}",
+            "item_id": f"{user}-{i}",
+        }
+        for i in range(n)
+    ]
+
+
+def bench_ours(backend: str, n: int, in_flight: int, redis_url: str, workdir: Path) -> dict:
+    from memos.client.scheduler import ScheduledMessage, SchedulerClient
+
+    settings = {"poll_interval_s": "0.2", "queue_max_pending": str(max(n, 100_000))}
+    if backend == "redis":
+        settings |= {"redis_url": redis_url, "redis_prefix": f"bench-{uuid.uuid4().hex[:8]}"}
+    else:
+        settings |= {"data_dir": str(workdir / f"sqlite-{uuid.uuid4().hex[:8]}")}
+    address = f"127.0.0.1:{free_port()}"
+    proc = procs.start_service(address, workdir / f"scheduler-{backend}.log", **settings)
+    try:
+        with SchedulerClient(address) as client:
+            # Warm-up: connections, label streams, first-call costs.
+            warm = f"warm-{backend}"
+            client.register_handlers({"mem_read": lambda m: None}, max_in_flight=in_flight)
+            client.submit_messages(messages(200, warm))
+            assert client.wait_for_tasks(warm, timeout_s=120)
+
+            user = f"bench-{backend}"
+            msgs = [ScheduledMessage(**m) for m in messages(n, user)]
+            start = time.perf_counter()
+            submit_done = [0.0]
+
+            def produce() -> None:
+                for k in range(0, n, BATCH):
+                    client.submit_messages(msgs[k : k + BATCH])
+                submit_done[0] = time.perf_counter() - start
+
+            t = threading.Thread(target=produce)
+            t.start()
+            t.join()
+            assert client.wait_for_tasks(user, timeout_s=600)
+            elapsed = time.perf_counter() - start
+            client.stop()
+    finally:
+        procs.stop(proc)
+    return {
+        "messages": n,
+        "seconds": round(elapsed, 3),
+        "msgs_per_s": round(n / elapsed, 1),
+        "submit_s": round(submit_done[0], 3),
+    }
+
+
+def bench_raw(n: int, in_flight: int, redis_url: str, pipelined_acks: bool) -> dict:
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    stream, group = f"raw-{uuid.uuid4().hex[:8]}", "g"
+    r.xgroup_create(stream, group, id="0", mkstream=True)
+    bodies = [json.dumps(m) for m in messages(n, "raw")]
+    start = time.perf_counter()
+
+    def produce() -> None:
+        p = redis.Redis.from_url(redis_url)
+        for k in range(0, n, BATCH):
+            pipe = p.pipeline(transaction=False)
+            for body in bodies[k : k + BATCH]:
+                pipe.xadd(stream, {"body": body})
+            pipe.execute()
+        p.close()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    handled = 0
+    while handled < n:
+        got = r.xreadgroup(group, "c", {stream: ">"}, count=in_flight, block=100)
+        for _s, entries in got or []:
+            ids = []
+            for sid, fields in entries:
+                json.loads(fields[b"body"])  # the no-op handler gets the message
+                ids.append(sid)
+                if not pipelined_acks:
+                    r.xack(stream, group, sid)
+            if pipelined_acks and ids:
+                pipe = r.pipeline(transaction=False)
+                for sid in ids:
+                    pipe.xack(stream, group, sid)
+                pipe.execute()
+            handled += len(entries)
+    elapsed = time.perf_counter() - start
+    t.join()
+    assert r.xpending(stream, group)["pending"] == 0
+    r.delete(stream)
+    r.close()
+    return {"messages": n, "seconds": round(elapsed, 3), "msgs_per_s": round(n / elapsed, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=5000)
+    ap.add_argument("--in-flight", type=int, default=32, help="worker max_in_flight (raw: XREADGROUP COUNT)")
+    ap.add_argument("--backends", default="sqlite,redis")
+    args = ap.parse_args()
+
+    server = start_redis()
+    workdir = Path(tempfile.mkdtemp(prefix="memos-bench-sched-"))
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
+        "config": {"messages": args.messages, "in_flight": args.in_flight, "submit_batch": BATCH},
+    }
+    try:
+        redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+        results["machine"]["redis"] = redis_version
+        raw = bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=True)
+        raw_each = bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=False)
+        results["raw_redis_pipelined_acks"] = raw
+        results["raw_redis_ack_per_message"] = raw_each
+        for backend in args.backends.split(","):
+            ours = bench_ours(backend, args.messages, args.in_flight, server.url, workdir)
+            ours["ratio_to_raw"] = round(ours["msgs_per_s"] / raw["msgs_per_s"], 3)
+            ours["ratio_to_raw_ack_per_message"] = round(ours["msgs_per_s"] / raw_each["msgs_per_s"], 3)
+            results[f"scheduler_{backend}"] = ours
+        results["async_add_latency"] = {
+            "skipped": "the gateway does not run async adds through the scheduler yet (async_mode='async' runs sync)"
+        }
+        results["machine"]["load_avg_end"] = os.getloadavg()
+    finally:
+        stop_redis(server)
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(
+        f"\nscheduler throughput, {args.messages} no-op messages, in flight {args.in_flight}, submit batches of {BATCH}"
+    )
+    print(f"{'path':<40}{'msgs/s':>12}{'seconds':>10}{'vs raw':>10}{'vs raw/ack':>12}")
+    rows = [("raw redis-py, acks pipelined", raw, None), ("raw redis-py, XACK per message", raw_each, None)]
+    rows += [(f"scheduler + SDK worker, {b}", results[f"scheduler_{b}"], b) for b in args.backends.split(",")]
+    for name, r, b in rows:
+        ratio = f"{r['ratio_to_raw']:.3f}" if b else ""
+        ratio2 = f"{r['ratio_to_raw_ack_per_message']:.3f}" if b else ""
+        print(f"{name:<40}{r['msgs_per_s']:>12.1f}{r['seconds']:>10.2f}{ratio:>10}{ratio2:>12}")
+    print("target: scheduler >= 0.5 of raw (not enforced)")
+    print("async add latency: skipped (the gateway's async adds do not go through the scheduler yet)")
+    print(f"load average start/end: {results['machine']['load_avg_start']} / {results['machine']['load_avg_end']}")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
