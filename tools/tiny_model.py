@@ -39,6 +39,16 @@ SIZES = {
         head_dim=16,
         vocab_size=1024,
     ),
+    # The vLLM test tier: as small, but with head_dim 32 (vLLM's CPU attention takes 32 and up).
+    "tiny-vllm": dict(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=1024,
+    ),
     # Benchmarks: ~25M parameters, so that prefill cost dominates fixed overheads.
     "bench": dict(
         hidden_size=512,
@@ -53,6 +63,17 @@ SIZES = {
     "qwen3-0.6b": dict(
         hidden_size=1024,
         intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=4096,
+    ),
+    # Qwen3-1.7B's shapes (small vocabulary, ~1.4B parameters; same KV cache per token as 0.6B):
+    # GPU TTFT where the prefill, not the fixed per-call cost, dominates.
+    "qwen3-1.7b": dict(
+        hidden_size=2048,
+        intermediate_size=6144,
         num_hidden_layers=28,
         num_attention_heads=16,
         num_key_value_heads=8,
@@ -111,8 +132,13 @@ def build(
     seed: int = 0,
     max_position_embeddings: int = 4096,
     rope_theta: float = 10000.0,
+    dtype: str = "float32",
+    init_device: str = "cpu",
 ) -> Path:
-    """Writes config, safetensors weights and tokenizer to ``out_dir``; returns it."""
+    """Writes config, safetensors weights and tokenizer to ``out_dir``; returns it.
+
+    ``dtype`` is the dtype of the saved weights; ``init_device`` where the random weights
+    are drawn ("cuda" makes a billion-parameter model in seconds instead of a minute)."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -128,10 +154,11 @@ def build(
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        dtype="float32",
+        dtype=dtype,
     )
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config)
+    with torch.device(init_device):
+        model = Qwen3ForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "README.md").write_text(

@@ -21,13 +21,39 @@ def build_backend(settings: ActMemSettings) -> Backend:
         return TransformersBackend(
             settings.model_path, device=settings.device, dtype=settings.dtype, torch_threads=settings.torch_threads
         )
-    raise Unimplemented(f"backend {settings.backend!r} is not available yet", reason="BACKEND_UNAVAILABLE")
+    if settings.backend == "vllm":
+        from services.actmem.backends.vllm_backend import VllmBackend
+
+        return VllmBackend(  # type: ignore[return-value]
+            settings.model_path,
+            settings.vllm_urls,
+            served_model=settings.vllm_model,
+            timeout_s=settings.vllm_timeout_s,
+            startup_timeout_s=settings.vllm_startup_timeout_s,
+            api_key=settings.vllm_api_key,
+        )
+    raise Unimplemented(f"backend {settings.backend!r} is not available", reason="BACKEND_UNAVAILABLE")
 
 
 def build_memory(settings: ActMemSettings, backend: Backend | None = None) -> ActMemory:
     owns_backend = backend is None
     backend = backend or build_backend(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(backend, "caches_on_server", False):
+        # vLLM: the caches are prefixes in the server; only their descriptions are kept here.
+        from services.actmem.prefix_memory import PrefixMemory
+
+        dump_root = settings.resolved_dump_root
+        dump_root.mkdir(parents=True, exist_ok=True)
+        return PrefixMemory(
+            backend,  # type: ignore[arg-type]
+            CacheStore(max_bytes=0, spill_dir=settings.data_dir / "spill"),
+            dump_root=dump_root,
+            max_prompt_tokens=settings.max_prompt_tokens,
+            max_new_tokens=settings.max_new_tokens,
+            owns_backend=owns_backend,
+            rewarm_interval_s=settings.vllm_rewarm_interval_s,
+        )
     store = CacheStore(
         max_bytes=settings.max_cache_bytes,
         max_spill_bytes=settings.max_spill_bytes,

@@ -15,7 +15,7 @@ from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
 from services.actmem import codec, convert
 from services.actmem.memory import ActMemory
 from services.actmem.models import KV, CacheMeta
-from shared.errors import InvalidArgument
+from shared.errors import FailedPrecondition, InvalidArgument
 
 # Chunks produced per worker-thread hop: amortises the hop, bounds what is buffered.
 _CHUNKS_PER_HOP = 8
@@ -95,7 +95,10 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
             if not request.cache_id:
                 raise InvalidArgument("cache_id or merge_ids is required", reason="MISSING_CACHE_ID")
             meta, kv = await asyncio.to_thread(self._mem.get, request.cube_id, request.cache_id)
-        assert kv is not None
+        if kv is None:  # a backend whose caches hold no tensors here (vLLM)
+            raise FailedPrecondition(
+                "merged caches have no tensors on this backend; use MergeCaches", reason="TENSORS_UNAVAILABLE"
+            )
         async for resp in self._stream(meta, kv, actmem_pb2.GetCacheResponse):
             yield resp
 

@@ -59,10 +59,31 @@ class ActMemSettings(ServerSettings):
     """Upper bound on Generate's max_tokens."""
 
     vllm_url: str = ""
-    """vLLM backend: base URL of the OpenAI-compatible server (http://127.0.0.1:8000/v1)."""
+    """vLLM backend: base URL of the co-located OpenAI-compatible server (http://127.0.0.1:8000/v1);
+    several comma-separated URLs for replicas of the same model (each cache is warmed on one and
+    generations using it are routed there). The server needs --enable-prefix-caching and
+    --enable-prompt-tokens-details; model_path must be the directory it serves (its tokenizer
+    is used here)."""
 
     vllm_model: str = ""
-    """vLLM backend: served model name; model_path when empty."""
+    """vLLM backend: served model name; the server's first model when empty."""
+
+    vllm_api_key: str = ""
+    """vLLM backend: bearer token, if the server was started with --api-key."""
+
+    vllm_timeout_s: float = Field(default=120.0, gt=0)
+    """vLLM backend: timeout of one HTTP call to the server."""
+
+    vllm_startup_timeout_s: float = Field(default=600.0, ge=0)
+    """vLLM backend: how long to wait at start for the server to answer (it loads the model)."""
+
+    vllm_rewarm_interval_s: float = Field(default=0.0, ge=0)
+    """vLLM backend: re-warm every stored prefix this often, so that idle caches stay in the
+    server's prefix cache; 0: only after a generation found its prefix evicted."""
+
+    @property
+    def vllm_urls(self) -> list[str]:
+        return [u.strip() for u in self.vllm_url.split(",") if u.strip()]
 
     @field_validator("device")
     @classmethod

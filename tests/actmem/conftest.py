@@ -1,8 +1,15 @@
 """Fixtures of the actmem tests: a tiny random Qwen3 model built offline, its backend
-(loaded once), and actmem servers on loopback ports over real gRPC."""
+(loaded once), and actmem servers on loopback ports over real gRPC.
+
+``MEMOS_TEST_DEVICE=cuda`` (or ``cuda:<n>``) runs the same tests with the model and
+the resident caches on a GPU; the default is ``cpu``. The tests' backends are float32
+on every device: the exactness tolerances are float32 ones (bfloat16 is what
+``benchmarks/gpu_check_actmem.py`` and ``bench_actmem.py`` measure).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +21,9 @@ from services.actmem.backends.transformers_backend import TransformersBackend
 from services.actmem.memory import ActMemory
 from services.actmem.settings import ActMemSettings
 from tools.tiny_model import build as build_tiny_model
+
+# Validated like the service's own MEMOS_DEVICE (cpu, cuda, cuda:<n>).
+DEVICE = ActMemSettings(model_path="unused", device=os.environ.get("MEMOS_TEST_DEVICE", "cpu")).device
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +39,12 @@ def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def backend(tiny_model_dir: Path) -> TransformersBackend:
-    return TransformersBackend(str(tiny_model_dir))
+    return TransformersBackend(str(tiny_model_dir), device=DEVICE, dtype="float32")
 
 
 @pytest.fixture(scope="session")
 def other_backend(other_model_dir: Path) -> TransformersBackend:
-    return TransformersBackend(str(other_model_dir))
+    return TransformersBackend(str(other_model_dir), device=DEVICE, dtype="float32")
 
 
 MemoryFactory = Callable[..., tuple[ActMemory, ActMemSettings]]

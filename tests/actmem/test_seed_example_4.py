@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from examples.seed_blocks import python_blocks
-from tests.conftest import REPO_ROOT, SEED_FILE
+
+# As in tests/conftest.py, not imported from there: that module loads the textmem stack
+# (Milvus Lite, MiniLM), which this test does not need and a bare GPU image lacks.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SEED_FILE = Path(os.environ.get("MEMOS_SEED_FILE", REPO_ROOT.parent / "shared" / "seed" / "memos_examples.md"))
 
 
 def _json_after(label: str, out: str):  # type: ignore[no-untyped-def]
@@ -26,7 +31,7 @@ def test_seed_example_4_runs_on_the_tiny_model(tiny_model_dir: Path, tmp_path: P
     env = {k: v for k, v in os.environ.items() if k != "MEMOS_ACTMEM_ADDR"}
     env["MEMOS_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "python"), str(script)],
+        [sys.executable, str(script)],
         cwd=tmp_path,
         env=env,
         capture_output=True,

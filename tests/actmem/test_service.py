@@ -30,7 +30,10 @@ def test_operations_end_to_end(service) -> None:  # type: ignore[no-untyped-def]
     assert [i.cache_id for i in c.list("cube")] == [a.cache_id, b.cache_id]
     info, kv = c.get("cube", a.cache_id)
     assert info.checksum.startswith("crc32:") and len(kv) == 2 and kv[0][0].shape == (1, 2, a.num_tokens, 16)
-    assert torch.equal(kv[1][1], service.memory.get("cube", a.cache_id)[1][1][1])
+    assert torch.equal(kv[1][1], service.memory.get("cube", a.cache_id)[1][1][1].cpu())
+    # Caches stay on the service's device (MEMOS_TEST_DEVICE); what crosses the wire lands on the CPU.
+    assert service.memory.get("cube", a.cache_id)[1][0][0].device.type == torch.device(service.memory.store.device).type
+    assert kv[0][0].device.type == "cpu"
     assert c.info("cube", b.cache_id).num_tokens == b.num_tokens
 
     merged_info, merged = c.get_merged("cube", [a.cache_id, b.cache_id])

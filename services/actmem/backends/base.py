@@ -1,4 +1,14 @@
-"""What the cache domain needs from a model, whatever runs it."""
+"""What the cache domain needs from a model, whatever runs it.
+
+Two kinds of backend implement it. The transformers backend holds the model in
+this process: caches are tensors, and every method works. The vLLM backend
+(``caches_on_server = True``) talks to a co-located vLLM server whose prefix
+cache holds the keys and values: it renders, tokenizes and generates, but its
+tensor methods (prefill, shift_keys, next_token_logits) raise
+FAILED_PRECONDITION, and actmem runs its operations through
+:class:`services.actmem.prefix_memory.PrefixMemory` (warm, route, verify hits)
+instead of :class:`services.actmem.memory.ActMemory`.
+"""
 
 from __future__ import annotations
 
