@@ -155,6 +155,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         return scheduler_pb2.ReplayDeadLettersResponse(replayed_count=n)
 
     # -- the worker stream ----------------------------------------------------
+    async def _apply_acks(self, batch: list[str], worker: str) -> None:
+        try:
+            failed = await asyncio.to_thread(self._q.ack_many, batch)
+        except MemosError as exc:  # the queue is down: the leases run out and are redelivered
+            log.warning("acks not applied: %s", exc, extra={"worker": worker, "count": len(batch)})
+            return
+        if failed:  # e.g. their lease ran out and they went to another worker
+            log.warning("acks not applied", extra={"worker": worker, "count": len(failed)})
+        self._wake.notify()
+
     async def _receive(self, labels: list[str], count: int) -> list:
         """Leases work; if the stream is cancelled meanwhile, what the lease got goes back."""
         job = asyncio.ensure_future(asyncio.to_thread(self._q.receive, labels, count, self._vt))
@@ -209,29 +219,48 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                         continue
                     in_flight.discard(ack.delivery_id)
                     sent.discard(ack.delivery_id)
-                    try:
-                        if ack.success:
-                            await asyncio.to_thread(self._q.ack, ack.delivery_id)
-                        else:
+                    if ack.success:
+                        acked.append(ack.delivery_id)
+                        acks_waiting.set()
+                    else:
+                        try:
                             await asyncio.to_thread(self._q.nack, ack.delivery_id, ack.error, not ack.give_up)
-                    except MemosError as exc:  # e.g. its lease ran out and it went to another worker
-                        log.warning("ack not applied: %s", exc, extra={"worker": worker})
+                        except MemosError as exc:  # e.g. its lease ran out and it went to another worker
+                            log.warning("nack not applied: %s", exc, extra={"worker": worker})
+                        self._wake.notify()
                     room.set()
-                    self._wake.notify()
             finally:
                 ended.set()
                 room.set()
+
+        acked: list[str] = []  # successful acks received and not yet applied to the queue
+        acks_waiting = asyncio.Event()
+
+        async def apply_acks() -> None:
+            # One queue transaction (or Redis round trip) for all the acks that arrived while
+            # the previous batch was applied, instead of a thread hop per ack.
+            while True:
+                await acks_waiting.wait()
+                acks_waiting.clear()
+                batch = acked[:]
+                del acked[:]
+                if batch:
+                    await self._apply_acks(batch, worker)
 
         fallback = sub.fallback
         if not fallback:
             self._ordinary.update(labels)
         reader: asyncio.Task | None = None
+        applier: asyncio.Task | None = None
+        # Refill once half the slots are free: one receive of many rather than one per ack.
+        refill_at = max(1, max_in_flight // 2)
         try:
             yield scheduler_pb2.SubscribeResponse()  # subscribed: the labels are registered
             reader = asyncio.create_task(read_acks())
+            applier = asyncio.create_task(apply_acks())
             while not ended.is_set():
                 free = max_in_flight - len(in_flight)
-                if free <= 0:
+                if free <= 0 or (in_flight and free < refill_at):
                     room.clear()
                     await room.wait()
                     continue
@@ -259,6 +288,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 self._wake.notify()  # fallback workers may take these labels again
             if reader is not None:
                 reader.cancel()
+            if applier is not None:
+                applier.cancel()
+            if acked:  # received but not yet applied: apply them, or they would be redelivered
+                try:
+                    self._q.ack_many(acked)
+                except MemosError as exc:
+                    log.warning("acks not applied: %s", exc, extra={"worker": worker})
             # The worker went away: what it held goes back to the queue at once.
             for delivery_id in list(in_flight):
                 try:

@@ -236,3 +236,16 @@ def test_survives_restart(open_queue) -> None:
     for d in got.values():
         q2.ack(d.delivery_id)
     assert q2.unfinished_count("u") == 0
+
+
+def test_ack_many_applies_what_it_can_and_names_the_rest(open_queue) -> None:
+    q = open_queue()
+    ids = q.submit([msg(cube=f"c{i}") for i in range(4)])
+    deliveries = q.receive(["add"], 10)
+    assert len(deliveries) == 4
+    q.ack(deliveries[0].delivery_id)  # already finished before the batch
+    batch = [d.delivery_id for d in deliveries] + ["nope/unknown", "malformed"]
+    failed = q.ack_many(batch)
+    assert failed == [deliveries[0].delivery_id, "nope/unknown", "malformed"]
+    assert all(q.get_task(i).state == TaskState.DONE for i in ids)
+    assert q.ack_many([]) == []

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, NotFound
 
 BUILTIN_LABELS = frozenset(
     {"query", "answer", "add", "mem_read", "mem_organize", "mem_update", "mem_archive", "pref_add"}
@@ -241,6 +241,19 @@ class TaskQueue(ABC):
     @abstractmethod
     def ack(self, delivery_id: str) -> None:
         """Marks the delivery's message done. NotFound for an unknown, stale or finished delivery."""
+
+    def ack_many(self, delivery_ids: Sequence[str]) -> list[str]:
+        """Acks several deliveries; returns those that could not be acked (unknown, stale, finished),
+        in the order given.
+
+        Backends override it to apply the batch in one transaction or round trip."""
+        failed = []
+        for delivery_id in delivery_ids:
+            try:
+                self.ack(delivery_id)
+            except (NotFound, InvalidArgument):
+                failed.append(delivery_id)
+        return failed
 
     @abstractmethod
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:

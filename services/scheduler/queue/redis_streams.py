@@ -284,6 +284,27 @@ class RedisTaskQueue(TaskQueue):
         self._answer(delivery_id, "ack")
 
     @_unavailable
+    def ack_many(self, delivery_ids: Sequence[str]) -> list[str]:
+        # One round trip: the same finish script per delivery, pipelined (not a transaction:
+        # each script is atomic on its own, which is all an ack needs).
+        pipe = self._r.pipeline(transaction=False)
+        now = time.time()
+        failed, sent = [], []
+        for delivery_id in delivery_ids:
+            try:
+                item_id, _ = split_delivery_id(delivery_id)
+            except InvalidArgument:
+                failed.append(delivery_id)
+                continue
+            self._finish(
+                args=[self.prefix, item_id, delivery_id, "ack", "", now, self.limits.max_attempts], client=pipe
+            )
+            sent.append(delivery_id)
+        results = pipe.execute() if sent else []
+        bad = set(failed) | {d for d, r in zip(sent, results, strict=True) if int(r) < 0}
+        return [d for d in delivery_ids if d in bad]
+
+    @_unavailable
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
         return TaskState(self._answer(delivery_id, "nack" if retry else "fail", error))
 

@@ -212,6 +212,22 @@ class SqliteTaskQueue(TaskQueue):
                 (time.time(), item_id),
             )
 
+    def ack_many(self, delivery_ids: Sequence[str]) -> list[str]:
+        failed = []
+        now = time.time()
+        with self._lock, self._tx():
+            for delivery_id in delivery_ids:
+                try:
+                    item_id, _ = self._leased(delivery_id)
+                except (NotFound, InvalidArgument):
+                    failed.append(delivery_id)
+                    continue
+                self._db.execute(
+                    f"UPDATE tasks SET state={D}, lease='', lease_until=0, updated_at=? WHERE item_id=?",
+                    (now, item_id),
+                )
+        return failed
+
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
         with self._lock, self._tx():
             item_id, attempts = self._leased(delivery_id)
