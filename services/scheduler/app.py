@@ -7,6 +7,7 @@ from services.scheduler.builtin import BuiltinHandlers
 from services.scheduler.queue import QueueLimits, SqliteTaskQueue, TaskQueue
 from services.scheduler.servicer import SchedulerServicer
 from services.scheduler.settings import SchedulerSettings
+from shared.metrics import SCHEDULER_DEAD_LETTERS, SCHEDULER_QUEUE_DEPTH, Reading
 from shared.server import GrpcServer, ServiceBinding
 
 SERVICE_NAME = "memos.scheduler.v1.SchedulerService"
@@ -51,6 +52,8 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
         ],
         on_stop=[queue.close],
     )
+    if settings.metrics_addr:
+        _observe_queue(server, queue)
     if settings.builtin_handlers and settings.textmem_addr:
         builtin = BuiltinHandlers(
             settings.textmem_addr,
@@ -58,7 +61,26 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
             ingest_addr=settings.ingest_addr,
             top_k=settings.working_memory_top_k,
             capacity=settings.working_memory_capacity,
+            concurrency=settings.builtin_concurrency,
         )
         server.on_start.append(lambda srv: builtin.start(srv.address))
         server.before_stop.append(builtin.stop)
     return server
+
+
+def _observe_queue(server: GrpcServer, queue: TaskQueue) -> None:
+    """Queue depth and dead letters as gauges, read from the queue at scrape time."""
+    depth = Reading(queue.depth)
+    dead = Reading(queue.dead_letter_count)
+
+    def depth_points():  # type: ignore[no-untyped-def]
+        for label, (pending, running) in sorted(depth().items()):
+            yield pending, {"label": label, "state": "pending"}
+            yield running, {"label": label, "state": "running"}
+
+    removers = [
+        SCHEDULER_QUEUE_DEPTH.add(depth_points),
+        SCHEDULER_DEAD_LETTERS.add(lambda: [(dead(), {})]),
+    ]
+    # Before queue.close: a scrape must not read a closed queue.
+    server.on_stop[:0] = [*removers, depth.close, dead.close]

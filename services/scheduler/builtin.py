@@ -55,8 +55,16 @@ class BuiltinHandlers:
     """A fallback worker for ``query``, ``mem_update`` and ``mem_read`` inside the scheduler process."""
 
     def __init__(
-        self, textmem_addr: str, settings: ClientSettings, *, ingest_addr: str = "", top_k: int, capacity: int
+        self,
+        textmem_addr: str,
+        settings: ClientSettings,
+        *,
+        ingest_addr: str = "",
+        top_k: int,
+        capacity: int,
+        concurrency: int = 8,
     ) -> None:
+        self._concurrency = concurrency
         self._textmem_addr = textmem_addr
         self._ingest_addr = ingest_addr
         self.labels = ["mem_update", "query", *(["mem_read"] if ingest_addr else [])]
@@ -108,29 +116,39 @@ class BuiltinHandlers:
         async def requests() -> AsyncIterator[scheduler_pb2.SubscribeRequest]:
             yield scheduler_pb2.SubscribeRequest(
                 subscription=scheduler_pb2.Subscription(
-                    worker_id="builtin", labels=self.labels, max_in_flight=4, fallback=True
+                    worker_id="builtin", labels=self.labels, max_in_flight=self._concurrency, fallback=True
                 )
             )
             while (req := await acks.get()) is not None:
                 yield req
 
         call = self._scheduler.Subscribe(requests())
+        running: set[asyncio.Task] = set()
+
+        async def handle(resp: scheduler_pb2.SubscribeResponse) -> None:
+            ack = scheduler_pb2.Acknowledgement(delivery_id=resp.delivery_id, success=True)
+            try:
+                await self._handlers()[resp.message.label](resp.message)
+                self.handled += 1
+            except grpc.aio.AioRpcError as exc:
+                ack.success, ack.error = False, f"{exc.code().name}: {exc.details()}"
+                # A missing cube or a bad message will not get better by retrying.
+                ack.give_up = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+            except Exception:  # noqa: BLE001 - reported as the task's error, redelivered
+                ack.success, ack.error = False, traceback.format_exc()[-8000:]
+            await acks.put(scheduler_pb2.SubscribeRequest(ack=ack))
+
         try:
             async for resp in call:
                 if not resp.delivery_id:
                     continue  # the subscription's confirmation
-                ack = scheduler_pb2.Acknowledgement(delivery_id=resp.delivery_id, success=True)
-                try:
-                    await self._handlers()[resp.message.label](resp.message)
-                    self.handled += 1
-                except grpc.aio.AioRpcError as exc:
-                    ack.success, ack.error = False, f"{exc.code().name}: {exc.details()}"
-                    # A missing cube or a bad message will not get better by retrying.
-                    ack.give_up = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
-                except Exception:  # noqa: BLE001 - reported as the task's error, redelivered
-                    ack.success, ack.error = False, traceback.format_exc()[-8000:]
-                await acks.put(scheduler_pb2.SubscribeRequest(ack=ack))
+                # Concurrently, up to the subscription's max_in_flight (the scheduler sends no more).
+                task = asyncio.create_task(handle(resp))
+                running.add(task)
+                task.add_done_callback(running.discard)
         finally:
+            for task in list(running):
+                task.cancel()  # unacked: the scheduler hands them out again when this stream ends
             await acks.put(None)
             call.cancel()
 

@@ -58,6 +58,9 @@ class SchedulerSettings(ServerSettings, ClientSettings):
     """Run the built-in ``query``, ``mem_update`` and ``mem_read`` handlers (as a fallback worker: a worker that
     subscribes to one of these labels takes it over, on this replica)."""
 
+    builtin_concurrency: int = Field(default=8, ge=1, le=256)
+    """Messages the built-in handlers work on at once (each mostly waits on textmem, ingest or an LLM)."""
+
     working_memory_top_k: int = Field(default=5, ge=1, le=100)
     """Memories a ``mem_update`` retrieves for the query before the earlier working memory."""
 

@@ -274,6 +274,14 @@ class TaskQueue(ABC):
         """Pending or running messages of a user (and cube; empty: every cube)."""
 
     @abstractmethod
+    def depth(self) -> dict[str, tuple[int, int]]:
+        """Open messages per known label (built-in or registered): (pending, running)."""
+
+    @abstractmethod
+    def dead_letter_count(self) -> int:
+        """Dead-lettered messages, all labels."""
+
+    @abstractmethod
     def list_dead_letters(self, label: str = "", page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
         """Dead-lettered tasks, oldest first, and the next page's token ("" when none)."""
 

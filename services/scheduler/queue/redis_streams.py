@@ -341,6 +341,35 @@ class RedisTaskQueue(TaskQueue):
         return sum(int(v) for v in self._r.hvals(key))
 
     @_unavailable
+    def depth(self) -> dict[str, tuple[int, int]]:
+        # A label's consumer-group PEL holds exactly its open messages; the running ones are
+        # the leased items (few: workers times their in-flight limit), each of which names its label.
+        labels = sorted(self.known_labels())
+        pipe = self._r.pipeline(transaction=False)
+        for label in labels:
+            pipe.xpending(self._k("s", label), GROUP)
+        open_counts = pipe.execute(raise_on_error=False)
+        running: dict[str, int] = {}
+        leased = self._r.zrange(self._k("running"), 0, -1)
+        if leased:
+            pipe = self._r.pipeline(transaction=False)
+            for item in leased:
+                pipe.hget(self._k("t", item), "label")
+            for label in pipe.execute():
+                if label:
+                    running[label] = running.get(label, 0) + 1
+        out: dict[str, tuple[int, int]] = {}
+        for label, summary in zip(labels, open_counts, strict=True):
+            n = int(summary["pending"]) if isinstance(summary, dict) else 0  # no stream yet: nothing open
+            r = running.get(label, 0)
+            out[label] = (max(n - r, 0), r)
+        return out
+
+    @_unavailable
+    def dead_letter_count(self) -> int:
+        return int(self._r.zcard(self._k("dead")))
+
+    @_unavailable
     def list_dead_letters(self, label: str = "", page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
         page_size = max(1, min(page_size or 100, 1000))
         try:

@@ -261,6 +261,18 @@ class SqliteTaskQueue(TaskQueue):
         with self._lock:
             return self._db.execute(sql, args).fetchone()[0]
 
+    def depth(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, list[int]] = {label: [0, 0] for label in self.known_labels()}
+        with self._lock:
+            rows = self._db.execute(f"SELECT label, state, COUNT(*) FROM tasks WHERE {_OPEN} GROUP BY label, state")
+            for label, state, n in rows.fetchall():
+                out.setdefault(label, [0, 0])[0 if state == P else 1] = int(n)
+        return {label: (p, r) for label, (p, r) in out.items()}
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE state = {X}").fetchone()[0])
+
     def list_dead_letters(self, label: str = "", page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
         page_size = max(1, min(page_size or 100, 1000))
         try:
