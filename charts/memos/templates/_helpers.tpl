@@ -543,8 +543,10 @@ actmem (MEMOS_VLLM_URL) reaches it. ctx: {root, name, svc}
     - --served-model-name
     - {{ . | quote }}
     {{- end }}
-    # actmem keeps caches as warmed prefixes: prefix caching is what it relies on.
+    # actmem keeps caches as warmed prefixes: prefix caching is what it relies on, and the
+    # cached-token count in each answer's usage is how it checks a hit.
     - --enable-prefix-caching
+    - --enable-prompt-tokens-details
     {{- range $v.args }}
     - {{ . | quote }}
     {{- end }}

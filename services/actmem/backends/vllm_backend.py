@@ -10,8 +10,8 @@ Whether it did is read from the server's own count of cached prompt tokens
 (``usage.prompt_tokens_details.cached_tokens``), never assumed.
 
 The server must run with ``--enable-prefix-caching`` (vLLM's default) and
-``--enable-prompt-tokens-details`` (else it reports no cached-token count); both
-are checked at start. vLLM caches whole blocks of ``block_size`` tokens, so a
+``--enable-prompt-tokens-details`` (else it reports no cached-token count); prefix
+caching is checked at start, the cached-token count when a generation reports none. vLLM caches whole blocks of ``block_size`` tokens, so a
 hit covers the prefix rounded down to a block (a prefix shorter than one block
 is never cached).
 

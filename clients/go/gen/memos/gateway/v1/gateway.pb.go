@@ -1818,7 +1818,7 @@ type ChatRequest struct {
 	IncludePreference bool   `protobuf:"varint,10,opt,name=include_preference,json=includePreference,proto3" json:"include_preference,omitempty"`
 	// Stores the exchange as new memories in writable_cube_ids after the answer.
 	AddMessageOnAnswer bool `protobuf:"varint,11,opt,name=add_message_on_answer,json=addMessageOnAnswer,proto3" json:"add_message_on_answer,omitempty"`
-	// Cube ids for the scheduler's query event; the first readable cube when empty.
+	// The cube of the scheduler's query event; the first readable cube when empty.
 	EventCubeId   string `protobuf:"bytes,12,opt,name=event_cube_id,json=eventCubeId,proto3" json:"event_cube_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
