@@ -32,6 +32,7 @@ echo "setup: installing Python dependencies (first run downloads torch: a few mi
 # (namespace package memos.*), sdk/python the client and MemOS facade.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf '%s\n%s\n%s\n' "$PWD" "$PWD/gen/python" "$PWD/sdk/python" > "$site/memos-dev.pth"
+ln -sf ../../tools/memos .venv/bin/memos   # the memos CLI (docs/cli.md)
 
 if command -v npm >/dev/null 2>&1; then
   echo "setup: installing node tools (buf)"
