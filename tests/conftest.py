@@ -148,3 +148,13 @@ def unique() -> str:
     import uuid
 
     return uuid.uuid4().hex[:8]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Prints the figures tests reported (tests/figures.py), so that `make test` shows them."""
+    from tests.figures import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("figures reported by tests")
+        for topic, line in FIGURES:
+            terminalreporter.write_line(f"{topic}: {line}")
