@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from memos.gateway.v1 import gateway_pb2_grpc
+from services.gateway.auth import ApiKeyStore, Authenticator
 from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
 from services.gateway.ingest_client import IngestClient
@@ -31,7 +32,8 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
             semaphore=asyncio.Semaphore(settings.chat_llm_max_concurrency),
         )
     gateway = Gateway(settings, textmem, ingest, scheduler)
-    servicer = GatewayServicer(gateway, ChatService(gateway, llm, scheduler))
+    auth = Authenticator(ApiKeyStore(settings.api_keys_file) if settings.api_keys_file else None)
+    servicer = GatewayServicer(gateway, ChatService(gateway, llm, scheduler), auth)
     return GrpcServer(
         name="gateway",
         settings=settings,

@@ -22,6 +22,7 @@ from memos.gateway.v1 import gateway_pb2
 from memos.ingest.v1 import ingest_pb2
 from memos.scheduler.v1 import scheduler_pb2
 from memos.textmem.v1 import textmem_pb2
+from services.gateway.auth import check_acting_user
 from services.gateway.ingest_client import IngestClient
 from services.gateway.scheduler_client import SchedulerClient
 from services.gateway.settings import GatewaySettings
@@ -61,10 +62,12 @@ def role_of(cube: textmem_pb2.Cube, user_id: str) -> str:
 
 
 def require_user(user_id: str) -> None:
+    """The acting user: present, sane, and (with API keys on) the caller's own."""
     if not user_id or not user_id.strip():
         raise InvalidArgument("user_id is required", reason="MISSING_USER_ID", metadata={"field": "user_id"})
     if len(user_id) > 256:
         raise InvalidArgument("user_id is longer than 256 characters", reason="USER_ID_TOO_LONG")
+    check_acting_user(user_id)
 
 
 def check_cube_ids(cube_ids: Sequence[str], field: str, limit: int) -> list[str]:

@@ -1,47 +1,61 @@
-"""GatewayService servicer: hands each call to :class:`Gateway` with the call's remaining time."""
+"""GatewayService servicer: authenticates the caller, then hands the call to :class:`Gateway`
+with the call's remaining time."""
 
 from __future__ import annotations
 
 from memos.gateway.v1 import gateway_pb2_grpc
+from services.gateway.auth import Authenticator
 from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, gateway: Gateway, chat: ChatService) -> None:
+    def __init__(self, gateway: Gateway, chat: ChatService, auth: Authenticator | None = None) -> None:
         self._gw = gateway
         self._chat = chat
+        self._auth = auth or Authenticator(None)
 
     async def AddMemories(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.add(request, context.time_remaining())
 
     async def SearchMemories(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.search(request, context.time_remaining())
 
     async def GetMemory(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.get(request, context.time_remaining())
 
     async def ListMemories(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.list(request, context.time_remaining())
 
     async def UpdateMemory(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.update(request, context.time_remaining())
 
     async def DeleteMemories(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.delete(request, context.time_remaining())
 
     async def CreateCube(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.create_cube(request, context.time_remaining())
 
     async def ListCubes(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.list_cubes(request, context.time_remaining())
 
     async def ShareCube(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.share_cube(request, context.time_remaining())
 
     async def DeleteCube(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         return await self._gw.delete_cube(request, context.time_remaining())
 
     async def Chat(self, request, context):  # type: ignore[no-untyped-def]
+        self._auth.authenticate(context.invocation_metadata())
         async for event in self._chat.chat(request, context.time_remaining()):
             yield event

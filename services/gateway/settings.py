@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from shared.settings import ClientSettings, ServerSettings
@@ -10,6 +12,11 @@ from shared.settings import ClientSettings, ServerSettings
 class GatewaySettings(ServerSettings, ClientSettings):
     listen_addr: str = "0.0.0.0:50051"
     """host:port to listen on."""
+
+    api_keys_file: Path | None = None
+    """JSON file of API key records (``python -m services.gateway.auth create`` writes it); every
+    call then needs ``authorization: Bearer <key>`` and may act only as the key's user (admin keys:
+    any user). Unset: no authentication, for a laptop or a gateway reachable only on loopback."""
 
     textmem_addr: str = "127.0.0.1:50052"
     """Where the textmem service listens."""

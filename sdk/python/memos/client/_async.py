@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from memos.client._base import IDEMPOTENT_METHODS, ClientMethods
+from memos.client._base import IDEMPOTENT_METHODS, ClientMethods, auth_metadata
 from memos.gateway.v1 import gateway_pb2_grpc
 from shared.channels import open_channel
 from shared.grpc_errors import from_rpc_error
@@ -17,7 +17,10 @@ from shared.settings import ClientSettings
 class AsyncMemosClient(ClientMethods):
     """Talks to a memos gateway from asyncio code. Create it inside the running loop."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, settings: ClientSettings | None = None) -> None:
+    def __init__(
+        self, target: str = "127.0.0.1:50051", *, settings: ClientSettings | None = None, api_key: str | None = None
+    ) -> None:
+        self._auth = auth_metadata(api_key)
         self._channel = open_channel(
             target, settings=settings or ClientSettings(), idempotent_methods=IDEMPOTENT_METHODS
         )
@@ -25,7 +28,7 @@ class AsyncMemosClient(ClientMethods):
 
     async def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         try:
-            return await getattr(self._stub, method)(request, timeout=timeout)
+            return await getattr(self._stub, method)(request, timeout=timeout, metadata=self._auth)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -33,7 +36,7 @@ class AsyncMemosClient(ClientMethods):
         return self._call(method, request, timeout)
 
     def _stream(self, method: str, request: Any, timeout: float | None) -> AsyncIterator[Any]:
-        call = getattr(self._stub, method)(request, timeout=timeout)
+        call = getattr(self._stub, method)(request, timeout=timeout, metadata=self._auth)
 
         async def events() -> AsyncIterator[Any]:
             try:

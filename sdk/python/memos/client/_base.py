@@ -7,6 +7,7 @@ awaitable of it. Every mutation gets a request id, so retrying is safe.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +27,12 @@ _SHARE_ROLES = {
     "writer": gateway_pb2.SHARE_ROLE_WRITER,
     "none": gateway_pb2.SHARE_ROLE_NONE,
 }
+
+
+def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries an API key (``MEMOS_API_KEY`` when none is given)."""
+    key = api_key if api_key is not None else os.environ.get("MEMOS_API_KEY", "")
+    return (("authorization", f"Bearer {key}"),) if key else ()
 
 
 def _request_id(value: str | None) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from memos.client._base import IDEMPOTENT_METHODS, ClientMethods
+from memos.client._base import IDEMPOTENT_METHODS, ClientMethods, auth_metadata
 from memos.gateway.v1 import gateway_pb2_grpc
 from shared.channels import channel_options
 from shared.context import REQUEST_ID_HEADER, new_request_id
@@ -18,8 +18,11 @@ from shared.settings import ClientSettings
 class MemosClient(ClientMethods):
     """Talks to a memos gateway. Thread-safe; reuse one per process."""
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, settings: ClientSettings | None = None) -> None:
+    def __init__(
+        self, target: str = "127.0.0.1:50051", *, settings: ClientSettings | None = None, api_key: str | None = None
+    ) -> None:
         self._settings = settings or ClientSettings()
+        self._auth = auth_metadata(api_key)
         self._channel = grpc.insecure_channel(target, options=channel_options(self._settings, IDEMPOTENT_METHODS))
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
 
@@ -28,13 +31,15 @@ class MemosClient(ClientMethods):
             return getattr(self._stub, method)(
                 request,
                 timeout=timeout if timeout is not None else self._settings.default_deadline_s,
-                metadata=((REQUEST_ID_HEADER, new_request_id()),),
+                metadata=((REQUEST_ID_HEADER, new_request_id()), *self._auth),
             )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
     def _stream(self, method: str, request: Any, timeout: float | None) -> Iterator[Any]:
-        call = getattr(self._stub, method)(request, timeout=timeout, metadata=((REQUEST_ID_HEADER, new_request_id()),))
+        call = getattr(self._stub, method)(
+            request, timeout=timeout, metadata=((REQUEST_ID_HEADER, new_request_id()), *self._auth)
+        )
 
         def events() -> Iterator[Any]:
             try:
