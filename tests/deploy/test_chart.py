@@ -333,3 +333,17 @@ def test_otlp_endpoint_reaches_every_service(rendered: dict[str, list[dict[str, 
     for dep in _objects(rendered["minimal"], "Deployment"):
         names = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in names
+
+
+def test_api_keys_secret_is_mounted_and_named_to_the_gateway(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    gateway = _deployments(rendered["external-engines"])["gateway"]
+    pod = gateway["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "gateway"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MEMOS_API_KEYS_FILE"] == "/etc/memos/api-keys/keys.json"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-keys"]
+    assert mount["readOnly"] and "subPath" not in mount  # updates of the Secret must reach the file
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"]["secretName"] == "memos-api-keys"
+    # Without the value there is no key file.
+    assert "MEMOS_API_KEYS_FILE" not in str(_deployments(rendered["minimal"])["gateway"])

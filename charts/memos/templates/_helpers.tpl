@@ -210,6 +210,10 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
   value: {{ .svc.maxCubesPerRequest | quote }}
 - name: MEMOS_CUBE_CACHE_TTL_S
   value: {{ .svc.cubeCacheTtlSeconds | quote }}
+{{- if .svc.apiKeysSecret }}
+- name: MEMOS_API_KEYS_FILE
+  value: /etc/memos/api-keys/keys.json
+{{- end }}
 {{- end -}}
 
 {{/* services/ingest/settings.py */}}
@@ -467,6 +471,11 @@ spec:
               mountPath: {{ $svc.model.mountPath }}
               readOnly: true
             {{- end }}
+            {{- if and (eq .name "gateway") $svc.apiKeysSecret }}
+            - name: api-keys
+              mountPath: /etc/memos/api-keys
+              readOnly: true
+            {{- end }}
             {{- with $svc.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -501,6 +510,13 @@ spec:
             medium: Memory
             sizeLimit: {{ $svc.vllm.shmSizeLimit }}
         {{- end }}
+        {{- end }}
+        {{- if and (eq .name "gateway") $svc.apiKeysSecret }}
+        # No subPath: a mounted Secret's updates reach the file only without one.
+        - name: api-keys
+          secret:
+            secretName: {{ $svc.apiKeysSecret }}
+            defaultMode: 0440
         {{- end }}
         {{- with $svc.extraVolumes }}
         {{- toYaml . | nindent 8 }}
