@@ -26,6 +26,7 @@ from opentelemetry import trace
 from shared.context import REQUEST_ID_HEADER, current_request_id, new_request_id, reset_request_id, set_request_id
 from shared.errors import Code, DeadlineExceeded, Internal, MemosError
 from shared.grpc_errors import grpc_code, trailing_metadata_for
+from shared.metrics import RPC_ACTIVE, RPC_DURATION, RPC_ERRORS, rpc_attributes
 from shared.telemetry import extract_context, inject_metadata
 
 access_log = logging.getLogger("memos.access")
@@ -103,7 +104,7 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _Call:
-    """Bookkeeping of one server call: request id, span, access log line."""
+    """Bookkeeping of one server call: request id, span, metrics, access log line."""
 
     def __init__(self, tracer: trace.Tracer, method: str, metadata: tuple, context: grpc.aio.ServicerContext):
         self.method = method
@@ -127,6 +128,8 @@ class _Call:
         self.span = self._span_cm.__enter__()
         self.span.set_attribute("rpc.system", "grpc")
         self.span.set_attribute("memos.request_id", self.request_id)
+        self._attrs = rpc_attributes(self.method)
+        RPC_ACTIVE.add(1, self._attrs)
         return self
 
     async def begin(self) -> None:
@@ -158,26 +161,34 @@ class _Call:
         await self.context.abort(grpc_code(err.code), err.message, trailing_metadata=trailing_metadata_for(err))
 
     def __exit__(self, *exc_info: Any) -> None:
-        elapsed_ms = (time.perf_counter() - self._start) * 1000
+        elapsed_s = time.perf_counter() - self._start
+        RPC_ACTIVE.add(-1, self._attrs)
+        outcome = {**self._attrs, "rpc.grpc.status_code": self.code.name}
+        RPC_DURATION.record(elapsed_s, outcome)
+        if self.code != Code.OK:
+            RPC_ERRORS.add(1, {**outcome, "error.reason": self.reason or self.code.name})
         self.span.set_attribute("rpc.grpc.status_code", int(self.code))
-        self._span_cm.__exit__(None, None, None)
-        otel_context.detach(self._ctx_token)
         level = logging.DEBUG if self.method.startswith(_QUIET_PREFIXES) else logging.INFO
         if self.code not in (Code.OK, Code.CANCELLED) and self.code >= Code.INTERNAL:
             level = logging.WARNING
-        if access_log.isEnabledFor(level):
-            access_log.log(
-                level,
-                "rpc",
-                extra={
-                    "method": self.method,
-                    "code": self.code.name,
-                    "reason": self.reason,
-                    "duration_ms": round(elapsed_ms, 2),
-                    "peer": self.peer,
-                },
-            )
-        reset_request_id(self._rid_token)
+        try:
+            # Logged while the span is still current, so the line carries its trace and span ids.
+            if access_log.isEnabledFor(level):
+                access_log.log(
+                    level,
+                    "rpc",
+                    extra={
+                        "method": self.method,
+                        "code": self.code.name,
+                        "reason": self.reason,
+                        "duration_ms": round(elapsed_s * 1000, 2),
+                        "peer": self.peer,
+                    },
+                )
+        finally:
+            self._span_cm.__exit__(None, None, None)
+            otel_context.detach(self._ctx_token)
+            reset_request_id(self._rid_token)
 
 
 def _with_metadata(details: grpc.aio.ClientCallDetails, default_timeout: float) -> grpc.aio.ClientCallDetails:

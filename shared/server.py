@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared.interceptors import ServerCallInterceptor
+from shared.metrics import serve_metrics
 from shared.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port: int = 0
+        # Where /metrics is served ("" while MEMOS_METRICS_ADDR is empty).
+        self.metrics_address = ""
         self._stopped = asyncio.Event()
 
     @property
@@ -63,6 +66,9 @@ class GrpcServer:
 
     async def start(self) -> int:
         s = self.settings
+        if s.metrics_addr:
+            # Before the listener, so the first calls are counted and a bad address fails the start.
+            self.metrics_address = serve_metrics(s.metrics_addr, self.name)
         server = grpc.aio.server(
             interceptors=[ServerCallInterceptor(self.name)],
             options=[

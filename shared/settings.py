@@ -54,6 +54,20 @@ class ServerSettings(MemosSettings):
     enable_reflection: bool = True
     """Serve gRPC server reflection (grpcurl, grpcui)."""
 
+    metrics_addr: str = ""
+    """host:port to serve Prometheus metrics on (``/metrics``, OpenTelemetry instruments); empty
+    disables them. Port 0 picks a free port. The Helm chart sets ``0.0.0.0:9464``."""
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        v = v.strip()
+        if v:
+            host, sep, port = v.rpartition(":")
+            if not sep or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"metrics_addr must be host:port (e.g. 0.0.0.0:9464), not {v!r}")
+        return v
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, v: str) -> str:

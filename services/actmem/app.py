@@ -9,6 +9,7 @@ from services.actmem.servicer import ActMemServicer
 from services.actmem.settings import ActMemSettings
 from services.actmem.store import CacheStore
 from shared.errors import Unimplemented
+from shared.metrics import ACTMEM_CACHE_BYTES
 from shared.server import GrpcServer, ServiceBinding
 
 SERVICE_NAME = actmem_pb2.DESCRIPTOR.services_by_name["ActMemService"].full_name
@@ -76,7 +77,7 @@ def build_memory(settings: ActMemSettings, backend: Backend | None = None) -> Ac
 def build_server(settings: ActMemSettings, memory: ActMemory | None = None) -> GrpcServer:
     memory = memory or build_memory(settings)
     servicer = ActMemServicer(memory, settings.chunk_bytes)
-    return GrpcServer(
+    server = GrpcServer(
         name="actmem",
         settings=settings,
         services=[
@@ -84,3 +85,10 @@ def build_server(settings: ActMemSettings, memory: ActMemory | None = None) -> G
         ],
         on_stop=[memory.close],
     )
+    if settings.metrics_addr:
+        store = memory.store
+        remove = ACTMEM_CACHE_BYTES.add(
+            lambda: [(store.resident_bytes, {"tier": "memory"}), (store.spilled_bytes, {"tier": "disk"})]
+        )
+        server.on_stop.insert(0, remove)
+    return server

@@ -7,9 +7,10 @@ from services.textmem.embedders import Embedder, build_embedder
 from services.textmem.memory import TextMemory
 from services.textmem.servicer import CubeServicer, TextMemServicer
 from services.textmem.settings import TextMemSettings
-from services.textmem.stores.graph import GraphStore
+from services.textmem.stores.graph import GraphStore, MemoryStats
 from services.textmem.stores.milvus_vector import MilvusVectorStore
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
+from shared.metrics import TEXTMEM_CUBE_MEMORIES, TEXTMEM_CUBES, TEXTMEM_MEMORIES, Reading
 from shared.server import GrpcServer, ServiceBinding
 
 SERVICE_NAMES = [s.full_name for s in textmem_pb2.DESCRIPTOR.services_by_name.values()]
@@ -60,7 +61,7 @@ def build_server(settings: TextMemSettings, memory: TextMemory | None = None) ->
     memory = memory or build_memory(settings)
     tm = TextMemServicer(memory)
     cubes = CubeServicer(memory)
-    return GrpcServer(
+    server = GrpcServer(
         name="textmem",
         settings=settings,
         services=[
@@ -74,3 +75,22 @@ def build_server(settings: TextMemSettings, memory: TextMemory | None = None) ->
         ],
         on_stop=[memory.close],
     )
+    if settings.metrics_addr:
+        _observe_memories(server, memory.graph, settings)
+    return server
+
+
+def _observe_memories(server: GrpcServer, graph: GraphStore, settings: TextMemSettings) -> None:
+    """Memory and cube counts as gauges. Per-cube series only for the largest cubes: cube ids
+    are unbounded (one per user or more), and a series per cube would grow Prometheus without limit."""
+    # One count serves the three gauges of a scrape (and later scrapes, for ttl_s).
+    stats: Reading[MemoryStats] = Reading(
+        lambda: graph.memory_stats(settings.metrics_top_cubes), ttl_s=settings.metrics_stats_ttl_s
+    )
+    removers = [
+        TEXTMEM_MEMORIES.add(lambda: [(n, {"memory_type": t}) for t, n in sorted(stats().by_type.items())]),
+        TEXTMEM_CUBES.add(lambda: [(stats().cubes, {})]),
+        TEXTMEM_CUBE_MEMORIES.add(lambda: [(n, {"cube_id": cube}) for cube, n in stats().largest]),
+    ]
+    # Before memory.close: a scrape must not read a closed store.
+    server.on_stop[:0] = [*removers, stats.close]

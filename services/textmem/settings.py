@@ -108,6 +108,13 @@ class TextMemSettings(ServerSettings):
     working_memory_capacity: int = Field(default=20, ge=1, le=1000)
     """WorkingMemory items a cube keeps; a replace with more ids keeps the first (most relevant) ones."""
 
+    metrics_top_cubes: int = Field(default=10, ge=0, le=1000)
+    """With metrics on (MEMOS_METRICS_ADDR): the largest cubes reported one by one in
+    ``memos_textmem_cube_memories``; a bound on that metric's series (0: none)."""
+
+    metrics_stats_ttl_s: float = Field(default=15.0, ge=0.0)
+    """With metrics on: how long textmem's memory and cube counts are reused between scrapes."""
+
     @model_validator(mode="after")
     def _window_is_usable(self) -> TextMemSettings:
         # Refuse at start rather than fail every add with a caller-facing error.

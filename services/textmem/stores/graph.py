@@ -10,9 +10,19 @@ changes anything of another cube, whatever ids it is given.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.textmem.models import Cube, Edge, Memory, MemoryFilter
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Counts for metrics: every cube's memories by type, the cubes, the largest cubes."""
+
+    by_type: dict[str, int] = field(default_factory=dict)
+    cubes: int = 0
+    largest: list[tuple[str, int]] = field(default_factory=list)
 
 
 class GraphStore(Protocol):
@@ -66,5 +76,9 @@ class GraphStore(Protocol):
 
     def delete_cube(self, cube_id: str) -> None:
         """Removes the cube record (its memories must be deleted first)."""
+
+    # metrics --------------------------------------------------------------
+    def memory_stats(self, top_cubes: int) -> MemoryStats:
+        """Memories by type, registered cubes, and the ``top_cubes`` largest cubes (largest first)."""
 
     def close(self) -> None: ...

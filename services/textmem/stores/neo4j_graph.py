@@ -61,6 +61,7 @@ from neo4j.exceptions import (
 )
 
 from services.textmem.models import Cube, Edge, Memory, MemoryFilter, Source
+from services.textmem.stores.graph import MemoryStats
 from shared.errors import AlreadyExists, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -627,6 +628,27 @@ class Neo4jGraphStore:
             ).consume()
 
         self._write(work)
+
+    # metrics --------------------------------------------------------------
+    def memory_stats(self, top_cubes: int) -> MemoryStats:
+        def work(tx: ManagedTransaction) -> MemoryStats:
+            by_type = {
+                r["t"]: int(r["n"])
+                for r in tx.run("MATCH (m:Memory) RETURN m.memory_type AS t, count(*) AS n")
+                if r["t"] is not None
+            }
+            cubes = int(tx.run("MATCH (c:Cube) RETURN count(c) AS n").single(strict=True)["n"])
+            largest: list[tuple[str, int]] = []
+            if top_cubes > 0:
+                rows = tx.run(
+                    "MATCH (m:Memory) WITH m.cube_id AS cube, count(*) AS n"
+                    " RETURN cube, n ORDER BY n DESC, cube LIMIT $k",
+                    k=top_cubes,
+                )
+                largest = [(r["cube"], int(r["n"])) for r in rows]
+            return MemoryStats(by_type=by_type, cubes=cubes, largest=largest)
+
+        return self._read(work)
 
 
 def _cube_of(props: dict[str, Any], members: list[list[Any]]) -> Cube:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.textmem.models import Cube, Edge, Memory, MemoryFilter, Source
+from services.textmem.stores.graph import MemoryStats
 from shared.errors import AlreadyExists, NotFound, Unavailable
 
 _SCHEMA = """
@@ -468,6 +469,24 @@ class SqliteGraphStore:
     def delete_cube(self, cube_id: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,))
+
+    # metrics --------------------------------------------------------------
+    def memory_stats(self, top_cubes: int) -> MemoryStats:
+        conn = self._conn()
+        by_type = {
+            r["memory_type"]: int(r["n"])
+            for r in conn.execute("SELECT memory_type, COUNT(*) AS n FROM memories GROUP BY memory_type")
+        }
+        cubes = int(conn.execute("SELECT COUNT(*) AS n FROM cubes").fetchone()["n"])
+        largest: list[tuple[str, int]] = []
+        if top_cubes > 0:
+            # Reads the (cube_id, seq) index only, never the rows.
+            rows = conn.execute(
+                "SELECT cube_id, COUNT(*) AS n FROM memories GROUP BY cube_id ORDER BY n DESC, cube_id LIMIT ?",
+                (top_cubes,),
+            )
+            largest = [(r["cube_id"], int(r["n"])) for r in rows]
+        return MemoryStats(by_type=by_type, cubes=cubes, largest=largest)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

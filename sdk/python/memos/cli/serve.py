@@ -78,7 +78,11 @@ def wait_serving(
 def suite_specs(environ: Mapping[str, str] | None = None) -> list[tuple[str, str, dict[str, str]]]:
     """(name, listen address, extra environment) for each service of the suite, in start order."""
     addr = {name: listen_address(name, environ) for name in SUITE}
-    return [
+    env = os.environ if environ is None else environ
+    # One metrics port per service (MEMOS_<NAME>_METRICS): a shared MEMOS_METRICS_ADDR would make
+    # the four processes fight over one port.
+    metrics = {name: {"MEMOS_METRICS_ADDR": env.get(f"MEMOS_{name.upper()}_METRICS", "")} for name in SUITE}
+    specs = [
         ("textmem", addr["textmem"], {"MEMOS_LISTEN_ADDR": addr["textmem"]}),
         ("ingest", addr["ingest"], {"MEMOS_LISTEN_ADDR": addr["ingest"], "MEMOS_TEXTMEM_ADDR": addr["textmem"]}),
         (
@@ -101,6 +105,7 @@ def suite_specs(environ: Mapping[str, str] | None = None) -> list[tuple[str, str
             },
         ),
     ]
+    return [(name, address, {**metrics[name], **extra}) for name, address, extra in specs]
 
 
 def run(specs: Sequence[tuple[str, str, Mapping[str, str]]], *, ready_line: str | None = None) -> int:
