@@ -9,11 +9,12 @@ and only on UNAVAILABLE: the one code that means the request did not run.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 
 import grpc
 
-from shared.interceptors import ClientCallInterceptor
+from shared.interceptors import SERVICE_TOKEN_HEADER, ClientCallInterceptor
 from shared.settings import ClientSettings
 
 
@@ -68,10 +69,53 @@ def open_channel(
     return grpc.aio.insecure_channel(
         target,
         options=channel_options(settings, idempotent_methods, max_message_bytes),
-        interceptors=[ClientCallInterceptor(settings.default_deadline_s)],
+        interceptors=[ClientCallInterceptor(settings.default_deadline_s, settings.service_token)],
     )
 
 
 def method_names(service_descriptor) -> list[str]:  # type: ignore[no-untyped-def]
     """Full method names of a service descriptor, for ``idempotent_methods``."""
     return [f"/{service_descriptor.full_name}/{m.name}" for m in service_descriptor.methods]
+
+
+class _AddMetadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds fixed metadata to every call of a blocking channel."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._md = metadata
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        class Details(grpc.ClientCallDetails):
+            pass
+
+        new = Details()
+        new.method, new.timeout, new.credentials = details.method, details.timeout, details.credentials
+        new.wait_for_ready, new.compression = details.wait_for_ready, details.compression
+        new.metadata = [*(details.metadata or ()), *self._md]
+        return new
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request_iterator)
+
+
+def with_service_token(channel: grpc.Channel, token: str | None = None) -> grpc.Channel:
+    """A blocking channel that sends the release's service token (``MEMOS_SERVICE_TOKEN`` when
+    ``token`` is None): for SDK clients of internal services (scheduler workers, actmem)."""
+    token = os.environ.get("MEMOS_SERVICE_TOKEN", "") if token is None else token
+    if not token:
+        return channel
+    return grpc.intercept_channel(channel, _AddMetadata(((SERVICE_TOKEN_HEADER, token),)))

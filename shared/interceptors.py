@@ -14,6 +14,7 @@ trace context and sets a default deadline on calls that have none.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from shared.context import REQUEST_ID_HEADER, current_request_id, new_request_id, reset_request_id, set_request_id
-from shared.errors import Code, DeadlineExceeded, Internal, MemosError
+from shared.errors import Code, DeadlineExceeded, Internal, MemosError, Unauthenticated
 from shared.grpc_errors import grpc_code, trailing_metadata_for
 from shared.metrics import RPC_ACTIVE, RPC_DURATION, RPC_ERRORS, rpc_attributes
 from shared.telemetry import extract_context, inject_metadata
@@ -36,9 +37,15 @@ log = logging.getLogger(__name__)
 _QUIET_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
+SERVICE_TOKEN_HEADER = "x-memos-service-token"
+# Open without the service token: probes and tooling carry none.
+_TOKEN_EXEMPT = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
 class ServerCallInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service_name: str) -> None:
+    def __init__(self, service_name: str, service_token: str = "") -> None:
         self._tracer = trace.get_tracer(f"memos.{service_name}")
+        self._token = service_token
 
     async def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
@@ -78,6 +85,7 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
             with call:
                 try:
                     await call.begin()
+                    self._check_token(method, metadata)
                     return await behavior(request_or_iterator, context)
                 except BaseException as exc:  # noqa: BLE001 - translated, then re-raised
                     await call.fail(exc)
@@ -90,6 +98,7 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
             with call:
                 try:
                     await call.begin()
+                    self._check_token(method, metadata)
                     async for response in behavior(request_or_iterator, context):
                         yield response
                 except GeneratorExit:
@@ -101,6 +110,15 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
                     await call.fail(exc)
 
         return wrapped
+
+    def _check_token(self, method: str, metadata: tuple) -> None:
+        if not self._token or method.startswith(_TOKEN_EXEMPT):
+            return
+        sent = next((v for k, v in metadata if k == SERVICE_TOKEN_HEADER and isinstance(v, str)), "")
+        if not hmac.compare_digest(sent.encode(), self._token.encode()):
+            raise Unauthenticated(
+                "calls to this service need the release's service token", reason="SERVICE_TOKEN_REQUIRED"
+            )
 
 
 class _Call:
@@ -191,8 +209,12 @@ class _Call:
             reset_request_id(self._rid_token)
 
 
-def _with_metadata(details: grpc.aio.ClientCallDetails, default_timeout: float) -> grpc.aio.ClientCallDetails:
+def _with_metadata(
+    details: grpc.aio.ClientCallDetails, default_timeout: float, service_token: str = ""
+) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if service_token:
+        metadata[SERVICE_TOKEN_HEADER] = service_token
     if REQUEST_ID_HEADER not in metadata:
         metadata.add(REQUEST_ID_HEADER, current_request_id() or new_request_id())
     for key, value in inject_metadata():
@@ -207,17 +229,18 @@ class ClientCallInterceptor(
     grpc.aio.StreamUnaryClientInterceptor,
     grpc.aio.StreamStreamClientInterceptor,
 ):
-    def __init__(self, default_timeout_s: float) -> None:
+    def __init__(self, default_timeout_s: float, service_token: str = "") -> None:
         self._timeout = default_timeout_s
+        self._token = service_token
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await continuation(_with_metadata(client_call_details, self._timeout), request)
+        return await continuation(_with_metadata(client_call_details, self._timeout, self._token), request)
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await continuation(_with_metadata(client_call_details, self._timeout), request)
+        return await continuation(_with_metadata(client_call_details, self._timeout, self._token), request)
 
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
-        return await continuation(_with_metadata(client_call_details, self._timeout), request_iterator)
+        return await continuation(_with_metadata(client_call_details, self._timeout, self._token), request_iterator)
 
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
-        return await continuation(_with_metadata(client_call_details, self._timeout), request_iterator)
+        return await continuation(_with_metadata(client_call_details, self._timeout, self._token), request_iterator)

@@ -48,6 +48,9 @@ class GrpcServer:
     # its open calls would hold the drain for the whole grace period.
     on_start: list[Callable[[GrpcServer], Awaitable[None] | None]] = field(default_factory=list)
     before_stop: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    # Whether calls must carry MEMOS_SERVICE_TOKEN (when one is set): true for the services
+    # behind the gateway, false for the gateway, whose callers authenticate with API keys.
+    require_service_token: bool = True
 
     def __post_init__(self) -> None:
         self._server: grpc.aio.Server | None = None
@@ -70,7 +73,7 @@ class GrpcServer:
             # Before the listener, so the first calls are counted and a bad address fails the start.
             self.metrics_address = serve_metrics(s.metrics_addr, self.name)
         server = grpc.aio.server(
-            interceptors=[ServerCallInterceptor(self.name)],
+            interceptors=[ServerCallInterceptor(self.name, s.service_token if self.require_service_token else "")],
             options=[
                 ("grpc.max_receive_message_length", s.max_request_bytes),
                 ("grpc.max_send_message_length", s.max_response_bytes),

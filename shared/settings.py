@@ -25,6 +25,11 @@ class MemosSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MEMOS_", extra="ignore", frozen=True)
 
+    service_token: str = Field(default="", repr=False)
+    """Shared secret of the release's services: sent with every call to another memos service,
+    and required on every call a service receives (the gateway's public API, health and
+    reflection excepted), so a pod outside the release cannot call textmem directly. Empty: off."""
+
 
 class ServerSettings(MemosSettings):
     """What every gRPC server needs."""

@@ -43,5 +43,6 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
                 lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
             ),
         ],
+        require_service_token=False,  # public API: callers present API keys instead
         on_stop=[textmem.close, *([ingest.close] if ingest else []), *([scheduler.close] if scheduler else [])],
     )

@@ -35,6 +35,7 @@ from memos.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 from shared.channels import open_channel
+from shared.interceptors import SERVICE_TOKEN_HEADER
 from shared.settings import ClientSettings
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ class BuiltinHandlers:
         self.handled = 0
 
     async def start(self, scheduler_addr: str) -> None:
+        # A plain channel: the shared one sets a default deadline, and this stream is long-lived.
         sched_channel = grpc.aio.insecure_channel(scheduler_addr)
+        self._own_md = ((SERVICE_TOKEN_HEADER, self._settings.service_token),) if self._settings.service_token else ()
         tm_channel = open_channel(self._textmem_addr, settings=self._settings)
         self._channels = [sched_channel, tm_channel]
         self._scheduler = scheduler_pb2_grpc.SchedulerServiceStub(sched_channel)
@@ -122,7 +125,7 @@ class BuiltinHandlers:
             while (req := await acks.get()) is not None:
                 yield req
 
-        call = self._scheduler.Subscribe(requests())
+        call = self._scheduler.Subscribe(requests(), metadata=self._own_md)
         running: set[asyncio.Task] = set()
 
         async def handle(resp: scheduler_pb2.SubscribeResponse) -> None:
@@ -205,7 +208,9 @@ class BuiltinHandlers:
         update.label = "mem_update"
         update.item_id = f"{m.item_id}:mem_update"  # a redelivered query queues it once
         await self._scheduler.SubmitMessages(
-            scheduler_pb2.SubmitMessagesRequest(request_id=update.item_id, messages=[update]), timeout=10
+            scheduler_pb2.SubmitMessagesRequest(request_id=update.item_id, messages=[update]),
+            timeout=10,
+            metadata=self._own_md,
         )
 
     async def _on_mem_update(self, m: scheduler_pb2.ScheduleMessage) -> None:

@@ -321,6 +321,7 @@ def test_engine_credentials_come_from_secrets(rendered: dict[str, list[dict[str,
         "MEMOS_LLM_API_KEY": ("memos-engines", "llm-api-key"),
         "MEMOS_CHAT_LLM_API_KEY": ("memos-engines", "llm-api-key"),
         "MEMOS_EMBEDDING_API_KEY": ("memos-engines", "embedding-api-key"),
+        "MEMOS_SERVICE_TOKEN": ("memos-service-token", "token"),
     }
     # Embedded defaults: no Secret at all.
     assert not _objects(rendered["minimal"], "Secret")
@@ -347,3 +348,13 @@ def test_api_keys_secret_is_mounted_and_named_to_the_gateway(rendered: dict[str,
     assert volume["secret"]["secretName"] == "memos-api-keys"
     # Without the value there is no key file.
     assert "MEMOS_API_KEYS_FILE" not in str(_deployments(rendered["minimal"])["gateway"])
+
+
+def test_service_token_reaches_every_service_from_its_secret(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    deployments = _deployments(rendered["external-engines"])
+    assert set(deployments) >= {"gateway", "textmem", "ingest", "scheduler"}
+    for name, deployment in deployments.items():
+        (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+        (token,) = [e for e in container["env"] if e["name"] == "MEMOS_SERVICE_TOKEN"]
+        assert token["valueFrom"]["secretKeyRef"] == {"name": "memos-service-token", "key": "token"}, name
+    assert "MEMOS_SERVICE_TOKEN" not in str(rendered["minimal"])

@@ -163,6 +163,13 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
 - name: MEMOS_MAX_REQUEST_BYTES
   value: {{ $c.maxRequestBytes | int64 | quote }}
 {{- end }}
+{{- if $c.serviceTokenSecret }}
+- name: MEMOS_SERVICE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $c.serviceTokenSecret }}
+      key: token
+{{- end }}
 {{- /* Libraries that write caches under $HOME (Hugging Face, torch) get the /tmp emptyDir. */}}
 - name: HOME
   value: /tmp

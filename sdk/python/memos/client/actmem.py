@@ -22,6 +22,7 @@ import grpc
 from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
 from memos.client import _convert
 from services.actmem import codec
+from shared.channels import with_service_token
 from shared.errors import InvalidArgument
 from shared.grpc_errors import from_rpc_error
 
@@ -51,14 +52,23 @@ def decode_stream(responses: Iterator[Any]) -> tuple[actmem_pb2.CacheInfo, KV]:
 
 
 class ActMemClient:
-    def __init__(self, target: str, *, chunk_bytes: int = 1024 * 1024, timeout_s: float | None = 600.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        chunk_bytes: int = 1024 * 1024,
+        timeout_s: float | None = 600.0,
+        service_token: str | None = None,
+    ) -> None:
         self.target = target
         self._chunk = chunk_bytes
         self._timeout = timeout_s
-        self._channel = grpc.insecure_channel(
+        channel = grpc.insecure_channel(
             target,
             options=[("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)],
         )
+        # actmem is internal to a release: callers send its service token (MEMOS_SERVICE_TOKEN).
+        self._channel = with_service_token(channel, service_token)
         self.stub = actmem_pb2_grpc.ActMemServiceStub(self._channel)
 
     def close(self) -> None:

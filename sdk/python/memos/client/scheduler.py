@@ -31,6 +31,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from shared.channels import with_service_token
 from shared.grpc_errors import from_rpc_error
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,11 @@ class Worker:
 
 
 class SchedulerClient:
-    def __init__(self, target: str, *, timeout_s: float | None = 30.0) -> None:
+    def __init__(self, target: str, *, timeout_s: float | None = 30.0, service_token: str | None = None) -> None:
         self.target = target
         self._timeout = timeout_s
-        self._channel = grpc.insecure_channel(target)
+        # The scheduler is internal to a release: callers send its service token (MEMOS_SERVICE_TOKEN).
+        self._channel = with_service_token(grpc.insecure_channel(target), service_token)
         self.stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
         self._workers: list[Worker] = []
 
