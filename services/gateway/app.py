@@ -9,6 +9,7 @@ from services.gateway.auth import ApiKeyStore, Authenticator
 from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
 from services.gateway.ingest_client import IngestClient
+from services.gateway.limits import RateLimiter
 from services.gateway.scheduler_client import SchedulerClient
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
@@ -33,7 +34,8 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
         )
     gateway = Gateway(settings, textmem, ingest, scheduler)
     auth = Authenticator(ApiKeyStore(settings.api_keys_file) if settings.api_keys_file else None)
-    servicer = GatewayServicer(gateway, ChatService(gateway, llm, scheduler), auth)
+    limiter = RateLimiter(settings.rate_limit_per_user, settings.rate_limit_burst)
+    servicer = GatewayServicer(gateway, ChatService(gateway, llm, scheduler), auth, limiter)
     return GrpcServer(
         name="gateway",
         settings=settings,

@@ -18,6 +18,13 @@ class GatewaySettings(ServerSettings, ClientSettings):
     call then needs ``authorization: Bearer <key>`` and may act only as the key's user (admin keys:
     any user). Unset: no authentication, for a laptop or a gateway reachable only on loopback."""
 
+    rate_limit_per_user: float = Field(default=0.0, ge=0.0)
+    """Calls per second one user may make to this gateway replica on average (0: no limit); past it
+    RESOURCE_EXHAUSTED RATE_LIMITED with the wait in its details."""
+
+    rate_limit_burst: int = Field(default=20, ge=1)
+    """Calls one user may make at once above the rate before being limited."""
+
     textmem_addr: str = "127.0.0.1:50052"
     """Where the textmem service listens."""
 
