@@ -21,7 +21,7 @@ from typing import Any
 from memos.common.v1 import memory_pb2, message_pb2
 from memos.gateway.v1 import gateway_pb2
 from memos.scheduler.v1 import scheduler_pb2
-from services.gateway.core import Gateway, check_cube_ids, require_user
+from services.gateway.core import Gateway, as_list_item, check_cube_ids, require_user
 from services.gateway.scheduler_client import SchedulerClient
 from shared.errors import InvalidArgument, MemosError
 from shared.grpc_errors import to_status_proto
@@ -72,11 +72,12 @@ def build_prompt(
     history: list[dict[str, Any]],
     query: str,
 ) -> list[dict[str, Any]]:
-    """The messages sent to the LLM: instructions, then the memories as data, then the turns."""
+    """The messages sent to the LLM: instructions, then the memories as data (one list item each),
+    then the turns."""
     lines = [system_prompt or DEFAULT_SYSTEM_PROMPT, "", "# Memories (most relevant first)"]
     if memories:
         for i, m in enumerate(memories, 1):
-            lines.append(f"{i}. {m.item.memory}")
+            lines.append(as_list_item(f"{i}. ", m.item.memory))
     else:
         lines.append("(none found)")
     if pref_string:
@@ -87,7 +88,7 @@ def build_prompt(
 def offline_answer(memories: list[memory_pb2.ScoredMemory], limit: int = 3) -> str:
     if not memories:
         return "No language model is configured, and I found no memory that matches your question."
-    best = "\n".join(f"- {m.item.memory}" for m in memories[:limit])
+    best = "\n".join(as_list_item("- ", m.item.memory) for m in memories[:limit])
     return f"{OFFLINE_PREFIX}\n{best}"
 
 

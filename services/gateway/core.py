@@ -89,6 +89,26 @@ def check_cube_ids(cube_ids: Sequence[str], field: str, limit: int) -> list[str]
     return list(dict.fromkeys(cube_ids))
 
 
+def as_list_item(marker: str, text: str) -> str:
+    """``text`` as one list item: continuation lines indented under the marker, so a memory that
+    contains line breaks cannot start a heading, a numbered item or an instruction of its own
+    at the margin of a prompt, an answer or the preference string."""
+    pad = " " * len(marker)
+    lines = text.splitlines() or [""]  # every kind of line break: \r, \u2028, \x85, ...
+    return marker + "\n".join(line if i == 0 else pad + line for i, line in enumerate(lines))
+
+
+def check_memory_ids(memory_ids: Sequence[str], field: str) -> None:
+    """Memory ids are textmem's hex UUIDs; anything longer than an id could be is refused here, before
+    it is echoed back in a NOT_FOUND (an error's text and details travel in gRPC's trailing metadata,
+    which a peer refuses past 16 KiB: a huge id turned a plain NOT_FOUND into RESOURCE_EXHAUSTED)."""
+    for memory_id in memory_ids:
+        if len(memory_id) > 256:
+            raise InvalidArgument(
+                f"{field} contains an id over 256 characters", reason="MEMORY_ID_TOO_LONG", metadata={"field": field}
+            )
+
+
 @dataclass
 class _CachedCube:
     cube: textmem_pb2.Cube
@@ -393,7 +413,7 @@ class Gateway:
         if req.include_preference:
             prefs = [m.item.memory for b in pref_buckets for m in b.memories]
             if prefs:
-                pref_string = "User preferences:\n" + "\n".join(f"- {p}" for p in prefs)
+                pref_string = "User preferences:\n" + "\n".join(as_list_item("- ", p) for p in prefs)
         return gateway_pb2.SearchMemoriesResponse(
             text_mem=text_buckets, pref_mem=pref_buckets, pref_string=pref_string, ranked=ranked
         )
@@ -425,6 +445,7 @@ class Gateway:
     async def get(self, req: gateway_pb2.GetMemoryRequest, timeout: float | None) -> gateway_pb2.GetMemoryResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
+        check_memory_ids([req.memory_id], "memory_id")
         await self.authorize_read(req.user_id, [req.cube_id], timeout)
         resp = await self.textmem.call(
             self.textmem.memories.GetMemory,
@@ -453,6 +474,7 @@ class Gateway:
     ) -> gateway_pb2.UpdateMemoryResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
+        check_memory_ids([req.memory.id], "memory.id")
         await self._authorize_existing_write(req.user_id, req.cube_id, timeout)
         resp = await self.textmem.call(
             self.textmem.memories.UpdateMemory,
@@ -471,6 +493,7 @@ class Gateway:
     ) -> gateway_pb2.DeleteMemoriesResponse:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
+        check_memory_ids(req.memory_ids, "memory_ids")
         await self._authorize_existing_write(req.user_id, req.cube_id, timeout)
         resp = await self.textmem.call(
             self.textmem.memories.DeleteMemories,

@@ -8,6 +8,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
 from services.gateway.limits import RateLimiter
+from services.gateway.validation import check_request
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -24,9 +25,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._limiter = limiter or RateLimiter(0, 1)
 
     def _admit(self, request, context) -> None:  # type: ignore[no-untyped-def]
-        """Who is calling (API key), and whether they are within their request rate."""
+        """Who is calling (API key), whether they are within their request rate, and whether the
+        request's values can be stored at all (timestamps in range, finite numbers)."""
         self._auth.authenticate(context.invocation_metadata())
         self._limiter.check(request.user_id)
+        check_request(request)
 
     async def AddMemories(self, request, context):  # type: ignore[no-untyped-def]
         self._admit(request, context)
