@@ -14,6 +14,7 @@ trace context and sets a default deadline on calls that have none.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import logging
 import time
@@ -25,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from shared.context import REQUEST_ID_HEADER, current_request_id, new_request_id, reset_request_id, set_request_id
-from shared.errors import Code, DeadlineExceeded, Internal, MemosError, Unauthenticated
+from shared.errors import Code, DeadlineExceeded, Internal, InvalidArgument, MemosError, Unauthenticated
 from shared.grpc_errors import grpc_code, trailing_metadata_for
 from shared.metrics import RPC_ACTIVE, RPC_DURATION, RPC_ERRORS, rpc_attributes
 from shared.telemetry import extract_context, inject_metadata
@@ -53,53 +54,57 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = details.method
         metadata = tuple(details.invocation_metadata or ())
+        # The wrapper decodes requests itself (the handlers are registered without a request
+        # deserializer), so bytes that are not the method's message get INVALID_ARGUMENT with a
+        # reason instead of grpcio's bare UNKNOWN "Exception deserializing request!".
+        decode = handler.request_deserializer
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, metadata, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, metadata, handler.unary_unary, decode, streaming=False),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, metadata, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, metadata, handler.unary_stream, decode, streaming=False),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, metadata, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, metadata, handler.stream_unary, decode, streaming=True),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, metadata, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, metadata, handler.stream_stream, decode, streaming=True),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _wrap_unary(self, method: str, metadata: tuple, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_unary(
+        self, method: str, metadata: tuple, behavior: Callable[..., Any], decode: Any, *, streaming: bool
+    ) -> Callable[..., Any]:
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
             call = _Call(self._tracer, method, metadata, context)
             with call:
                 try:
                     await call.begin()
                     self._check_token(method, metadata)
-                    return await behavior(request_or_iterator, context)
+                    return await behavior(_decoded(request_or_iterator, decode, streaming), context)
                 except BaseException as exc:  # noqa: BLE001 - translated, then re-raised
                     await call.fail(exc)
 
         return wrapped
 
-    def _wrap_stream(self, method: str, metadata: tuple, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap_stream(
+        self, method: str, metadata: tuple, behavior: Callable[..., Any], decode: Any, *, streaming: bool
+    ) -> Callable[..., Any]:
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             call = _Call(self._tracer, method, metadata, context)
             with call:
                 try:
                     await call.begin()
                     self._check_token(method, metadata)
-                    async for response in behavior(request_or_iterator, context):
+                    async for response in behavior(_decoded(request_or_iterator, decode, streaming), context):
                         yield response
                 except GeneratorExit:
                     # The client went away mid-stream and gRPC closed this generator: nothing
@@ -119,6 +124,50 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
             raise Unauthenticated(
                 "calls to this service need the release's service token", reason="SERVICE_TOKEN_REQUIRED"
             )
+
+
+def _decode_one(raw: Any, decode: Any) -> Any:
+    if decode is None or not isinstance(raw, bytes | bytearray | memoryview):
+        return raw
+    try:
+        return decode(bytes(raw))
+    except Exception as exc:  # noqa: BLE001 - DecodeError, RecursionError (nesting), ...
+        raise InvalidArgument(
+            "the request is not a valid message of this method",
+            reason="MALFORMED_REQUEST",
+            metadata={"error": type(exc).__name__},
+        ) from None
+
+
+async def _decode_all(raws: AsyncIterator[Any], decode: Any) -> AsyncIterator[Any]:
+    async for raw in raws:
+        yield _decode_one(raw, decode)
+
+
+def _decoded(request_or_iterator: Any, decode: Any, streaming: bool) -> Any:
+    if decode is None:
+        return request_or_iterator
+    if streaming:
+        return _decode_all(request_or_iterator, decode)
+    return _decode_one(request_or_iterator, decode)
+
+
+# Error text and details go out in trailing metadata, which peers cap (16 KiB by default): an error
+# that quotes a huge caller input must still arrive as itself, not as RESOURCE_EXHAUSTED.
+_MAX_ERROR_TEXT = 1024
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 1] + "…"
+
+
+def _bounded(err: MemosError) -> MemosError:
+    if len(err.message) <= _MAX_ERROR_TEXT and all(len(v) <= _MAX_ERROR_TEXT for v in err.metadata.values()):
+        return err
+    clipped = copy.copy(err)
+    clipped.message = _clip(err.message)
+    clipped.metadata = {k[:128]: _clip(v) for k, v in err.metadata.items()}
+    return clipped
 
 
 class _Call:
@@ -174,6 +223,7 @@ class _Call:
                 reason="INTERNAL",
                 metadata={"request_id": self.request_id, "exception": type(exc).__name__},
             )
+        err = _bounded(err)
         self.code, self.reason = err.code, err.reason
         self.span.set_status(trace.Status(trace.StatusCode.ERROR, err.reason))
         await self.context.abort(grpc_code(err.code), err.message, trailing_metadata=trailing_metadata_for(err))

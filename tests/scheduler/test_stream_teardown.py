@@ -56,7 +56,7 @@ async def test_closing_a_stream_mid_response_is_a_plain_cancel(caplog: pytest.Lo
 
     ctx = DeadCallContext()
     wrapped = ServerCallInterceptor("test")._wrap_stream(
-        "/memos.scheduler.v1.SchedulerService/Subscribe", (), behaviour
+        "/memos.scheduler.v1.SchedulerService/Subscribe", (), behaviour, None, streaming=True
     )
     stream = wrapped(None, ctx)
     assert await stream.__anext__() == "response"  # suspended at the yield, as while writing

@@ -175,16 +175,6 @@ async def test_a_huge_memory_id_is_refused_not_echoed(stub, client: AsyncMemosCl
     assert len((await client.list_memories(user, cube)).memories) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "shared/interceptors.py bug: an error's message and ErrorInfo metadata go out in trailing metadata "
-        "uncapped; textmem's NOT_FOUND quotes a caller's 110k-character memory id, so the client gets "
-        "RESOURCE_EXHAUSTED 'received metadata size exceeds hard limit' instead of NOT_FOUND. Fix: cap the "
-        "message and each metadata value (e.g. 1 KiB, with an ellipsis) in _Call.fail before abort(), or "
-        "in MemosError.__init__"
-    ),
-)
 async def test_textmem_answers_a_huge_memory_id_with_not_found(suite, unique) -> None:  # type: ignore[no-untyped-def]
     from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 
