@@ -54,6 +54,7 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         max_messages_per_add=settings.max_messages_per_add,
         max_text_chars=settings.max_text_chars,
         working_memory_capacity=settings.working_memory_capacity,
+        recipe=settings.retrieval_recipe,
     )
 
 

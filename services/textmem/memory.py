@@ -6,7 +6,9 @@ again. Search hydrates hits from the graph, so a vector without its graph
 record (a crash between the two writes) is never returned.
 
 Read path: dense (Milvus) and lexical (BM25) candidates fused by reciprocal
-rank, hydrated from the graph.
+rank, re-ranked by the signals of the retrieval recipe (``ranking.py``:
+conversational neighbours, the speaker the query names, time), hydrated from
+the graph.
 """
 
 from __future__ import annotations
@@ -21,6 +23,22 @@ import numpy as np
 
 from services.textmem.embedders import Embedder, QueryCache
 from services.textmem.models import MEMORY_TYPES, STATUSES, ChatMessage, Cube, Edge, Memory, MemoryFilter
+from services.textmem.ranking import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    RRF_K,
+    RetrievalRecipe,
+    asks_when,
+    boost,
+    in_periods,
+    named_periods,
+    named_speakers,
+    ranked,
+    rrf_fuse,
+    says_when,
+    speakers_of,
+    spread_to_neighbours,
+)
 from services.textmem.stores.graph import GraphStore
 from services.textmem.stores.vector import VectorRecord, VectorStore
 from services.textmem.windowing import build_window_memories
@@ -28,7 +46,8 @@ from shared.errors import AlreadyExists, InvalidArgument, MemosError, NotFound, 
 
 log = logging.getLogger(__name__)
 
-RRF_K = 60
+__all__ = ["RRF_K", "AddResult", "TextMemory", "rrf_fuse"]
+
 MAX_TOP_K = 100
 MAX_PAGE_SIZE = 1000
 # A working-memory copy records the memory it was copied from under this info key.
@@ -53,15 +72,6 @@ class AddResult:
     replayed: bool = False
 
 
-def rrf_fuse(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion: sum of 1/(k + rank) over the rankings, best first."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank + 1)
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
 class TextMemory:
     def __init__(
         self,
@@ -75,6 +85,7 @@ class TextMemory:
         max_messages_per_add: int = 2000,
         max_text_chars: int = 200_000,
         working_memory_capacity: int = 20,
+        recipe: RetrievalRecipe | str = DEFAULT_RECIPE,
     ) -> None:
         if vectors.dim != embedder.dim:
             raise ValueError(f"vector store dimension {vectors.dim} != embedder dimension {embedder.dim}")
@@ -87,6 +98,8 @@ class TextMemory:
         self.max_messages_per_add = max_messages_per_add
         self.max_text_chars = max_text_chars
         self.working_memory_capacity = working_memory_capacity
+        # Which retrieval signals searches use (ranking.RECIPES); the LoCoMo benchmark switches it.
+        self.recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
 
     def close(self) -> None:
         self.graph.close()
@@ -230,7 +243,7 @@ class TextMemory:
             if m.confidence == 0.0:
                 m.confidence = 1.0  # proto3 cannot tell 0 from unset; new candidates default to sure
             m.status = m.status if m.status in STATUSES else "activated"
-        return self._store(cube_id, candidates, [], request_id)
+        return self._store(cube_id, candidates, conversation_edges(cube_id, candidates), request_id)
 
     def update_memory(self, cube_id: str, memory_id: str, changes: Memory, paths: Sequence[str]) -> Memory:
         self.check_cube_id(cube_id)
@@ -416,6 +429,8 @@ class TextMemory:
         self, cube_ids: Sequence[str], query: str, top_k: int, flt: MemoryFilter
     ) -> dict[str, list[tuple[str, float]]]:
         """Dense candidates of every cube from one vector-store call (one query embedding)."""
+        if not self.recipe.dense:
+            return {c: [] for c in cube_ids}
         qvec: np.ndarray = self._queries.get(query)
         depth = self.candidate_depth(top_k, flt)
         if len(cube_ids) == 1:
@@ -424,14 +439,56 @@ class TextMemory:
         available = {c: self.graph.count(c, flt) for c in cube_ids}
         return self.vectors.search_many(cube_ids, qvec, flt, depth, available)
 
+    def rank_candidates(
+        self,
+        cube_id: str,
+        query: str,
+        flt: MemoryFilter,
+        depth: int,
+        dense: list[tuple[str, float]],
+        lexical: list[tuple[str, float]],
+    ) -> tuple[list[tuple[str, float]], dict[str, Memory]]:
+        """Fuses the candidates and applies the recipe's signals; returns the ranking and the
+        hydrated memories it names (neighbours that do not pass the filter are dropped)."""
+        recipe = self.recipe
+        fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]], k=recipe.rrf_k)[:depth]
+        scores = dict(fused)
+        if recipe.neighbour_weight > 0:
+            seeds = fused[: recipe.neighbour_seeds]
+            links = {mid: self.graph.neighbours(cube_id, mid, "FOLLOWS") for mid, _ in seeds}
+            scores = spread_to_neighbours(
+                seeds, lambda mid: links.get(mid, ()), recipe.neighbour_weight, recipe.neighbour_seeds
+            )
+            for mid, score in fused[recipe.neighbour_seeds :]:
+                scores[mid] = scores.get(mid, 0.0) + score
+        hydrated = self.graph.get_memories(cube_id, list(scores))
+        candidates = set(i for i, _ in fused)
+        for mid in list(scores):
+            m = hydrated.get(mid)
+            # Neighbours come from the graph, not from a filtered search: check them in full.
+            if m is None or (mid not in candidates and not _in_filter(m, flt)):
+                scores.pop(mid)
+        if recipe.speaker_boost > 0:
+            speakers = {mid: speakers_of(hydrated[mid].memory) for mid in scores}
+            named = named_speakers(query, set().union(*speakers.values()) if speakers else set())
+            if len(named) == 1:
+                boost(scores, [mid for mid, who in speakers.items() if who & named], recipe.speaker_boost)
+        if recipe.temporal_boost > 0:
+            if asks_when(query):
+                boost(scores, [mid for mid in scores if says_when(_own_text(hydrated[mid]))], recipe.temporal_boost)
+            periods = named_periods(query)
+            if periods:
+                boost(scores, [mid for mid in scores if _happened_in(hydrated[mid], periods)], recipe.temporal_boost)
+        return ranked(scores), hydrated
+
     def finish_search(
         self, cube_id: str, query: str, top_k: int, flt: MemoryFilter, dense: list[tuple[str, float]]
     ) -> tuple[list[tuple[Memory, float]], int]:
-        """One cube's lexical candidates, fused with its dense ones and hydrated from the graph."""
+        """One cube's lexical candidates, fused with its dense ones, re-ranked by the recipe and
+        hydrated from the graph."""
         depth = self.candidate_depth(top_k, flt)
-        lexical = self.graph.search_lexical(cube_id, query, flt, depth)
-        fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]])
-        hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused[:depth]])
+        lexical = self.graph.search_lexical(cube_id, query, flt, depth) if self.recipe.lexical else []
+        fused, hydrated = self.rank_candidates(cube_id, query, flt, depth, dense, lexical)
         results: list[tuple[Memory, float]] = []
         position: dict[str, int] = {}  # original memory id -> index in results
         for mid, score in fused:
@@ -525,6 +582,46 @@ class TextMemory:
         n = self.delete_all(cube_id)
         self.graph.delete_cube(cube_id)
         return n
+
+
+def conversation_edges(cube_id: str, memories: Sequence[Memory]) -> list[Edge]:
+    """FOLLOWS edges between consecutive memories made from one conversation's turns (in the
+    order given), as fast-mode adds link their windows: what neighbour expansion follows."""
+
+    def first_turn(m: Memory) -> int | None:
+        turns = [s.message_index for s in m.sources if s.type == "chat"]
+        return min(turns) if turns else None
+
+    edges = []
+    for a, b in zip(memories, memories[1:], strict=False):
+        ta, tb = first_turn(a), first_turn(b)
+        if ta is not None and tb is not None and ta <= tb and a.session_id == b.session_id:
+            edges.append(Edge(cube_id, a.id, b.id, "FOLLOWS"))
+    return edges
+
+
+def _own_text(m: Memory) -> str:
+    """What the memory's messages said, without the time stamps rendered into its text."""
+    said = [s.content for s in m.sources if s.type == "chat" and s.content]
+    return "\n".join(said) if said else m.memory
+
+
+def _happened_in(m: Memory, periods: Sequence[tuple[float, float]]) -> bool:
+    times = [s.chat_time for s in m.sources if s.chat_time is not None]
+    if m.event_time is not None:
+        times.append(m.event_time)
+    return any(in_periods(t, periods) for t in times)
+
+
+def _in_filter(m: Memory, flt: MemoryFilter) -> bool:
+    """Every filter field, for memories that did not come from a filtered store search."""
+    if m.memory_type not in flt.types() or m.status not in flt.statuses():
+        return False
+    if flt.user_id and m.user_id != flt.user_id:
+        return False
+    if flt.session_id and m.session_id != flt.session_id:
+        return False
+    return _matches(m, flt)
 
 
 def _matches(m: Memory, flt: MemoryFilter) -> bool:

@@ -115,6 +115,15 @@ class TextMemSettings(ServerSettings):
     metrics_stats_ttl_s: float = Field(default=15.0, ge=0.0)
     """With metrics on: how long textmem's memory and cube counts are reused between scrapes."""
 
+    retrieval_recipe: Literal["lexical", "dense", "fused", "fused-k20", "+neighbours", "+speaker", "+temporal"] = (
+        "+temporal"
+    )
+    """Retrieval signals searches use (services/textmem/ranking.py RECIPES): "lexical" (BM25
+    only), "dense" (vectors only), "fused" (reciprocal rank fusion, k=60), "fused-k20" (k=20),
+    then each adding one signal: "+neighbours" (adjacent windows of the same conversation),
+    "+speaker" (memories spoken by the person the query names), "+temporal" (when-questions
+    prefer memories that say when; a named year or month prefers memories from it)."""
+
     @model_validator(mode="after")
     def _window_is_usable(self) -> TextMemSettings:
         # Refuse at start rather than fail every add with a caller-facing error.

@@ -35,7 +35,8 @@ def _format_time(ts: float) -> str:
 
 
 def render_message(msg: ChatMessage) -> str:
-    """One line per message: ``role: [time]: text`` plus markers for non-text parts."""
+    """One line per message: ``role: [time]: text`` (the speaker's name instead of the role when
+    the message has one) plus markers for non-text parts."""
     pieces: list[str] = []
     for part in msg.parts:
         if part.kind == "text" and part.text:
@@ -48,7 +49,7 @@ def render_message(msg: ChatMessage) -> str:
             pieces.append("[audio]")
     for call in msg.tool_calls:
         pieces.append(f"[tool call {call.name}({call.arguments})]")
-    prefix = f"{msg.role}: "
+    prefix = f"{msg.name or msg.role}: "
     if msg.chat_time is not None:
         prefix += f"[{_format_time(msg.chat_time)}]: "
     return prefix + " ".join(pieces)
