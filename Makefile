@@ -17,6 +17,8 @@ help:
 	@echo "make gen    - regenerate the Python stubs from protos/"
 	@echo "make bench-scheduler - scheduler throughput vs raw Redis Streams (needs redis-server)"
 	@echo "make chart-test - helm lint/template the chart under every ci/ values file, validate against the Kubernetes schemas"
+	@echo "make bench-locomo - LoCoMo retrieval recall at 250/500/1000 words, ablation side by side (LOCOMO=path)"
+	@echo "make docs   - regenerate docs/reference/ (API and configuration) from protos/ and the settings classes"
 	@echo "make clients - generate the Go (committed) and TypeScript clients from protos/ and compile both"
 	@echo "make neo4j-deps - fetch Neo4j from Maven Central and build the test server (tests do it lazily)"
 
@@ -34,7 +36,7 @@ check-gen: $(STAMP)
 	if diff -r -q $$tmp/memos gen/python/memos >/dev/null; then echo "stubs: up to date"; rm -rf $$tmp; \
 	else echo "stubs: gen/python is stale or missing; run 'make gen'"; diff -r -q $$tmp/memos gen/python/memos; rm -rf $$tmp; exit 1; fi
 
-lint: $(STAMP) check-gen check-clients
+lint: $(STAMP) check-gen check-clients check-docs
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 	tools/buf-breaking.sh
@@ -100,3 +102,20 @@ test-vllm: $(STAMP)
 
 gpu-check: $(STAMP)
 	benchmarks/gpu_check_actmem.sh
+
+.PHONY: docs check-docs
+docs: $(STAMP)
+	$(PY) tools/gen_docs.py
+
+check-docs: $(STAMP)
+	$(PY) tools/gen_docs.py --check
+
+.PHONY: bench-load
+bench-load: $(STAMP)
+	$(PY) benchmarks/bench_load.py
+
+.PHONY: bench-locomo
+# The LoCoMo data is never shipped with the project; LOCOMO points at it.
+LOCOMO ?= ../shared/data/locomo10.json
+bench-locomo: $(STAMP)
+	$(PY) benchmarks/bench_locomo.py --data $(LOCOMO) --window-size 1 --window-overlap 0
