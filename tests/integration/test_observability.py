@@ -50,6 +50,13 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
     return found[0][2]
 
 
+def delta(samples: list[Sample], before: list[Sample], name: str, **labels: str) -> float:
+    """How much a counter grew since ``before``: the provider is process-wide, so earlier tests
+    in the same run may have counted calls of their own."""
+    earlier = find(before, name, **labels)
+    return value(samples, name, **labels) - (earlier[0][2] if earlier else 0.0)
+
+
 GATEWAY = "memos.gateway.v1.GatewayService"
 TEXTMEM = "memos.textmem.v1.TextMemService"
 
@@ -72,6 +79,7 @@ async def test_each_service_serves_rpc_and_state_metrics(tmp_path, embedder, uni
         assert suite.gateway.metrics_address == gw_metrics
         assert suite.textmem.metrics_address == tm_metrics
         user, big, small = f"m-{unique}", f"big-{unique}", f"small-{unique}"
+        before = {a: await asyncio.to_thread(scrape, a) for a in (gw_metrics, tm_metrics, sch_metrics)}
         async with AsyncMemosClient(suite.address) as c:
             for i in range(3):
                 await c.add_memories(user, [big], [{"role": "user", "content": f"fact number {i} about {unique}"}])
@@ -85,25 +93,26 @@ async def test_each_service_serves_rpc_and_state_metrics(tmp_path, embedder, uni
 
         for address in (gw_metrics, tm_metrics, sch_metrics):
             samples = await asyncio.to_thread(scrape, address)
+            base = before[address]
 
             # RPC latency per method and status code, with the documented buckets.
             search_ok = {"rpc_service": GATEWAY, "rpc_method": "SearchMemories", "rpc_grpc_status_code": "OK"}
-            assert value(samples, "rpc_server_call_duration_seconds_count", **search_ok) == 1
-            assert value(samples, "rpc_server_call_duration_seconds_sum", **search_ok) > 0
+            assert delta(samples, base, "rpc_server_call_duration_seconds_count", **search_ok) == 1
+            assert delta(samples, base, "rpc_server_call_duration_seconds_sum", **search_ok) > 0
             buckets = find(samples, "rpc_server_call_duration_seconds_bucket", **search_ok)
             assert {float(s[1]["le"]) for s in buckets} == {*RPC_DURATION_BUCKETS, float("inf")}
-            assert value(samples, "rpc_server_call_duration_seconds_bucket", **search_ok, le="+Inf") == 1
+            assert delta(samples, base, "rpc_server_call_duration_seconds_bucket", **search_ok, le="+Inf") == 1
             adds = {"rpc_service": GATEWAY, "rpc_method": "AddMemories", "rpc_grpc_status_code": "OK"}
-            assert value(samples, "rpc_server_call_duration_seconds_count", **adds) == 4
+            assert delta(samples, base, "rpc_server_call_duration_seconds_count", **adds) == 4
             # The gateway's calls to textmem are measured by textmem, under textmem's service name.
             batch = {"rpc_service": TEXTMEM, "rpc_method": "BatchSearchMemories", "rpc_grpc_status_code": "OK"}
-            assert value(samples, "rpc_server_call_duration_seconds_count", **batch) == 1
+            assert delta(samples, base, "rpc_server_call_duration_seconds_count", **batch) == 1
             assert value(samples, "rpc_server_active_requests", rpc_service=GATEWAY, rpc_method="SearchMemories") == 0
 
             # Errors by code and reason; an OK call is no error.
             bad = {"rpc_service": GATEWAY, "rpc_method": "SearchMemories", "rpc_grpc_status_code": "INVALID_ARGUMENT"}
-            assert value(samples, "memos_rpc_server_errors_total", **bad, error_reason="TOP_K_OUT_OF_RANGE") == 1
-            assert value(samples, "rpc_server_call_duration_seconds_count", **bad) == 1
+            assert delta(samples, base, "memos_rpc_server_errors_total", **bad, error_reason="TOP_K_OUT_OF_RANGE") == 1
+            assert delta(samples, base, "rpc_server_call_duration_seconds_count", **bad) == 1
             assert not find(samples, "memos_rpc_server_errors_total", rpc_grpc_status_code="OK")
 
             # textmem's state: memories by type, cubes, and only the two largest cubes one by one.
