@@ -43,6 +43,9 @@ def refused_reason(fetcher: SafeFetcher, url: str) -> str:
 
 
 # (url template, expected reason). {port} is the loopback file server's port.
+# The private and metadata addresses below are refusal cases, never contacted: the fetcher
+# vets the resolved address before it opens a socket, and tests/conftest.py's socket guard
+# fails any connect that is not to loopback, so a regression would fail here, not send traffic.
 SSRF_TABLE = [
     ("http://127.0.0.1:{port}/doc.md", "FETCH_ADDRESS_REFUSED"),
     ("http://127.0.0.2:{port}/doc.md", "FETCH_ADDRESS_REFUSED"),
