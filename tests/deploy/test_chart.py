@@ -117,6 +117,7 @@ BAD_VALUES = {
     "unknown-vllm-key": (["--set", "actmem.vllm.modle=x"], ["/actmem/vllm", "'modle' not allowed"]),
     "bad-engine-uri": (["--set", "engines.neo4j.uri=http://neo4j:7474"], ["/engines/neo4j/uri"]),
     "bad-env-name": (["--set", "gateway.env.BAD-NAME=1"], ["/gateway/env"]),
+    "metrics-port-too-low": (["--set", "metrics.port=80"], ["/metrics/port"]),
 }
 
 
@@ -138,6 +139,7 @@ def test_invalid_values_fail_on_the_schema_naming_the_field(rendered: dict[str, 
         (["--set", "actmem.enabled=true"], "actmem.enabled needs actmem.model.path"),
         (["--set", "textmem.enabled=false"], "gateway.enabled needs textmem.enabled"),
         (["--set", "memory.windowOverlap=4"], "memory.windowOverlap must be smaller"),
+        (["--set", "metrics.port=50051"], "metrics.port 50051 is gateway.port too"),
     ],
 )
 def test_impossible_combinations_fail_with_a_reason(rendered: dict[str, Any], flags: list[str], wanted: str) -> None:
@@ -202,15 +204,44 @@ def test_only_the_gateway_is_reachable_from_outside_the_release(
         spec = policy["spec"]
         assert spec["policyTypes"] == ["Ingress"]
         assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
-        [rule] = spec["ingress"]
+        given = yaml.safe_load((CHART / "ci" / f"{values}.yaml").read_text()) if values != "values" else {}
+        scrapers = ((given or {}).get("metrics") or {}).get("from", [])
+        rule, *rest = spec["ingress"]
+        # A second rule only when scrapers are named, and it opens the metrics port alone.
+        if scrapers:
+            assert rest == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": scrapers}], (component, rest)
+        else:
+            assert rest == [], (component, rest)
         assert rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
         if component == "gateway":
             continue
         # Release pods first; anything after comes from that service's allowFrom.
         assert rule["from"][0] == release_peer, (component, rule)
-        given = yaml.safe_load((CHART / "ci" / f"{values}.yaml").read_text()) if values != "values" else {}
         extra = ((given or {}).get(component) or {}).get("allowFrom", [])
         assert rule["from"][1:] == extra, (component, rule)
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_every_service_serves_metrics_unless_turned_off(rendered: dict[str, list[dict[str, Any]]], values: str) -> None:
+    docs = rendered[values]
+    given = yaml.safe_load((CHART / "ci" / f"{values}.yaml").read_text()) if values != "values" else {}
+    enabled = ((given or {}).get("metrics") or {}).get("enabled", True)
+    services = {_component(s): s for s in _objects(docs, "Service")}
+    for component, dep in _deployments(docs).items():
+        pod = dep["spec"]["template"]
+        main = pod["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+        service_ports = {p["name"]: p for p in services[component]["spec"]["ports"]}
+        annotations = pod["metadata"].get("annotations") or {}
+        if enabled:
+            assert env["MEMOS_METRICS_ADDR"] == "0.0.0.0:9464", component
+            assert ports["metrics"] == 9464, component
+            assert service_ports["metrics"]["targetPort"] == "metrics", component
+            assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9464"
+        else:
+            assert "MEMOS_METRICS_ADDR" not in env and "metrics" not in ports and "metrics" not in service_ports
+            assert "prometheus.io/scrape" not in annotations
 
 
 def test_pdbs_and_hpas_exist_only_for_stateless_services(rendered: dict[str, list[dict[str, Any]]]) -> None:

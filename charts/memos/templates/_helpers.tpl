@@ -159,6 +159,10 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
   value: {{ $c.drainDelaySeconds | quote }}
 - name: MEMOS_GRACE_PERIOD_S
   value: {{ $c.gracePeriodSeconds | quote }}
+{{- if .root.Values.metrics.enabled }}
+- name: MEMOS_METRICS_ADDR
+  value: {{ printf "0.0.0.0:%d" (int .root.Values.metrics.port) | quote }}
+{{- end }}
 {{- if $c.maxRequestBytes }}
 - name: MEMOS_MAX_REQUEST_BYTES
   value: {{ $c.maxRequestBytes | int64 | quote }}
@@ -424,6 +428,11 @@ spec:
       annotations:
         {{- /* Roll the pods when engine credentials set through values change. */}}
         checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- if and $root.Values.metrics.enabled $root.Values.metrics.podAnnotations }}
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $root.Values.metrics.port | quote }}
+        prometheus.io/path: /metrics
+        {{- end }}
         {{- with $svc.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -450,6 +459,11 @@ spec:
             - name: grpc
               containerPort: {{ $svc.port }}
               protocol: TCP
+            {{- if $root.Values.metrics.enabled }}
+            - name: metrics
+              containerPort: {{ $root.Values.metrics.port }}
+              protocol: TCP
+            {{- end }}
           env:
             {{- include "memos.containerEnv" . | nindent 12 }}
           startupProbe:
@@ -648,6 +662,13 @@ spec:
       targetPort: grpc
       protocol: TCP
       appProtocol: grpc
+    {{- if .root.Values.metrics.enabled }}
+    # For a Prometheus Operator ServiceMonitor (port: metrics) selecting the component labels.
+    - name: metrics
+      port: {{ .root.Values.metrics.port }}
+      targetPort: metrics
+      protocol: TCP
+    {{- end }}
 {{- end -}}
 
 {{/* Only for stateless services with pdb.enabled. ctx: {root, name, svc} */}}
@@ -725,6 +746,14 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- end }}
+    {{- if and .root.Values.metrics.enabled .root.Values.metrics.from }}
+    # Scrapers (metrics.from) reach /metrics and nothing else.
+    - ports:
+        - port: metrics
+          protocol: TCP
+      from:
+        {{- toYaml .root.Values.metrics.from | nindent 8 }}
+    {{- end }}
 {{- end -}}
 
 {{/* Refuses values that would render but not work; schema checks cannot see across blocks. */}}
@@ -754,6 +783,16 @@ spec:
 {{- end -}}
 {{- if and $e.llm.enabled (not $e.llm.model) -}}
 {{- fail "engines.llm.enabled needs engines.llm.model (MEMOS_LLM_MODEL)" -}}
+{{- end -}}
+{{- if $v.metrics.enabled -}}
+{{- range $name := splitList " " (include "memos.services" .) -}}
+{{- if eq (int (index $v $name).port) (int $v.metrics.port) -}}
+{{- fail (printf "metrics.port %d is %s.port too: the gRPC and metrics listeners need ports of their own" (int $v.metrics.port) $name) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.actmem.vllm.enabled (eq (int $v.actmem.vllm.port) (int $v.metrics.port)) -}}
+{{- fail (printf "metrics.port %d is actmem.vllm.port too: both listen in the actmem pod" (int $v.metrics.port)) -}}
+{{- end -}}
 {{- end -}}
 {{- if $v.actmem.enabled -}}
 {{- if not $v.actmem.model.path -}}
