@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.ingest import documents, tools
+from services.ingest import documents, preferences, tools
 from services.ingest.fetcher import SafeFetcher
 from services.ingest.llm import ChatClient, ExtractionOutput
 from services.ingest.models import ChatMessage, Extraction, Item, Part, PartError, Source
@@ -175,13 +175,13 @@ class Ingestor:
         self, messages: list[ChatMessage], mode: str, tags: list[str], info: dict, out: Extraction
     ) -> list[Item]:
         s = self.settings
-        if mode != "fine":
-            return build_window_items(messages, tags=tags, info=info, size=s.window_size, overlap=s.window_overlap)
-        if self.llm is None:
+        if mode == "fine" and self.llm is None:
             out.notices.append(
                 "mode=fine needs an LLM (MEMOS_LLM_BASE_URL), none is configured in ingest: stored with fast mode"
             )
-            return build_window_items(messages, tags=tags, info=info, size=s.window_size, overlap=s.window_overlap)
+        if mode != "fine" or self.llm is None:
+            windows = build_window_items(messages, tags=tags, info=info, size=s.window_size, overlap=s.window_overlap)
+            return windows + self._rule_preferences(messages, tags, info)
         step = s.fine_batch_messages
         batches = [(start, messages[start : start + step]) for start in range(0, len(messages), step)]
         results = await asyncio.gather(*(self._fine_batch(start, batch, tags, info, out) for start, batch in batches))
@@ -206,6 +206,7 @@ class Ingestor:
                 f"fine extraction of messages {start}-{end} fell back to fast mode: {err.reason}: {err.message}"
             )
             items = build_window_items(batch, tags=tags, info=info, size=s.window_size, overlap=s.window_overlap)
+            items += self._rule_preferences(batch, tags, info)
             for item in items:
                 for src in item.sources:
                     src.message_index += start
@@ -217,6 +218,44 @@ class Ingestor:
                 f"fine extraction found nothing to remember in messages {start}-{start + len(batch) - 1}"
             )
         return self._fine_items(result, start, batch, tags, info), True
+
+    def _rule_preferences(self, messages: Sequence[ChatMessage], tags: list[str], info: dict) -> list[Item]:
+        """The explicit preferences the user states, found by rules (services/ingest/preferences.py), for
+        conversations no LLM extracts from; message indices are those of ``messages``."""
+        s = self.settings
+        if not (s.extract_preferences and s.rule_preferences):
+            return []
+        items = []
+        for p in preferences.extract(messages):
+            msg = messages[p.message_index]
+            items.append(
+                Item(
+                    memory=p.statement,
+                    memory_type="PreferenceMemory",
+                    key=p.statement[:80],
+                    tags=[*tags, "mode:fast", f"preference:{p.kind}", f"preference:{p.polarity}", "extractor:rules"],
+                    sources=[
+                        Source(
+                            type="chat",
+                            role=msg.role,
+                            message_index=p.message_index,
+                            message_id=msg.message_id,
+                            chat_time=msg.chat_time,
+                            content=p.span,
+                        )
+                    ],
+                    background=f"Stated by the user: {p.span}",
+                    info={
+                        **info,
+                        "preference_type": p.kind,
+                        "polarity": p.polarity,
+                        "extractor": "rules",
+                        "span": {"part_index": p.part_index, "start": p.start, "end": p.end},
+                    },
+                    event_time=msg.chat_time,
+                )
+            )
+        return items
 
     def _fine_items(
         self, result: ExtractionOutput, start: int, batch: list[ChatMessage], tags: list[str], info: dict

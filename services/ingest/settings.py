@@ -97,7 +97,17 @@ class IngestSettings(ServerSettings, ClientSettings):
     """Messages per fine-mode extraction call."""
 
     extract_preferences: bool = True
-    """In fine mode, also extract explicit and implicit preferences (PreferenceMemory)."""
+    """Extract preferences as PreferenceMemory items: explicit and implicit ones by the LLM in fine
+    mode; explicit ones by rules (see rule_preferences) where no LLM extracts. Off: no
+    PreferenceMemory at all, and the LLM is not asked for preferences."""
+
+    rule_preferences: bool = True
+    """Where no LLM extracts (fast mode, fine mode without an LLM, a fine batch that fell back),
+    store the preferences a user states outright in their own turns ("I prefer …", "I'm allergic
+    to …", "我更喜欢…", "我不吃…") as PreferenceMemory, found by conservative English and Chinese
+    rules (questions, negated, hypothetical and reported statements are skipped), so that
+    include_preference returns something without an LLM. Needs extract_preferences. Off: fast
+    adds store the conversation windows only, as textmem's own AddMemories does."""
 
     vision_base_url: str = ""
     """Base URL of an OpenAI-compatible chat API that accepts image parts; llm_base_url when empty."""
