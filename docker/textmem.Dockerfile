@@ -30,6 +30,10 @@ COPY services/__init__.py /app/services/__init__.py
 COPY services/textmem/ /app/services/textmem/
 # Bytecode now: the root filesystem is read-only at run time.
 RUN python -m compileall -q /app
+# The ONNX export of the bundled embedder, made now so that pods (read-only root, empty /tmp)
+# never spend their first seconds exporting it; MEMOS_EMBEDDING_ONNX_CACHE_DIR points at it.
+RUN cd /app && PYTHONPATH=/app:/app/gen/python /opt/venv/bin/python -c \
+    "from services.textmem.embedders import OnnxEmbedder; OnnxEmbedder(cache_dir='/opt/memos/onnx')"
 # The embedder ships in a package: never reach the Hugging Face hub at run time.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app:/app/gen/python \
@@ -38,6 +42,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     HF_HUB_OFFLINE=1 \
     MEMOS_DATA_DIR=/data \
+    MEMOS_EMBEDDING_ONNX_CACHE_DIR=/opt/memos/onnx \
     MEMOS_LISTEN_ADDR=0.0.0.0:50052
 WORKDIR /app
 USER 10001:10001
