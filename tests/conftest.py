@@ -22,7 +22,7 @@ from services.gateway.app import build_server as build_gateway
 from services.gateway.settings import GatewaySettings
 from services.textmem.app import build_memory
 from services.textmem.app import build_server as build_textmem
-from services.textmem.embedders import LocalEmbedder
+from services.textmem.embedders import Embedder, build_embedder
 from services.textmem.memory import TextMemory
 from services.textmem.settings import TextMemSettings
 from shared.errors import Unavailable
@@ -75,14 +75,14 @@ class FaultInjectingTextMemory(TextMemory):
 
     slow_s = 2.0
 
-    def finish_search(self, cube_id, query, top_k, flt, dense):  # type: ignore[no-untyped-def]
+    def finish_search(self, cube_id, query, top_k, flt, dense, lexical=None):  # type: ignore[no-untyped-def]
         if cube_id.startswith("slow-"):
             import time
 
             time.sleep(self.slow_s)
         if cube_id.startswith("down-"):
             raise Unavailable("injected outage", reason="INJECTED_OUTAGE")
-        return super().finish_search(cube_id, query, top_k, flt, dense)
+        return super().finish_search(cube_id, query, top_k, flt, dense, lexical)
 
     def add_messages(self, cube_id, *args, **kwargs):  # type: ignore[no-untyped-def]
         if cube_id.startswith("down-"):
@@ -91,8 +91,9 @@ class FaultInjectingTextMemory(TextMemory):
 
 
 @pytest.fixture(scope="session")
-def embedder() -> LocalEmbedder:
-    return LocalEmbedder()
+def embedder() -> Embedder:
+    """The production default (ONNX Runtime; torch if it cannot run), one per test session."""
+    return build_embedder(TextMemSettings())
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Suite:
 
 
 async def start_suite(
-    data_dir: Path, embedder: LocalEmbedder, textmem_overrides: dict | None = None, **gateway_overrides: object
+    data_dir: Path, embedder: Embedder, textmem_overrides: dict | None = None, **gateway_overrides: object
 ) -> Suite:
     tm_settings = TextMemSettings(
         listen_addr="127.0.0.1:0", data_dir=data_dir, log_level="WARNING", **(textmem_overrides or {})
@@ -129,7 +130,7 @@ async def stop_suite(suite: Suite) -> None:
 
 
 @pytest.fixture(scope="session")
-async def suite(tmp_path_factory: pytest.TempPathFactory, embedder: LocalEmbedder) -> AsyncIterator[Suite]:
+async def suite(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> AsyncIterator[Suite]:
     s = await start_suite(tmp_path_factory.mktemp("suite"), embedder)
     yield s
     await stop_suite(s)

@@ -109,6 +109,48 @@ def check_memory_ids(memory_ids: Sequence[str], field: str) -> None:
             )
 
 
+def check_memory_filter(flt: memory_pb2.MemoryFilter, field: str) -> None:
+    """What the gateway can tell of a filter alone: every memory type is one it knows. (Textmem
+    checks the rest, such as an empty time range, for every cube alike.)"""
+    for t in flt.memory_types:
+        if t not in memory_pb2.MemoryType.values() or t == memory_pb2.MEMORY_TYPE_UNSPECIFIED:
+            raise InvalidArgument(
+                f"unknown memory type {t} in {field}",
+                reason="UNKNOWN_MEMORY_TYPE",
+                metadata={"field": f"{field}.memory_types"},
+            )
+
+
+def check_delete_selector(req: gateway_pb2.DeleteMemoriesRequest) -> None:
+    """Exactly one of memory_ids, filter and all; a filter must narrow (all means everything)."""
+    chosen = [
+        name
+        for name, on in (("memory_ids", bool(req.memory_ids)), ("filter", req.HasField("filter")), ("all", req.all))
+        if on
+    ]
+    if len(chosen) != 1:
+        raise InvalidArgument(
+            "set exactly one of memory_ids, filter and all" + (f" (got {', '.join(chosen)})" if chosen else ""),
+            reason="CONFLICTING_SELECTORS" if chosen else "NO_SELECTOR",
+        )
+    if req.HasField("filter"):
+        check_memory_filter(req.filter, "filter")
+        f = req.filter
+        if not (
+            f.memory_types
+            or f.user_id
+            or f.session_id
+            or f.tags
+            or f.HasField("created_after")
+            or f.HasField("created_before")
+        ):
+            raise InvalidArgument(
+                "the filter narrows nothing; set all to delete every memory of the cube",
+                reason="EMPTY_FILTER",
+                metadata={"field": "filter"},
+            )
+
+
 @dataclass
 class _CachedCube:
     cube: textmem_pb2.Cube
@@ -277,10 +319,17 @@ class Gateway:
                     )
                 else:
                     continue
-                written[cube_id] = [m.id for m in resp.memories]
+                # Memories the add merged into (dedupe) existed before it: a roll-back or a
+                # refinement (which replaces what the add wrote) must leave them be.
+                merged = set(resp.merged_ids)
+                written[cube_id] = [m.id for m in resp.memories if m.id not in merged]
                 added.extend(
                     gateway_pb2.AddedMemory(
-                        memory_id=m.id, memory=m.memory, memory_type=m.metadata.memory_type, cube_id=cube_id
+                        memory_id=m.id,
+                        memory=m.memory,
+                        memory_type=m.metadata.memory_type,
+                        cube_id=cube_id,
+                        merged=m.id in merged,
                     )
                     for m in resp.memories
                 )
@@ -288,9 +337,14 @@ class Gateway:
             await self._roll_back(written)
             raise
         task_ids: list[str] = []
-        if refine and written:
-            task_ids = await self._queue_refinement(req, request_id, session_id, written, notices)
+        # Only what the add stored anew is refined: merged-into memories are older than the add.
+        fresh = {cube_id: ids for cube_id, ids in written.items() if ids}
+        if refine and fresh:
+            task_ids = await self._queue_refinement(req, request_id, session_id, fresh, notices)
         message = f"added {len(added)} memories to {len(cube_ids)} cube(s)"
+        merged_count = sum(1 for a in added if a.merged)
+        if merged_count:
+            message += f" ({merged_count} repeated existing ones and were merged into them)"
         if part_errors:
             message += f"; {len(part_errors)} part(s) not stored (see part_errors)"
         if notices:
@@ -381,13 +435,7 @@ class Gateway:
                 reason="TOP_K_OUT_OF_RANGE",
                 metadata={"field": "pref_top_k", "max": str(MAX_TOP_K)},
             )
-        for t in req.filter.memory_types:
-            if t not in memory_pb2.MemoryType.values() or t == memory_pb2.MEMORY_TYPE_UNSPECIFIED:
-                raise InvalidArgument(
-                    f"unknown memory type {t} in filter",
-                    reason="UNKNOWN_MEMORY_TYPE",
-                    metadata={"field": "filter.memory_types"},
-                )
+        check_memory_filter(req.filter, "filter")
         budget = time_remaining if time_remaining is not None else self.settings.search_timeout_s
         if budget <= 0:
             raise DeadlineExceeded("the call's deadline had passed", reason="DEADLINE_PASSED")
@@ -449,10 +497,12 @@ class Gateway:
         await self.authorize_read(req.user_id, [req.cube_id], timeout)
         resp = await self.textmem.call(
             self.textmem.memories.GetMemory,
-            textmem_pb2.GetMemoryRequest(cube_id=req.cube_id, memory_id=req.memory_id),
+            textmem_pb2.GetMemoryRequest(
+                cube_id=req.cube_id, memory_id=req.memory_id, include_history=req.include_history
+            ),
             timeout,
         )
-        return gateway_pb2.GetMemoryResponse(memory=resp.memory)
+        return gateway_pb2.GetMemoryResponse(memory=resp.memory, history=resp.history)
 
     async def list(
         self, req: gateway_pb2.ListMemoriesRequest, timeout: float | None
@@ -494,6 +544,7 @@ class Gateway:
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         check_memory_ids(req.memory_ids, "memory_ids")
+        check_delete_selector(req)
         await self._authorize_existing_write(req.user_id, req.cube_id, timeout)
         resp = await self.textmem.call(
             self.textmem.memories.DeleteMemories,
@@ -502,6 +553,8 @@ class Gateway:
                 cube_id=req.cube_id,
                 memory_ids=req.memory_ids,
                 all=req.all,
+                filter=req.filter if req.HasField("filter") else None,
+                dry_run=req.dry_run,
             ),
             timeout,
         )
@@ -591,6 +644,29 @@ class Gateway:
         )
         self._forget(req.cube_id)
         return gateway_pb2.DeleteCubeResponse(deleted_memories=resp.deleted_memories)
+
+    async def delete_user_data(
+        self, req: gateway_pb2.DeleteUserDataRequest, timeout: float | None
+    ) -> gateway_pb2.DeleteUserDataResponse:
+        """Erasure of one user, asked by that user (or an admin key acting for them): textmem
+        deletes what the user owns and wrote and the user's grants; the gateway then forgets every
+        cube it touched, so its cache grants nothing that is gone."""
+        require_user(req.user_id)
+        request_id = req.request_id or uuid.uuid4().hex
+        log.info("deleting a user's data", extra={"request_id": request_id})
+        resp = await self.textmem.call(
+            self.textmem.cubes.DeleteUserData,
+            textmem_pb2.DeleteUserDataRequest(request_id=request_id, user_id=req.user_id),
+            timeout,
+        )
+        for cube_id in (*resp.deleted_cube_ids, *resp.revoked_cube_ids):
+            self._forget(cube_id)
+        return gateway_pb2.DeleteUserDataResponse(
+            deleted_memories=resp.deleted_memories,
+            deleted_cube_ids=resp.deleted_cube_ids,
+            cleaned_cube_ids=resp.cleaned_cube_ids,
+            revoked_cube_ids=resp.revoked_cube_ids,
+        )
 
 
 __all__ = ["Gateway", "status_pb2"]

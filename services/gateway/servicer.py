@@ -71,6 +71,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._admit(request, context)
         return await self._gw.delete_cube(request, context.time_remaining())
 
+    async def DeleteUserData(self, request, context):  # type: ignore[no-untyped-def]
+        self._admit(request, context)
+        return await self._gw.delete_user_data(request, context.time_remaining())
+
     async def Chat(self, request, context):  # type: ignore[no-untyped-def]
         self._admit(request, context)
         async for event in self._chat.chat(request, context.time_remaining()):

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
+
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 from services.textmem.embedders import Embedder, build_embedder
-from services.textmem.memory import TextMemory
+from services.textmem.memory import TextMemory, VectorRepair
 from services.textmem.servicer import CubeServicer, TextMemServicer
 from services.textmem.settings import TextMemSettings
+from services.textmem.stores.exact_index import ExactIndexVectorStore
 from services.textmem.stores.graph import GraphStore, MemoryStats
 from services.textmem.stores.milvus_vector import MilvusVectorStore
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
+from services.textmem.stores.vector import VectorStore
 from shared.metrics import TEXTMEM_CUBE_MEMORIES, TEXTMEM_CUBES, TEXTMEM_MEMORIES, Reading
 from shared.server import GrpcServer, ServiceBinding
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = [s.full_name for s in textmem_pb2.DESCRIPTOR.services_by_name.values()]
 
@@ -35,7 +43,7 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
     embedder = embedder or build_embedder(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     graph = build_graph_store(settings)
-    vectors = MilvusVectorStore(
+    milvus = MilvusVectorStore(
         settings.milvus_uri or str(settings.data_dir / "milvus.db"),
         settings.milvus_collection,
         embedder.dim,
@@ -44,7 +52,13 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         lite_flush_interval_s=settings.milvus_lite_flush_interval_s,
         lite_threads=settings.milvus_lite_threads,
     )
-    return TextMemory(
+    vectors: VectorStore = milvus
+    if milvus.is_lite and settings.milvus_lite_exact_index:
+        exact = ExactIndexVectorStore(milvus)
+        if settings.milvus_lite_prewarm_cubes:
+            exact.start_prewarm(lambda: [c for c, _ in graph.memory_stats(settings.milvus_lite_prewarm_cubes).largest])
+        vectors = exact
+    memory = TextMemory(
         graph,
         vectors,
         embedder,
@@ -55,7 +69,43 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         max_text_chars=settings.max_text_chars,
         working_memory_capacity=settings.working_memory_capacity,
         recipe=settings.retrieval_recipe,
+        dedupe=settings.dedupe,
+        dedupe_threshold=settings.dedupe_threshold,
     )
+    if milvus.is_lite:
+        # This process is the Milvus Lite file's only writer: every mark left is from a crash.
+        repaired = memory.repair_vector_writes(older_than_s=0.0)
+        if repaired != VectorRepair():
+            log.warning("repaired writes cut short by a crash", extra=dataclasses.asdict(repaired))
+    return memory
+
+
+class RepairLoop:
+    """Runs TextMemory.repair_vector_writes every interval on a daemon thread (marks older than
+    the grace), so that a replica that crashed and was never restarted is repaired by another."""
+
+    def __init__(self, memory: TextMemory, interval_s: float, grace_s: float) -> None:
+        self._memory, self._interval, self._grace = memory, interval_s, grace_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="textmem-repair", daemon=True)
+
+    def start(self, _server: object = None) -> None:
+        if self._interval > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        # No join: this runs on the event loop, and a repair in progress only needs to notice
+        # the stop (a daemon thread does not hold the process up).
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                repaired = self._memory.repair_vector_writes(older_than_s=self._grace)
+                if repaired != VectorRepair():
+                    log.warning("repaired writes cut short", extra=dataclasses.asdict(repaired))
+            except Exception:  # a store that is down now is retried at the next interval
+                log.warning("write repair failed; retrying later", exc_info=True)
 
 
 def build_server(settings: TextMemSettings, memory: TextMemory | None = None) -> GrpcServer:
@@ -76,6 +126,9 @@ def build_server(settings: TextMemSettings, memory: TextMemory | None = None) ->
         ],
         on_stop=[memory.close],
     )
+    repair = RepairLoop(memory, settings.repair_interval_s, settings.repair_grace_s)
+    server.on_start.append(repair.start)
+    server.before_stop.append(repair.stop)
     if settings.metrics_addr:
         _observe_memories(server, memory.graph, settings)
     return server

@@ -16,11 +16,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.textmem import dedupe as dedupe_rules
 from services.textmem.embedders import Embedder, QueryCache
 from services.textmem.models import MEMORY_TYPES, STATUSES, ChatMessage, Cube, Edge, Memory, MemoryFilter
 from services.textmem.ranking import (
@@ -50,6 +53,8 @@ __all__ = ["RRF_K", "AddResult", "TextMemory", "rrf_fuse"]
 
 MAX_TOP_K = 100
 MAX_PAGE_SIZE = 1000
+# Memories a delete by filter removes per graph transaction (and vector-store call).
+DELETE_BATCH = 500
 # A working-memory copy records the memory it was copied from under this info key.
 WORKING_COPY_OF = "working_memory_of"
 UPDATABLE_FIELDS = frozenset(
@@ -66,10 +71,42 @@ UPDATABLE_FIELDS = frozenset(
 )
 
 
+# The write-ahead mark of a change to a whole cube (delete_all).
+WHOLE_CUBE = "*"
+
+
+@dataclass
+class WriteMarks:
+    """Set keep when the change could not finish: the marks stay for the repair."""
+
+    keep: bool = False
+
+
+@dataclass
+class VectorRepair:
+    """What repair_vector_writes did."""
+
+    vectors_removed: int = 0
+    vectors_rewritten: int = 0
+    cubes_cleared: int = 0
+
+
 @dataclass
 class AddResult:
     memories: list[Memory]
     replayed: bool = False
+    # Among memories: those that existed before the add and got some of its content (dedupe).
+    merged_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UserDataDeletion:
+    """What erasing a user removed."""
+
+    deleted_memories: int = 0
+    deleted_cube_ids: list[str] = field(default_factory=list)
+    cleaned_cube_ids: list[str] = field(default_factory=list)
+    revoked_cube_ids: list[str] = field(default_factory=list)
 
 
 class TextMemory:
@@ -86,6 +123,8 @@ class TextMemory:
         max_text_chars: int = 200_000,
         working_memory_capacity: int = 20,
         recipe: RetrievalRecipe | str = DEFAULT_RECIPE,
+        dedupe: bool = True,
+        dedupe_threshold: float = dedupe_rules.DEFAULT_THRESHOLD,
     ) -> None:
         if vectors.dim != embedder.dim:
             raise ValueError(f"vector store dimension {vectors.dim} != embedder dimension {embedder.dim}")
@@ -100,8 +139,13 @@ class TextMemory:
         self.working_memory_capacity = working_memory_capacity
         # Which retrieval signals searches use (ranking.RECIPES); the LoCoMo benchmark switches it.
         self.recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
+        # Adds (fast-mode windows, written candidates) merge repeats of live memories (dedupe.py).
+        self.dedupe = dedupe
+        self.dedupe_threshold = dedupe_threshold
+        self._lexical_pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="textmem-lexical")
 
     def close(self) -> None:
+        self._lexical_pool.shutdown(wait=True)
         self.graph.close()
         self.vectors.close()
 
@@ -147,16 +191,27 @@ class TextMemory:
         if ids is None:
             return None
         found = self.graph.get_memories(cube_id, ids)
-        return AddResult([found[i] for i in ids if i in found], replayed=True)
+        merged = self.graph.merged_ids_for_request(cube_id, request_id)
+        return AddResult([found[i] for i in ids if i in found], replayed=True, merged_ids=merged)
 
-    def _store(self, cube_id: str, memories: list[Memory], edges: list[Edge], request_id: str) -> AddResult:
+    def _store(
+        self, cube_id: str, memories: list[Memory], edges: list[Edge], request_id: str, dedupe: bool = False
+    ) -> AddResult:
         if not memories:
             return AddResult([])
+        if dedupe:
+            return self._store_deduped(cube_id, memories, edges, request_id)
         vectors = self.embedder.embed([m.memory for m in memories])
         records = [
             VectorRecord(m.id, m.cube_id, m.user_id, m.session_id, m.memory_type, m.status, m.created_at, v)
             for m, v in zip(memories, vectors, strict=True)
         ]
+        with self._vector_writes(cube_id, [m.id for m in memories]):
+            return self._store_records(cube_id, memories, edges, request_id, records)
+
+    def _store_records(
+        self, cube_id: str, memories: list[Memory], edges: list[Edge], request_id: str, records: list[VectorRecord]
+    ) -> AddResult:
         self.vectors.upsert(records)
         try:
             self.graph.insert_memories(cube_id, memories, edges, request_id=request_id)
@@ -171,6 +226,122 @@ class TextMemory:
             self._undo_vectors(cube_id, memories)
             raise
         return AddResult(memories)
+
+    def _store_deduped(self, cube_id: str, memories: list[Memory], edges: list[Edge], request_id: str) -> AddResult:
+        """Like :meth:`_store`, but repeats of the cube's live memories (and of each other) are
+        merged into them instead of stored anew (``dedupe.py``)."""
+        embedded: dict[str, np.ndarray] = {}
+
+        def embed(texts: list[str]) -> np.ndarray:
+            missing = list(dict.fromkeys(t for t in texts if t not in embedded))
+            if missing:
+                embedded.update(zip(missing, self.embedder.embed(missing), strict=True))
+            return np.stack([embedded[t] for t in texts])
+
+        attempts = 3
+        for attempt in range(attempts):
+            plan = dedupe_rules.plan_add(cube_id, memories, self.graph, self.vectors, embed, self.dedupe_threshold)
+            records = [
+                VectorRecord(m.id, m.cube_id, m.user_id, m.session_id, m.memory_type, m.status, m.created_at, v)
+                for m, v in zip(plan.new, plan.new_vectors, strict=True)
+            ]
+            marks = self._vector_writes(cube_id, [m.id for m in plan.new])
+            marks.__enter__()
+            if records:
+                self.vectors.upsert(records)
+            try:
+                self.graph.insert_memories(
+                    cube_id,
+                    plan.new,
+                    plan.edges(memories, edges),
+                    request_id=request_id,
+                    merges=plan.merges,
+                    result_ids=plan.result_ids,
+                )
+            except AlreadyExists:
+                # A concurrent retry of the same request won the race: undo ours, return theirs.
+                self._undo_vectors(cube_id, plan.new)
+                replay = self._replay(cube_id, request_id)
+                if replay is None:
+                    raise
+                return replay
+            except NotFound as exc:
+                # A merge target was deleted or archived since the plan: plan again.
+                self._undo_vectors(cube_id, plan.new)
+                if exc.reason != "MERGE_TARGET_GONE" or attempt == attempts - 1:
+                    raise
+                continue
+            except BaseException:
+                self._undo_vectors(cube_id, plan.new)
+                raise
+            marks.__exit__(None, None, None)
+            break
+        targets = self.graph.get_memories(cube_id, plan.merged_ids) if plan.merges else {}
+        new = {m.id: m for m in plan.new}
+        stored = [new.get(i) or targets.get(i) for i in plan.result_ids]
+        return AddResult([m for m in stored if m is not None], merged_ids=plan.merged_ids)
+
+    @contextmanager
+    def _vector_writes(self, cube_id: str, ids: Sequence[str]) -> Iterator[WriteMarks]:
+        """Write-ahead marks around a change that touches both stores.
+
+        The graph store notes the ids first; the mark is cleared once both stores agree. A
+        process killed in between leaves the mark, and :meth:`repair_vector_writes` (run at start
+        and periodically) makes those vectors agree with the graph. A failed change keeps its
+        mark too: it undid itself, or the repair finishes the undo. If the graph store cannot
+        even take the mark, nothing is written and the caller gets its UNAVAILABLE."""
+        ids = list(dict.fromkeys(ids))
+        marks = WriteMarks()
+        if not ids:
+            yield marks
+            return
+        self.graph.mark_vector_writes(cube_id, ids)
+        yield marks
+        if marks.keep:
+            return
+        try:
+            self.graph.clear_vector_writes(cube_id, ids)
+        except MemosError:
+            log.warning("could not clear write marks; the repair will", extra={"cube_id": cube_id, "count": len(ids)})
+
+    def repair_vector_writes(self, older_than_s: float, batch: int = 500) -> VectorRepair:
+        """Makes the vectors of marked writes older than ``older_than_s`` agree with the graph:
+        a memory the graph has gets its vector rewritten from its text; one it lacks loses its
+        vector; a cube marked as cleared whose graph is empty loses all its vectors. Then the
+        marks go. Idempotent; a mark younger than the grace may belong to a write in progress
+        (in this or another replica) and is left alone."""
+        report = VectorRepair()
+        before = time.time() - older_than_s
+        while True:
+            marks = self.graph.pending_vector_writes(before, batch)
+            by_cube: dict[str, list[str]] = {}
+            for cube_id, memory_id in marks:
+                by_cube.setdefault(cube_id, []).append(memory_id)
+            for cube_id, ids in by_cube.items():
+                if WHOLE_CUBE in ids and self.graph.count(cube_id) == 0:
+                    self.vectors.delete_cube(cube_id)
+                    report.cubes_cleared += 1
+                memory_ids = [i for i in ids if i != WHOLE_CUBE]
+                present = self.graph.get_memories(cube_id, memory_ids) if memory_ids else {}
+                gone = [i for i in memory_ids if i not in present]
+                if gone:
+                    self.vectors.delete(cube_id, gone)
+                if present:
+                    kept = list(present.values())
+                    vectors = self.embedder.embed([m.memory for m in kept])
+                    self.vectors.upsert(
+                        [
+                            VectorRecord(
+                                m.id, cube_id, m.user_id, m.session_id, m.memory_type, m.status, m.created_at, v
+                            )
+                            for m, v in zip(kept, vectors, strict=True)
+                        ]
+                    )
+                self.graph.clear_vector_writes(cube_id, ids)
+                report.vectors_removed += len(gone)
+                report.vectors_rewritten += len(present)
+            if len(marks) < batch:
+                return report
 
     def _undo_vectors(self, cube_id: str, memories: list[Memory]) -> None:
         try:
@@ -217,7 +388,7 @@ class TextMemory:
             overlap=overlap,
         )
         edges = [Edge(cube_id, a.id, b.id, "FOLLOWS") for a, b in zip(memories, memories[1:], strict=False)]
-        return self._store(cube_id, memories, edges, request_id)
+        return self._store(cube_id, memories, edges, request_id, dedupe=self.dedupe)
 
     def write_memories(
         self, cube_id: str, user_id: str, session_id: str, candidates: list[Memory], request_id: str = ""
@@ -243,7 +414,7 @@ class TextMemory:
             if m.confidence == 0.0:
                 m.confidence = 1.0  # proto3 cannot tell 0 from unset; new candidates default to sure
             m.status = m.status if m.status in STATUSES else "activated"
-        return self._store(cube_id, candidates, conversation_edges(cube_id, candidates), request_id)
+        return self._store(cube_id, candidates, conversation_edges(cube_id, candidates), request_id, dedupe=self.dedupe)
 
     def update_memory(self, cube_id: str, memory_id: str, changes: Memory, paths: Sequence[str]) -> Memory:
         self.check_cube_id(cube_id)
@@ -291,6 +462,13 @@ class TextMemory:
         record = VectorRecord(
             new.id, cube_id, new.user_id, new.session_id, new.memory_type, new.status, new.created_at, vector
         )
+        with self._vector_writes(cube_id, [memory_id]):
+            self._write_update(cube_id, current, new, vector, record)
+        return new
+
+    def _write_update(
+        self, cube_id: str, current: Memory, new: Memory, vector: np.ndarray, record: VectorRecord
+    ) -> None:
         self.vectors.upsert([record])
         try:
             self.graph.update_memory(new)
@@ -318,17 +496,125 @@ class TextMemory:
         self.check_cube_id(cube_id)
         if not ids:
             raise InvalidArgument("memory_ids must not be empty (or set all)", reason="EMPTY_MEMORY_IDS")
-        deleted = self.graph.delete_memories(cube_id, ids)
-        self._delete_vectors(cube_id, deleted)
+        with self._vector_writes(cube_id, ids) as marks:
+            deleted = self.graph.delete_memories(cube_id, ids)
+            marks.keep = not self._delete_vectors(cube_id, deleted)
+        self._drop_copies_of(cube_id, deleted)
         return len(deleted)
+
+    def delete_selected(
+        self,
+        cube_id: str,
+        *,
+        ids: Sequence[str] = (),
+        whole_cube: bool = False,
+        flt: MemoryFilter | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Deletes by exactly one selector (ids, all, or a filter that narrows); with ``dry_run``
+        only counts what would go. Returns the count."""
+        self.check_cube_id(cube_id)
+        chosen = [
+            name for name, on in (("memory_ids", bool(ids)), ("all", whole_cube), ("filter", flt is not None)) if on
+        ]
+        if len(chosen) != 1:
+            raise InvalidArgument(
+                "set exactly one of memory_ids, filter and all"
+                + (f" (got {', '.join(chosen)})" if chosen else " (got none)"),
+                reason="CONFLICTING_SELECTORS" if chosen else "NO_SELECTOR",
+            )
+        if flt is not None:
+            self.check_filter(flt)
+            if not flt.narrows():
+                raise InvalidArgument(
+                    "the filter narrows nothing; set all to delete every memory of the cube",
+                    reason="EMPTY_FILTER",
+                    metadata={"field": "filter"},
+                )
+            return self.graph.count(cube_id, flt) if dry_run else self.delete_matching(cube_id, flt)
+        if whole_cube:
+            return self.graph.count(cube_id) if dry_run else self.delete_all(cube_id)
+        return len(self.graph.get_memories(cube_id, ids)) if dry_run else self.delete_memories(cube_id, ids)
+
+    def delete_matching(self, cube_id: str, flt: MemoryFilter) -> int:
+        """Deletes the memories ``list`` would list with ``flt``, a batch at a time (bounded memory).
+
+        Each batch leaves the graph before its vectors go: a search hydrates from the graph, so a
+        crash between the two leaves orphan vectors that nothing returns, never a findable memory.
+        """
+        total = 0
+        while True:
+            # The batch's ids are marked before the graph lets them go, so that a crash between
+            # the two stores leaves a mark the repair follows (see repair_vector_writes).
+            page, _ = self.graph.list_memories(cube_id, flt, DELETE_BATCH, 0)
+            ids = [m.id for m in page]
+            if not ids:
+                return total
+            with self._vector_writes(cube_id, ids) as marks:
+                deleted = self.graph.delete_memories(cube_id, ids)
+                marks.keep = not self._delete_vectors(cube_id, deleted)
+            self._drop_copies_of(cube_id, deleted)
+            total += len(deleted)
+            if len(page) < DELETE_BATCH:
+                return total
+
+    def _drop_copies_of(self, cube_id: str, deleted: Sequence[str]) -> None:
+        """Working-memory copies of deleted memories go with them (a copy repeats the text)."""
+        if not deleted:
+            return
+        gone = set(deleted)
+        copies = [m.id for m in self.working_memory(cube_id) if str(m.info.get(WORKING_COPY_OF, "")) in gone]
+        if copies:
+            with self._vector_writes(cube_id, copies) as marks:
+                marks.keep = not self._delete_vectors(cube_id, self.graph.delete_memories(cube_id, copies))
+
+    def delete_user_data(self, user_id: str) -> UserDataDeletion:
+        """Erases a user: the cubes they own (every memory in them), their memories in every other
+        cube (of any type or status, whatever their access there now), and their access to other
+        users' cubes. Idempotent: a second run finds nothing left."""
+        if not user_id or not user_id.strip():
+            raise InvalidArgument("user_id is required", reason="MISSING_USER_ID", metadata={"field": "user_id"})
+        out = UserDataDeletion()
+        cubes = self.graph.list_cubes(user_id)
+        owned = {c.cube_id for c in cubes if c.owner_id == user_id}
+        everything = MemoryFilter(memory_types=MEMORY_TYPES, user_id=user_id, include_archived=True)
+        for cube_id in self.graph.user_memory_cubes(user_id):
+            if cube_id in owned:
+                continue
+            n = self.delete_matching(cube_id, everything)
+            if n:
+                out.cleaned_cube_ids.append(cube_id)
+                out.deleted_memories += n
+        for cube in cubes:
+            if cube.cube_id not in owned and user_id in cube.members:
+                self.graph.set_member(cube.cube_id, user_id, "")
+                out.revoked_cube_ids.append(cube.cube_id)
+        for cube_id in sorted(owned):
+            out.deleted_memories += self.delete_all(cube_id)
+            self.graph.delete_cube(cube_id)
+            out.deleted_cube_ids.append(cube_id)
+        log.info(
+            "user data deleted",
+            extra={
+                "deleted_memories": out.deleted_memories,
+                "deleted_cubes": len(out.deleted_cube_ids),
+                "cleaned_cubes": len(out.cleaned_cube_ids),
+                "revoked_cubes": len(out.revoked_cube_ids),
+            },
+        )
+        return out
 
     def delete_all(self, cube_id: str) -> int:
         self.check_cube_id(cube_id)
-        deleted = self.graph.delete_cube_memories(cube_id)
-        try:
-            self.vectors.delete_cube(cube_id)
-        except Unavailable:
-            log.error("vectors of a cleared cube remain; search cannot return them", extra={"cube_id": cube_id})
+        with self._vector_writes(cube_id, [WHOLE_CUBE]) as marks:
+            deleted = self.graph.delete_cube_memories(cube_id)
+            try:
+                self.vectors.delete_cube(cube_id)
+            except Unavailable:
+                # Nothing can find them (search hydrates from the graph); the kept mark has the
+                # repair remove them once the vector store is back.
+                log.error("vectors of a cleared cube remain until the repair", extra={"cube_id": cube_id})
+                marks.keep = True
         return len(deleted)
 
     def working_memory(self, cube_id: str) -> list[Memory]:
@@ -397,11 +683,14 @@ class TextMemory:
             self.delete_memories(cube_id, [m.id for m in previous])
         return stored, len(previous)
 
-    def _delete_vectors(self, cube_id: str, ids: list[str]) -> None:
+    def _delete_vectors(self, cube_id: str, ids: list[str]) -> bool:
+        """Deletes the vectors; False when the vector store failed (the caller keeps its marks)."""
         try:
             self.vectors.delete(cube_id, ids)
         except Unavailable:
-            log.error("vectors of deleted memories remain; search cannot return them", extra={"cube_id": cube_id})
+            log.error("vectors of deleted memories remain until the repair", extra={"cube_id": cube_id})
+            return False
+        return True
 
     # reads ----------------------------------------------------------------------
     def check_search(self, query: str, top_k: int, flt: MemoryFilter) -> int:
@@ -435,9 +724,8 @@ class TextMemory:
         depth = self.candidate_depth(top_k, flt)
         if len(cube_ids) == 1:
             return {cube_ids[0]: self.vectors.search(cube_ids[0], qvec, flt, depth)}
-        # What each cube can return at most, so that small cubes are not searched a second time.
-        available = {c: self.graph.count(c, flt) for c in cube_ids}
-        return self.vectors.search_many(cube_ids, qvec, flt, depth, available)
+        # What a cube can return at most, so that a small cube is not searched a second time.
+        return self.vectors.search_many(cube_ids, qvec, flt, depth, lambda c: self.graph.count(c, flt))
 
     def rank_candidates(
         self,
@@ -481,13 +769,26 @@ class TextMemory:
                 boost(scores, [mid for mid in scores if _happened_in(hydrated[mid], periods)], recipe.temporal_boost)
         return ranked(scores), hydrated
 
+    def lexical_candidates(self, cube_id: str, query: str, top_k: int, flt: MemoryFilter) -> list[tuple[str, float]]:
+        """One cube's full-text candidates (none when the recipe has no lexical signal)."""
+        if not self.recipe.lexical:
+            return []
+        return self.graph.search_lexical(cube_id, query, flt, self.candidate_depth(top_k, flt))
+
     def finish_search(
-        self, cube_id: str, query: str, top_k: int, flt: MemoryFilter, dense: list[tuple[str, float]]
+        self,
+        cube_id: str,
+        query: str,
+        top_k: int,
+        flt: MemoryFilter,
+        dense: list[tuple[str, float]],
+        lexical: list[tuple[str, float]] | None = None,
     ) -> tuple[list[tuple[Memory, float]], int]:
-        """One cube's lexical candidates, fused with its dense ones, re-ranked by the recipe and
-        hydrated from the graph."""
+        """One cube's lexical candidates (found here unless given), fused with its dense ones,
+        re-ranked by the recipe and hydrated from the graph."""
         depth = self.candidate_depth(top_k, flt)
-        lexical = self.graph.search_lexical(cube_id, query, flt, depth) if self.recipe.lexical else []
+        if lexical is None:
+            lexical = self.lexical_candidates(cube_id, query, top_k, flt)
         fused, hydrated = self.rank_candidates(cube_id, query, flt, depth, dense, lexical)
         results: list[tuple[Memory, float]] = []
         position: dict[str, int] = {}  # original memory id -> index in results
@@ -515,8 +816,14 @@ class TextMemory:
         """Hybrid search of one cube: dense + lexical, fused by reciprocal rank."""
         self.check_cube_id(cube_id)
         top_k = self.check_search(query, top_k, flt)
-        dense = self.dense_candidates([cube_id], query, top_k, flt)[cube_id]
-        return self.finish_search(cube_id, query, top_k, flt, dense)
+        # The full-text query (SQLite or Neo4j) and the query embedding both release the GIL:
+        # running them side by side makes a search cost the longer of the two, not their sum.
+        lexical = self._lexical_pool.submit(self.lexical_candidates, cube_id, query, top_k, flt)
+        try:
+            dense = self.dense_candidates([cube_id], query, top_k, flt)[cube_id]
+        finally:
+            futures.wait([lexical])
+        return self.finish_search(cube_id, query, top_k, flt, dense, lexical.result())
 
     def get(self, cube_id: str, memory_id: str) -> Memory:
         self.check_cube_id(cube_id)
@@ -526,6 +833,11 @@ class TextMemory:
                 f"memory {memory_id!r} not found in cube", reason="MEMORY_NOT_FOUND", metadata={"memory_id": memory_id}
             )
         return m
+
+    def get_with_history(self, cube_id: str, memory_id: str) -> tuple[Memory, list[Memory]]:
+        """The memory and the versions updates replaced, newest first."""
+        m = self.get(cube_id, memory_id)
+        return m, self.graph.memory_history(cube_id, memory_id)
 
     def list(self, cube_id: str, flt: MemoryFilter, page_size: int, after: int) -> tuple[list[Memory], int]:
         self.check_cube_id(cube_id)

@@ -100,6 +100,18 @@ class MemoryFilter:
     def statuses(self) -> tuple[str, ...]:
         return STATUSES if self.include_archived else SEARCHABLE_STATUSES
 
+    def narrows(self) -> bool:
+        """Whether a field other than ``include_archived`` is set (a filter that selects less than
+        a whole cube's searchable memories)."""
+        return bool(
+            self.memory_types
+            or self.user_id
+            or self.session_id
+            or self.tags
+            or self.created_after is not None
+            or self.created_before is not None
+        )
+
 
 @dataclass
 class Cube:

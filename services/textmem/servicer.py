@@ -69,7 +69,9 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             window_overlap=window_overlap,
         )
         return textmem_pb2.AddMemoriesResponse(
-            memories=[convert.memory_to_proto(m) for m in result.memories], replayed=result.replayed
+            memories=[convert.memory_to_proto(m) for m in result.memories],
+            replayed=result.replayed,
+            merged_ids=result.merged_ids,
         )
 
     async def WriteMemories(self, request, context):  # type: ignore[no-untyped-def]
@@ -83,7 +85,9 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             request.request_id,
         )
         return textmem_pb2.WriteMemoriesResponse(
-            memories=[convert.memory_to_proto(m) for m in result.memories], replayed=result.replayed
+            memories=[convert.memory_to_proto(m) for m in result.memories],
+            replayed=result.replayed,
+            merged_ids=result.merged_ids,
         )
 
     async def SearchMemories(self, request, context):  # type: ignore[no-untyped-def]
@@ -106,13 +110,26 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             self._mem.check_cube_id(cube_id)
         flt = convert.filter_from_proto(request.filter)
         top_k = self._mem.check_search(request.query, request.top_k, flt)
-        dense = await asyncio.to_thread(self._mem.dense_candidates, cube_ids, request.query, top_k, flt)
-        jobs = {
-            c: asyncio.ensure_future(
-                asyncio.to_thread(self._mem.finish_search, c, request.query, top_k, flt, dense.get(c, []))
-            )
+        # Full-text candidates of every cube are looked up while the query is embedded and the
+        # vectors searched (both release the GIL), then each cube is fused on its own.
+        lexical = {
+            c: asyncio.ensure_future(asyncio.to_thread(self._mem.lexical_candidates, c, request.query, top_k, flt))
             for c in cube_ids
         }
+        try:
+            dense = await asyncio.to_thread(self._mem.dense_candidates, cube_ids, request.query, top_k, flt)
+        except BaseException:
+            for job in lexical.values():
+                job.cancel()
+            raise
+
+        async def finish(cube_id: str):  # type: ignore[no-untyped-def]
+            lexical_hits = await lexical[cube_id]
+            return await asyncio.to_thread(
+                self._mem.finish_search, cube_id, request.query, top_k, flt, dense.get(cube_id, []), lexical_hits
+            )
+
+        jobs = {c: asyncio.ensure_future(finish(c)) for c in cube_ids}
         remaining = context.time_remaining()
         # Answer with what is done shortly before the deadline rather than not at all.
         timeout = None if remaining is None else max(remaining - BATCH_RESERVE_S, 0.0)
@@ -124,8 +141,13 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
 
     async def GetMemory(self, request, context):  # type: ignore[no-untyped-def]
         _require(request.memory_id, "memory_id")
-        m = await asyncio.to_thread(self._mem.get, request.cube_id, request.memory_id)
-        return textmem_pb2.GetMemoryResponse(memory=convert.memory_to_proto(m))
+        if not request.include_history:
+            m = await asyncio.to_thread(self._mem.get, request.cube_id, request.memory_id)
+            return textmem_pb2.GetMemoryResponse(memory=convert.memory_to_proto(m))
+        m, history = await asyncio.to_thread(self._mem.get_with_history, request.cube_id, request.memory_id)
+        return textmem_pb2.GetMemoryResponse(
+            memory=convert.memory_to_proto(m), history=[convert.memory_to_proto(v) for v in history]
+        )
 
     async def ListMemories(self, request, context):  # type: ignore[no-untyped-def]
         after = convert.decode_page_token(request.page_token)
@@ -146,10 +168,15 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         return textmem_pb2.UpdateMemoryResponse(memory=convert.memory_to_proto(m))
 
     async def DeleteMemories(self, request, context):  # type: ignore[no-untyped-def]
-        if request.all:
-            n = await asyncio.to_thread(self._mem.delete_all, request.cube_id)
-        else:
-            n = await asyncio.to_thread(self._mem.delete_memories, request.cube_id, list(request.memory_ids))
+        flt = convert.filter_from_proto(request.filter) if request.HasField("filter") else None
+        n = await asyncio.to_thread(
+            self._mem.delete_selected,
+            request.cube_id,
+            ids=list(request.memory_ids),
+            whole_cube=request.all,
+            flt=flt,
+            dry_run=request.dry_run,
+        )
         return textmem_pb2.DeleteMemoriesResponse(deleted_count=n)
 
     async def ReplaceWorkingMemory(self, request, context):  # type: ignore[no-untyped-def]
@@ -198,3 +225,12 @@ class CubeServicer(textmem_pb2_grpc.CubeServiceServicer):
     async def DeleteCube(self, request, context):  # type: ignore[no-untyped-def]
         n = await asyncio.to_thread(self._mem.delete_cube, request.cube_id, request.owner_id)
         return textmem_pb2.DeleteCubeResponse(deleted_memories=n)
+
+    async def DeleteUserData(self, request, context):  # type: ignore[no-untyped-def]
+        done = await asyncio.to_thread(self._mem.delete_user_data, request.user_id)
+        return textmem_pb2.DeleteUserDataResponse(
+            deleted_memories=done.deleted_memories,
+            deleted_cube_ids=done.deleted_cube_ids,
+            cleaned_cube_ids=done.cleaned_cube_ids,
+            revoked_cube_ids=done.revoked_cube_ids,
+        )

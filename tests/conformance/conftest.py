@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from services.textmem.stores.exact_index import ExactIndexVectorStore
 from services.textmem.stores.graph import GraphStore
 from services.textmem.stores.milvus_vector import MilvusVectorStore
 from services.textmem.stores.neo4j_graph import Neo4jGraphStore
@@ -49,6 +50,10 @@ def _milvus_lite(tmp: Path) -> VectorStore:
     return MilvusVectorStore(str(tmp / "m.db"), "conf", VECTOR_DIM)
 
 
+def _exact_index_over_milvus_lite(tmp: Path) -> VectorStore:
+    return ExactIndexVectorStore(MilvusVectorStore(str(tmp / "m.db"), "conf", VECTOR_DIM))
+
+
 # name -> factory(test request, empty directory) -> store. Add implementations here.
 GRAPH_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], GraphStore]] = {
     "sqlite": _sqlite_graph,
@@ -56,6 +61,7 @@ GRAPH_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], GraphStore]] = {
 }
 VECTOR_STORES: dict[str, Callable[[Path], VectorStore]] = {
     "milvus-lite": _milvus_lite,
+    "exact-index+milvus-lite": _exact_index_over_milvus_lite,
 }
 
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from memos.client import AsyncMemosClient, NotFound, Unavailable
-from services.textmem.embedders import LocalEmbedder
+from services.textmem.embedders import Embedder
 from services.textmem.stores.neo4j_graph import Neo4jGraphStore
 from shared.errors import Unavailable as DomainUnavailable
 from shared.settings import ClientSettings
@@ -113,7 +113,7 @@ def proxy(neo4j_server: Neo4jServer) -> Iterator[TcpProxy]:
 
 @pytest.fixture(scope="module")
 async def neo4j_suite(
-    tmp_path_factory: pytest.TempPathFactory, embedder: LocalEmbedder, neo4j_server: Neo4jServer, proxy: TcpProxy
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, neo4j_server: Neo4jServer, proxy: TcpProxy
 ) -> AsyncIterator[Suite]:
     suite = await start_suite(
         tmp_path_factory.mktemp("neo4j-suite"),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from services.textmem.dedupe import Merge
 from services.textmem.models import Cube, Edge, Memory, MemoryFilter
 
 
@@ -28,16 +29,33 @@ class MemoryStats:
 class GraphStore(Protocol):
     # memories -------------------------------------------------------------
     def insert_memories(
-        self, cube_id: str, memories: Sequence[Memory], edges: Sequence[Edge] = (), request_id: str = ""
+        self,
+        cube_id: str,
+        memories: Sequence[Memory],
+        edges: Sequence[Edge] = (),
+        request_id: str = "",
+        merges: Sequence[Merge] = (),
+        result_ids: Sequence[str] | None = None,
     ) -> None:
-        """Stores memories, their sources and edges in one transaction.
+        """Stores memories, their sources and edges, and applies ``merges`` (dedupe: sources
+        appended to existing memories of the cube as :func:`~services.textmem.dedupe.merged_fields`
+        says), in one transaction. A merge whose target is absent, archived or a working-memory
+        copy raises ``NotFound`` with reason ``MERGE_TARGET_GONE`` and nothing is written.
 
-        With ``request_id``, records it with the memory ids; a second insert
-        with the same (cube, request id) raises ``AlreadyExists``.
+        With ``request_id``, records it with ``result_ids`` (default: the new memories' ids) and
+        the merge targets' ids; a second insert with the same (cube, request id) raises
+        ``AlreadyExists``. Every memory's :func:`~services.textmem.dedupe.text_hash` is kept, indexed.
         """
 
     def memory_ids_for_request(self, cube_id: str, request_id: str) -> list[str] | None:
         """Ids written under (cube, request id), or None if never seen."""
+
+    def merged_ids_for_request(self, cube_id: str, request_id: str) -> list[str]:
+        """The merge targets recorded with (cube, request id); [] if none or never seen."""
+
+    def find_by_text_hash(self, cube_id: str, memory_type: str, hashes: Sequence[str]) -> dict[str, str]:
+        """For each hash that a live (activated or resolving) memory of the cube and type has, the
+        oldest such memory's id: an indexed lookup. Working-memory copies are never returned."""
 
     def get_memories(self, cube_id: str, ids: Sequence[str]) -> dict[str, Memory]:
         """The memories of this cube among ``ids`` (others are absent)."""
@@ -46,18 +64,41 @@ class GraphStore(Protocol):
         """A page in insertion order and the cursor to pass as ``after`` next (0: no more)."""
 
     def update_memory(self, memory: Memory) -> None:
-        """Replaces a memory's text and metadata (sources kept). NotFound if absent."""
+        """Replaces a memory's text and metadata (sources kept), keeping the version it replaces
+        in the memory's history, in one transaction. NotFound if absent."""
+
+    def memory_history(self, cube_id: str, memory_id: str) -> list[Memory]:
+        """The versions updates replaced, newest first, each as it was (without sources); [] for
+        a memory never updated, absent, or of another cube."""
 
     def delete_memories(self, cube_id: str, ids: Sequence[str]) -> list[str]:
-        """Hard-deletes memories, sources and edges; returns the ids that existed."""
+        """Hard-deletes memories, sources, edges and history; returns the ids that existed."""
+
+    def delete_memories_matching(self, cube_id: str, flt: MemoryFilter, limit: int) -> list[str]:
+        """Hard-deletes, in one transaction, up to ``limit`` of the cube's memories that
+        :meth:`list_memories` would list with ``flt`` (oldest first), with their sources, edges
+        and history; returns their ids. Fewer than ``limit`` means none is left."""
 
     def delete_cube_memories(self, cube_id: str) -> list[str]:
-        """Hard-deletes every memory of the cube; returns their ids."""
+        """Hard-deletes every memory of the cube (with sources, edges and history); returns their ids."""
+
+    def user_memory_cubes(self, user_id: str) -> list[str]:
+        """Ids of the cubes holding at least one memory of the user, whatever the user's access, sorted."""
 
     def search_lexical(self, cube_id: str, query: str, flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
         """Full-text (BM25) matches as (id, score), best first; higher score is better."""
 
     def count(self, cube_id: str, flt: MemoryFilter | None = None) -> int: ...
+
+    def mark_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
+        """Write-ahead mark: these memories' vectors are about to change (add, update, delete).
+        A mark left behind by a crash tells the repair which vectors to check against the graph."""
+
+    def clear_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
+        """The marked writes are done (both stores agree); unknown marks are ignored."""
+
+    def pending_vector_writes(self, before: float, limit: int) -> list[tuple[str, str]]:
+        """(cube id, memory id) of marks made before ``before`` (epoch seconds), oldest first."""
 
     def neighbours(self, cube_id: str, memory_id: str, edge_type: str) -> list[str]:
         """Ids linked to ``memory_id`` by an edge of ``edge_type``, either direction."""

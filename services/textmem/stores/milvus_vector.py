@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from services.textmem.models import MEMORY_TYPES, STATUSES, MemoryFilter
+from services.textmem.stores.exact_index import ScannedRow
 from services.textmem.stores.vector import VectorRecord
 from shared.errors import Unavailable
 
@@ -269,7 +270,7 @@ class MilvusVectorStore:
         vector: np.ndarray,
         flt: MemoryFilter,
         limit: int,
-        available: Mapping[str, int] | None = None,
+        available: Callable[[str], int] | None = None,
     ) -> dict[str, list[tuple[str, float]]]:
         # One grouping search (group = cube) instead of one search per cube: Milvus Lite runs
         # searches one at a time, so a fan-out over n cubes would otherwise cost n searches.
@@ -297,8 +298,7 @@ class MilvusVectorStore:
             # Grouping search is best effort: a group whose hits rank low overall (or that sits in an
             # unsealed segment) can come back short or missing. A short group is searched on its own,
             # so every cube gets exactly what search() would give it.
-            expected = limit if available is None else min(limit, available.get(cube, limit))
-            if len(hits) < expected:
+            if len(hits) < limit and (available is None or len(hits) < min(limit, available(cube))):
                 out[cube] = self.search(cube, vector, flt, limit)
         return out
 
@@ -313,6 +313,38 @@ class MilvusVectorStore:
             output_fields=["id", "vector"],
         )
         return {r["id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
+    def key_of(self, value: str) -> str:
+        """The key a cube, user or session id is stored under."""
+        return scope_key(value)
+
+    def scan(self, cube_id: str, batch_size: int = 2000) -> Iterator[ScannedRow]:
+        """Every row of the cube, vectors included (what an in-process index loads from)."""
+        it = self._call(
+            "query",
+            self._client.query_iterator,
+            self._collection,
+            batch_size=batch_size,
+            filter=f'cube_key == "{scope_key(cube_id)}"',
+            output_fields=["id", "user_key", "session_key", "memory_type", "status", "created_at", "vector"],
+        )
+        try:
+            while True:
+                rows = self._call("query", it.next)
+                if not rows:
+                    return
+                for r in rows:
+                    yield ScannedRow(
+                        id=r["id"],
+                        user_key=r["user_key"],
+                        session_key=r["session_key"],
+                        memory_type=r["memory_type"],
+                        status=r["status"],
+                        created_us=int(r["created_at"]),
+                        vector=np.asarray(r["vector"], dtype=np.float32),
+                    )
+        finally:
+            it.close()
 
     def delete(self, cube_id: str, ids: Sequence[str]) -> None:
         if not ids:

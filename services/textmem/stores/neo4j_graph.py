@@ -5,7 +5,9 @@ One database holds every cube. The model::
     (:Memory {id, cube_id, cube_key, seq, memory, search_text, ...})
         -[:HAS_SOURCE {position}]->(:Source {cube_id, memory_id, type, role, ...})
     (:Memory)-[:EDGE {type, cube_id}]->(:Memory)          same cube only
-    (:Request {cube_id, request_id, memory_ids, created_at})
+    (:Memory)-[:HAS_VERSION]->(:MemoryVersion {id, cube_id, memory_id, version, memory, ...})
+                                                          versions updates replaced
+    (:Request {cube_id, request_id, memory_ids, merged_ids, created_at})
     (:MemorySeq {cube_id, value})                          list cursor counter
     (:User {user_id})-[:OWNS]->(:Cube {cube_id, owner_id, name, created_at})
     (:User)-[:MEMBER_OF {role}]->(:Cube)
@@ -60,7 +62,8 @@ from neo4j.exceptions import (
     TransientError,
 )
 
-from services.textmem.models import Cube, Edge, Memory, MemoryFilter, Source
+from services.textmem.dedupe import Merge, is_merge_target, merged_fields, text_hash
+from services.textmem.models import SEARCHABLE_STATUSES, Cube, Edge, Memory, MemoryFilter, Source
 from services.textmem.stores.graph import MemoryStats
 from shared.errors import AlreadyExists, NotFound, Unavailable
 
@@ -72,6 +75,7 @@ FULLTEXT_INDEX = "memory_text"
 # Analyzer of the full-text index: Lucene's StandardTokenizer + lowercase, no stop words
 # (a query of only stop words, "to be", must still match). Diacritics are folded in Python.
 FULLTEXT_ANALYZER = "standard-no-stop-words"
+TEXT_HASH_INDEX = "memory_text_hash"
 
 _SCHEMA = [
     "CREATE CONSTRAINT memory_id IF NOT EXISTS FOR (m:Memory) REQUIRE m.id IS UNIQUE",
@@ -82,13 +86,33 @@ _SCHEMA = [
     "CREATE CONSTRAINT request_key IF NOT EXISTS FOR (r:Request) REQUIRE (r.cube_id, r.request_id) IS UNIQUE",
     "CREATE INDEX memory_cube_seq IF NOT EXISTS FOR (m:Memory) ON (m.cube_id, m.seq)",
     "CREATE INDEX source_cube IF NOT EXISTS FOR (s:Source) ON (s.cube_id)",
+    # Exact dedupe on add: memories of a cube by dedupe.text_hash of their text.
+    f"CREATE INDEX {TEXT_HASH_INDEX} IF NOT EXISTS FOR (m:Memory) ON (m.cube_id, m.text_hash)",
+    # Finds the cubes holding a user's memories (erasure of a user's data).
+    "CREATE INDEX memory_user IF NOT EXISTS FOR (m:Memory) ON (m.user_id)",
+    # Write-ahead marks of vector writes (TextMemory.repair_vector_writes).
+    "CREATE CONSTRAINT pending_vector_write IF NOT EXISTS FOR (p:PendingVectorWrite) REQUIRE (p.cube_id, p.memory_id) IS UNIQUE",
+    "CREATE INDEX pending_vector_write_at IF NOT EXISTS FOR (p:PendingVectorWrite) ON (p.marked_at)",
     f"CREATE FULLTEXT INDEX {FULLTEXT_INDEX} IF NOT EXISTS FOR (m:Memory) ON EACH [m.search_text, m.cube_key]"
     f" OPTIONS {{indexConfig: {{`fulltext.analyzer`: '{FULLTEXT_ANALYZER}', `fulltext.eventually_consistent`: false}}}}",
 ]
 
 # Names of the indexes above (a constraint's backing index has the constraint's name).
 _SCHEMA_NAMES = frozenset(
-    {"memory_id", "cube_id", "user_id", "memory_seq", "request_key", "memory_cube_seq", "source_cube", FULLTEXT_INDEX}
+    {
+        "memory_id",
+        "cube_id",
+        "user_id",
+        "memory_seq",
+        "request_key",
+        "memory_cube_seq",
+        "source_cube",
+        "memory_user",
+        "pending_vector_write",
+        "pending_vector_write_at",
+        TEXT_HASH_INDEX,
+        FULLTEXT_INDEX,
+    }
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -165,6 +189,7 @@ def _memory_props(m: Memory) -> dict[str, Any]:
         "session_id": m.session_id,
         "memory": m.memory,
         "search_text": fold(m.memory),
+        "text_hash": text_hash(m.memory),
         "memory_type": m.memory_type,
         "status": m.status,
         "key": m.key,
@@ -274,6 +299,8 @@ class Neo4jGraphStore:
                     online = set()
                 if _SCHEMA_NAMES <= online:
                     return
+                if TEXT_HASH_INDEX not in online:
+                    _backfill_text_hash(session)
                 for stmt in _SCHEMA:
                     session.run(stmt).consume()  # type: ignore[arg-type]  # constant text
                 # A new index is populated in the background; searches need it online.
@@ -308,12 +335,19 @@ class Neo4jGraphStore:
 
     # memories -------------------------------------------------------------
     def insert_memories(
-        self, cube_id: str, memories: Sequence[Memory], edges: Sequence[Edge] = (), request_id: str = ""
+        self,
+        cube_id: str,
+        memories: Sequence[Memory],
+        edges: Sequence[Edge] = (),
+        request_id: str = "",
+        merges: Sequence[Merge] = (),
+        result_ids: Sequence[str] | None = None,
     ) -> None:
         for m in memories:
             if m.cube_id != cube_id:
                 raise ValueError("memory of another cube in insert")
         memories = list(memories)
+        ids = [m.id for m in memories] if result_ids is None else list(result_ids)
         edge_rows = [{"src": e.src_id, "dst": e.dst_id, "type": e.type} for e in edges]
 
         def work(tx: ManagedTransaction) -> None:
@@ -321,14 +355,18 @@ class Neo4jGraphStore:
                 # First, so that concurrent retries of one request queue on its unique key.
                 try:
                     tx.run(
-                        "CREATE (:Request {cube_id: $cube, request_id: $rid, memory_ids: $ids, created_at: $now})",
+                        "CREATE (:Request {cube_id: $cube, request_id: $rid, memory_ids: $ids, merged_ids: $merged,"
+                        " created_at: $now})",
                         cube=cube_id,
                         rid=request_id,
-                        ids=[m.id for m in memories],
+                        ids=ids,
+                        merged=[g.target_id for g in merges],
                         now=time.time(),
                     ).consume()
                 except ConstraintError as exc:
                     raise AlreadyExists("request id already used", reason="DUPLICATE_REQUEST") from exc
+            for g in merges:
+                _apply_merge(tx, cube_id, g)
             if not memories:
                 return
             rows = [{"props": _memory_props(m), "sources": [_source_props(m, s) for s in m.sources]} for m in memories]
@@ -360,6 +398,39 @@ class Neo4jGraphStore:
                 ).consume()
 
         self._write(work)
+
+    def merged_ids_for_request(self, cube_id: str, request_id: str) -> list[str]:
+        def work(tx: ManagedTransaction) -> list[str]:
+            record = tx.run(
+                "MATCH (r:Request {cube_id: $cube, request_id: $rid}) RETURN r.merged_ids AS ids",
+                cube=cube_id,
+                rid=request_id,
+            ).single()
+            return [] if record is None else list(record["ids"] or [])
+
+        return self._read(work)
+
+    def find_by_text_hash(self, cube_id: str, memory_type: str, hashes: Sequence[str]) -> dict[str, str]:
+        unique = list(dict.fromkeys(hashes))
+        if not unique or memory_type == "WorkingMemory":
+            return {}
+
+        def work(tx: ManagedTransaction) -> dict[str, str]:
+            result = tx.run(
+                "MATCH (m:Memory) WHERE m.cube_id = $cube AND m.text_hash IN $hashes"
+                " AND m.memory_type = $type AND m.status IN $statuses"
+                " RETURN m.text_hash AS h, m.id AS id ORDER BY m.seq",
+                cube=cube_id,
+                hashes=unique,
+                type=memory_type,
+                statuses=list(SEARCHABLE_STATUSES),
+            )
+            found: dict[str, str] = {}
+            for r in result:
+                found.setdefault(r["h"], r["id"])
+            return found
+
+        return self._read(work)
 
     def memory_ids_for_request(self, cube_id: str, request_id: str) -> list[str] | None:
         def work(tx: ManagedTransaction) -> list[str] | None:
@@ -409,7 +480,12 @@ class Neo4jGraphStore:
         def work(tx: ManagedTransaction) -> int:
             record = tx.run(
                 "MATCH (m:Memory {id: $id}) WHERE m.cube_id = $cube"
-                " SET m.memory = $memory, m.search_text = $search_text, m.memory_type = $memory_type,"
+                # The version being replaced, kept as it is (not in the full-text index: another label).
+                " CREATE (m)-[:HAS_VERSION]->(v:MemoryVersion) SET v = properties(m), v.memory_id = m.id"
+                " REMOVE v.search_text, v.cube_key, v.seq"
+                " WITH m"
+                " SET m.memory = $memory, m.search_text = $search_text, m.text_hash = $text_hash,"
+                " m.memory_type = $memory_type,"
                 " m.status = $status, m.key = $key, m.tags = $tags, m.background = $background,"
                 " m.confidence = $confidence, m.info = $info, m.updated_at = $updated_at, m.version = $version"
                 " RETURN count(m) AS n",
@@ -417,6 +493,7 @@ class Neo4jGraphStore:
                 cube=memory.cube_id,
                 memory=memory.memory,
                 search_text=fold(memory.memory),
+                text_hash=text_hash(memory.memory),
                 memory_type=memory.memory_type,
                 status=memory.status,
                 key=memory.key,
@@ -443,6 +520,9 @@ class Neo4jGraphStore:
                 " OPTIONAL MATCH (m)-[:HAS_SOURCE]->(s:Source)"
                 " DETACH DELETE s"
                 " WITH DISTINCT m"
+                " OPTIONAL MATCH (m)-[:HAS_VERSION]->(v:MemoryVersion)"
+                " DETACH DELETE v"
+                " WITH DISTINCT m"
                 " WITH m, m.id AS id"
                 " DETACH DELETE m"
                 " RETURN id",
@@ -454,12 +534,60 @@ class Neo4jGraphStore:
         deleted = self._write(work)
         return [i for i in unique if i in deleted]
 
+    def memory_history(self, cube_id: str, memory_id: str) -> list[Memory]:
+        def work(tx: ManagedTransaction) -> list[Memory]:
+            result = tx.run(
+                "MATCH (m:Memory {id: $id})-[:HAS_VERSION]->(v:MemoryVersion) WHERE m.cube_id = $cube"
+                " RETURN properties(v) AS v ORDER BY v.version DESC, v.updated_at DESC",
+                id=memory_id,
+                cube=cube_id,
+            )
+            return [_memory_of(r["v"], []) for r in result]
+
+        return self._read(work)
+
+    def delete_memories_matching(self, cube_id: str, flt: MemoryFilter, limit: int) -> list[str]:
+        params: dict[str, Any] = {"cube": cube_id, "n": limit}
+        where = _filter_cypher(flt, params)
+
+        def work(tx: ManagedTransaction) -> list[str]:
+            result = tx.run(
+                f"MATCH (m:Memory) WHERE m.cube_id = $cube AND {where}"
+                " WITH m ORDER BY m.seq LIMIT $n"
+                " OPTIONAL MATCH (m)-[:HAS_SOURCE]->(s:Source)"
+                " DETACH DELETE s"
+                " WITH DISTINCT m"
+                " OPTIONAL MATCH (m)-[:HAS_VERSION]->(v:MemoryVersion)"
+                " DETACH DELETE v"
+                " WITH DISTINCT m"
+                " WITH m, m.id AS id, m.seq AS seq"
+                " DETACH DELETE m"
+                " RETURN id ORDER BY seq",
+                params,
+            )
+            return [r["id"] for r in result]
+
+        return self._write(work)
+
+    def user_memory_cubes(self, user_id: str) -> list[str]:
+        def work(tx: ManagedTransaction) -> list[str]:
+            result = tx.run(
+                "MATCH (m:Memory) WHERE m.user_id = $user RETURN DISTINCT m.cube_id AS cube ORDER BY cube",
+                user=user_id,
+            )
+            return [r["cube"] for r in result]
+
+        return self._read(work)
+
     def delete_cube_memories(self, cube_id: str) -> list[str]:
         def batch(tx: ManagedTransaction) -> list[str]:
             result = tx.run(
                 "MATCH (m:Memory) WHERE m.cube_id = $cube WITH m LIMIT $n"
                 " OPTIONAL MATCH (m)-[:HAS_SOURCE]->(s:Source)"
                 " DETACH DELETE s"
+                " WITH DISTINCT m"
+                " OPTIONAL MATCH (m)-[:HAS_VERSION]->(v:MemoryVersion)"
+                " DETACH DELETE v"
                 " WITH DISTINCT m"
                 " WITH m, m.id AS id"
                 " DETACH DELETE m"
@@ -516,6 +644,40 @@ class Neo4jGraphStore:
                 strict=True
             )
             return int(record["n"])
+
+        return self._read(work)
+
+    # write-ahead marks of vector writes ------------------------------------------------
+    def mark_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
+        def work(tx: ManagedTransaction) -> None:
+            tx.run(
+                "UNWIND $ids AS id MERGE (p:PendingVectorWrite {cube_id: $cube, memory_id: id}) SET p.marked_at = $now",
+                ids=list(dict.fromkeys(ids)),
+                cube=cube_id,
+                now=time.time(),
+            ).consume()
+
+        self._write(work)
+
+    def clear_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
+        def work(tx: ManagedTransaction) -> None:
+            tx.run(
+                "UNWIND $ids AS id MATCH (p:PendingVectorWrite {cube_id: $cube, memory_id: id}) DELETE p",
+                ids=list(dict.fromkeys(ids)),
+                cube=cube_id,
+            ).consume()
+
+        self._write(work)
+
+    def pending_vector_writes(self, before: float, limit: int) -> list[tuple[str, str]]:
+        def work(tx: ManagedTransaction) -> list[tuple[str, str]]:
+            result = tx.run(
+                "MATCH (p:PendingVectorWrite) WHERE p.marked_at < $before"
+                " RETURN p.cube_id AS cube, p.memory_id AS id ORDER BY p.marked_at LIMIT $limit",
+                before=before,
+                limit=limit,
+            )
+            return [(r["cube"], r["id"]) for r in result]
 
         return self._read(work)
 
@@ -595,8 +757,10 @@ class Neo4jGraphStore:
                     role=role,
                 ).consume()
             else:
+                # A user left without any cube goes too: the node holds nothing but the id.
                 tx.run(
-                    "MATCH (:User {user_id: $user})-[r:MEMBER_OF]->(:Cube {cube_id: $cube}) DELETE r",
+                    "MATCH (u:User {user_id: $user})-[r:MEMBER_OF]->(:Cube {cube_id: $cube}) DELETE r"
+                    " WITH u WHERE NOT (u)--() DELETE u",
                     cube=cube_id,
                     user=user_id,
                 ).consume()
@@ -649,6 +813,50 @@ class Neo4jGraphStore:
             return MemoryStats(by_type=by_type, cubes=cubes, largest=largest)
 
         return self._read(work)
+
+
+def _apply_merge(tx: ManagedTransaction, cube_id: str, merge: Merge) -> None:
+    """Folds a dedupe merge into its target inside the insert's transaction."""
+    # The write (a property set and removed) locks the target first: two adds merging into it
+    # queue here, so the second reads the first's sources and never appends one twice.
+    record = tx.run(
+        "MATCH (m:Memory {id: $id}) WHERE m.cube_id = $cube SET m._merging = true REMOVE m._merging"
+        f" WITH m {_RETURN_MEMORY}",
+        id=merge.target_id,
+        cube=cube_id,
+    ).single()
+    target = None if record is None else _memory_of(record["m"], record["sources"])
+    if target is None or not is_merge_target(target):
+        raise NotFound("the memory to merge into is gone", reason="MERGE_TARGET_GONE")
+    f = merged_fields(target, merge)
+    start = len(target.sources)
+    tx.run(
+        "MATCH (m:Memory {id: $id}) WHERE m.cube_id = $cube"
+        " SET m.tags = $tags, m.info = $info, m.updated_at = $updated_at, m.event_time = $event_time"
+        " WITH m UNWIND $sources AS row"
+        " CREATE (m)-[:HAS_SOURCE {position: row.pos}]->(s:Source) SET s = row.props",
+        id=target.id,
+        cube=cube_id,
+        tags=f.tags,
+        info=json.dumps(f.info),
+        updated_at=f.updated_at,
+        event_time=f.event_time,
+        sources=[{"pos": start + i, "props": _source_props(target, s)} for i, s in enumerate(f.appended)],
+    ).consume()
+
+
+def _backfill_text_hash(session: Any, batch: int = 2000) -> None:
+    """Memories stored before exact dedupe existed get their text hash (once, before its index)."""
+    while True:
+        rows = session.run(
+            "MATCH (m:Memory) WHERE m.text_hash IS NULL RETURN m.id AS id, m.memory AS memory LIMIT $n", n=batch
+        ).data()
+        if not rows:
+            return
+        session.run(
+            "UNWIND $rows AS row MATCH (m:Memory {id: row.id}) SET m.text_hash = row.h",
+            rows=[{"id": r["id"], "h": text_hash(r["memory"] or "")} for r in rows],
+        ).consume()
 
 
 def _cube_of(props: dict[str, Any], members: list[list[Any]]) -> Cube:

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.textmem.models import Cube, Edge, Memory, MemoryFilter, Source
+from services.textmem.dedupe import Merge, is_merge_target, merged_fields, text_hash
+from services.textmem.models import SEARCHABLE_STATUSES, Cube, Edge, Memory, MemoryFilter, Source
 from services.textmem.stores.graph import MemoryStats
 from shared.errors import AlreadyExists, NotFound, Unavailable
 
@@ -39,11 +40,25 @@ CREATE TABLE IF NOT EXISTS memories (
   created_at REAL NOT NULL,
   updated_at REAL NOT NULL,
   event_time REAL,
-  version INTEGER NOT NULL
+  version INTEGER NOT NULL,
+  -- dedupe.text_hash(memory): exact dedupe on add looks memories up by it (index: _migrate).
+  text_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS memories_cube ON memories(cube_id, seq);
 -- Serves the per-search count of a cube's searchable memories without reading the rows.
 CREATE INDEX IF NOT EXISTS memories_cube_type_status ON memories(cube_id, memory_type, status);
+-- Finds the cubes holding a user's memories (erasure of a user's data).
+CREATE INDEX IF NOT EXISTS memories_user ON memories(user_id, cube_id);
+-- The versions updates replaced (body: the memory's fields as JSON, without sources); they go
+-- with the memory (ON DELETE CASCADE), so a hard delete leaves no history behind.
+CREATE TABLE IF NOT EXISTS memory_history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+  cube_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_history_memory ON memory_history(memory_id, seq);
 CREATE TABLE IF NOT EXISTS sources (
   memory_id TEXT NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
   position INTEGER NOT NULL,
@@ -68,6 +83,8 @@ CREATE TABLE IF NOT EXISTS requests (
   request_id TEXT NOT NULL,
   memory_ids TEXT NOT NULL,
   created_at REAL NOT NULL,
+  -- Ids among memory_ids that existed before the request and got its content merged in (dedupe).
+  merged_ids TEXT NOT NULL DEFAULT '[]',
   PRIMARY KEY (cube_id, request_id)
 );
 CREATE TABLE IF NOT EXISTS cubes (
@@ -84,6 +101,14 @@ CREATE TABLE IF NOT EXISTS cube_members (
 );
 CREATE INDEX IF NOT EXISTS cube_members_user ON cube_members(user_id);
 CREATE INDEX IF NOT EXISTS cubes_owner ON cubes(owner_id);
+-- Write-ahead marks: these memories' vectors are being changed (TextMemory.repair_vector_writes).
+CREATE TABLE IF NOT EXISTS pending_vector_writes (
+  cube_id TEXT NOT NULL,
+  memory_id TEXT NOT NULL,
+  marked_at REAL NOT NULL,
+  PRIMARY KEY (cube_id, memory_id)
+);
+CREATE INDEX IF NOT EXISTS pending_vector_writes_at ON pending_vector_writes(marked_at);
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
   memory, content='memories', content_rowid='seq', tokenize='unicode61 remove_diacritics 2'
 );
@@ -149,6 +174,7 @@ class SqliteGraphStore:
         self._conns_lock = threading.Lock()
         with self._write_lock:
             self._conn().executescript(_SCHEMA)
+            _migrate(self._conn())
 
     # connections ----------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -192,14 +218,22 @@ class SqliteGraphStore:
 
     # memories -------------------------------------------------------------
     def insert_memories(
-        self, cube_id: str, memories: Sequence[Memory], edges: Sequence[Edge] = (), request_id: str = ""
+        self,
+        cube_id: str,
+        memories: Sequence[Memory],
+        edges: Sequence[Edge] = (),
+        request_id: str = "",
+        merges: Sequence[Merge] = (),
+        result_ids: Sequence[str] | None = None,
     ) -> None:
+        ids = [m.id for m in memories] if result_ids is None else list(result_ids)
         with self._tx() as conn:
             if request_id:
                 try:
                     conn.execute(
-                        "INSERT INTO requests(cube_id, request_id, memory_ids, created_at) VALUES (?,?,?,?)",
-                        (cube_id, request_id, json.dumps([m.id for m in memories]), time.time()),
+                        "INSERT INTO requests(cube_id, request_id, memory_ids, created_at, merged_ids)"
+                        " VALUES (?,?,?,?,?)",
+                        (cube_id, request_id, json.dumps(ids), time.time(), json.dumps([g.target_id for g in merges])),
                     )
                 except sqlite3.IntegrityError as exc:
                     raise AlreadyExists("request id already used", reason="DUPLICATE_REQUEST") from exc
@@ -208,8 +242,8 @@ class SqliteGraphStore:
                     raise ValueError("memory of another cube in insert")
                 conn.execute(
                     "INSERT INTO memories(id, cube_id, user_id, session_id, memory, memory_type, status, key, tags,"
-                    " background, confidence, info, created_at, updated_at, event_time, version)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " background, confidence, info, created_at, updated_at, event_time, version, text_hash)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         m.id,
                         m.cube_id,
@@ -227,6 +261,7 @@ class SqliteGraphStore:
                         m.updated_at,
                         m.event_time,
                         m.version,
+                        text_hash(m.memory),
                     ),
                 )
                 conn.executemany(
@@ -236,12 +271,62 @@ class SqliteGraphStore:
                 conn.executemany(
                     "INSERT OR IGNORE INTO memory_tags(memory_id, tag) VALUES (?,?)", [(m.id, t) for t in m.tags]
                 )
+            for g in merges:
+                self._apply_merge(conn, cube_id, g)
             for e in edges:
                 conn.execute(
                     "INSERT OR IGNORE INTO edges(cube_id, src_id, dst_id, type)"
                     " SELECT ?,?,?,? WHERE (SELECT COUNT(*) FROM memories WHERE id IN (?,?) AND cube_id = ?) = 2",
                     (cube_id, e.src_id, e.dst_id, e.type, e.src_id, e.dst_id, cube_id),
                 )
+
+    def _apply_merge(self, conn: sqlite3.Connection, cube_id: str, merge: Merge) -> None:
+        row = conn.execute("SELECT * FROM memories WHERE id = ? AND cube_id = ?", (merge.target_id, cube_id)).fetchone()
+        target = self._rows_to_memories([row])[0] if row is not None else None
+        if target is None or not is_merge_target(target):
+            raise NotFound("the memory to merge into is gone", reason="MERGE_TARGET_GONE")
+        f = merged_fields(target, merge)
+        conn.execute(
+            "UPDATE memories SET tags = ?, info = ?, updated_at = ?, event_time = ? WHERE id = ?",
+            (json.dumps(f.tags), json.dumps(f.info), f.updated_at, f.event_time, target.id),
+        )
+        start = conn.execute(
+            "SELECT COALESCE(MAX(position), -1) + 1 AS n FROM sources WHERE memory_id = ?", (target.id,)
+        ).fetchone()["n"]
+        conn.executemany(
+            "INSERT INTO sources(memory_id, position, body) VALUES (?,?,?)",
+            [(target.id, start + i, json.dumps(s.to_dict())) for i, s in enumerate(f.appended)],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO memory_tags(memory_id, tag) VALUES (?,?)", [(target.id, t) for t in f.tags]
+        )
+
+    def find_by_text_hash(self, cube_id: str, memory_type: str, hashes: Sequence[str]) -> dict[str, str]:
+        oldest: dict[str, tuple[int, str]] = {}
+        conn = self._conn()
+        statuses = list(SEARCHABLE_STATUSES)
+        for chunk in _chunks(list(dict.fromkeys(hashes)), 500):
+            # INDEXED BY: without statistics the planner prefers the (cube_id, seq) index and
+            # would read the whole cube.
+            rows = conn.execute(
+                "SELECT text_hash, id, seq FROM memories INDEXED BY memories_text_hash"
+                f" WHERE cube_id = ? AND text_hash IN ({','.join('?' * len(chunk))})"
+                " AND memory_type = ? AND memory_type != 'WorkingMemory'"
+                f" AND status IN ({','.join('?' * len(statuses))})",
+                [cube_id, *chunk, memory_type, *statuses],
+            )
+            for r in rows:
+                if r["text_hash"] not in oldest or r["seq"] < oldest[r["text_hash"]][0]:
+                    oldest[r["text_hash"]] = (r["seq"], r["id"])
+        return {h: mid for h, (_, mid) in oldest.items()}
+
+    def merged_ids_for_request(self, cube_id: str, request_id: str) -> list[str]:
+        row = (
+            self._conn()
+            .execute("SELECT merged_ids FROM requests WHERE cube_id = ? AND request_id = ?", (cube_id, request_id))
+            .fetchone()
+        )
+        return [] if row is None else json.loads(row["merged_ids"])
 
     def memory_ids_for_request(self, cube_id: str, request_id: str) -> list[str] | None:
         row = (
@@ -317,9 +402,18 @@ class SqliteGraphStore:
 
     def update_memory(self, memory: Memory) -> None:
         with self._tx() as conn:
+            old = conn.execute(
+                "SELECT * FROM memories WHERE id = ? AND cube_id = ?", (memory.id, memory.cube_id)
+            ).fetchone()
+            if old is None:
+                raise NotFound(f"memory {memory.id} not found in cube", reason="MEMORY_NOT_FOUND")
+            conn.execute(
+                "INSERT INTO memory_history(memory_id, cube_id, version, body) VALUES (?,?,?,?)",
+                (old["id"], old["cube_id"], old["version"], json.dumps({k: old[k] for k in _HISTORY_FIELDS})),
+            )
             cur = conn.execute(
                 "UPDATE memories SET memory=?, memory_type=?, status=?, key=?, tags=?, background=?, confidence=?,"
-                " info=?, updated_at=?, version=? WHERE id = ? AND cube_id = ?",
+                " info=?, updated_at=?, version=?, text_hash=? WHERE id = ? AND cube_id = ?",
                 (
                     memory.memory,
                     memory.memory_type,
@@ -331,6 +425,7 @@ class SqliteGraphStore:
                     json.dumps(memory.info),
                     memory.updated_at,
                     memory.version,
+                    text_hash(memory.memory),
                     memory.id,
                     memory.cube_id,
                 ),
@@ -359,6 +454,44 @@ class SqliteGraphStore:
                     conn.execute(f"DELETE FROM memories WHERE id IN ({fm})", found)
                 deleted.extend(found)
         return deleted
+
+    def memory_history(self, cube_id: str, memory_id: str) -> list[Memory]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT body FROM memory_history WHERE memory_id = ? AND cube_id = ? ORDER BY seq DESC",
+                (memory_id, cube_id),
+            )
+            .fetchall()
+        )
+        out = []
+        for r in rows:
+            body = json.loads(r["body"])
+            body["tags"], body["info"] = json.loads(body["tags"]), json.loads(body["info"])
+            out.append(Memory(id=memory_id, cube_id=cube_id, **body))
+        return out
+
+    def delete_memories_matching(self, cube_id: str, flt: MemoryFilter, limit: int) -> list[str]:
+        where, params = _filter_sql(flt)
+        with self._tx() as conn:
+            found = [
+                r["id"]
+                for r in conn.execute(
+                    f"SELECT m.id AS id FROM memories m WHERE m.cube_id = ? AND {where} ORDER BY m.seq LIMIT ?",
+                    [cube_id, *params, limit],
+                )
+            ]
+            for chunk in _chunks(found, 500):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM edges WHERE src_id IN ({marks}) OR dst_id IN ({marks})", [*chunk, *chunk])
+                conn.execute(f"DELETE FROM memories WHERE id IN ({marks})", chunk)
+        return found
+
+    def user_memory_cubes(self, user_id: str) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT DISTINCT cube_id FROM memories WHERE user_id = ? ORDER BY cube_id", (user_id,)
+        )
+        return [r["cube_id"] for r in rows]
 
     def delete_cube_memories(self, cube_id: str) -> list[str]:
         with self._tx() as conn:
@@ -396,6 +529,34 @@ class SqliteGraphStore:
                 .fetchone()
             )
         return int(row["n"])
+
+    # write-ahead marks of vector writes ------------------------------------------------
+    def mark_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO pending_vector_writes(cube_id, memory_id, marked_at) VALUES (?,?,?)",
+                [(cube_id, i, now) for i in dict.fromkeys(ids)],
+            )
+
+    def clear_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
+        with self._tx() as conn:
+            for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+                conn.execute(
+                    f"DELETE FROM pending_vector_writes WHERE cube_id = ? AND memory_id IN ({','.join('?' * len(chunk))})",
+                    [cube_id, *chunk],
+                )
+
+    def pending_vector_writes(self, before: float, limit: int) -> list[tuple[str, str]]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT cube_id, memory_id FROM pending_vector_writes WHERE marked_at < ? ORDER BY marked_at LIMIT ?",
+                (before, limit),
+            )
+            .fetchall()
+        )
+        return [(r["cube_id"], r["memory_id"]) for r in rows]
 
     def neighbours(self, cube_id: str, memory_id: str, edge_type: str) -> list[str]:
         rows = (
@@ -487,6 +648,49 @@ class SqliteGraphStore:
             )
             largest = [(r["cube_id"], int(r["n"])) for r in rows]
         return MemoryStats(by_type=by_type, cubes=cubes, largest=largest)
+
+
+# The columns of a memory a history entry keeps (everything an update may change, and the rest).
+_HISTORY_FIELDS = (
+    "memory",
+    "user_id",
+    "session_id",
+    "memory_type",
+    "status",
+    "key",
+    "tags",
+    "background",
+    "confidence",
+    "info",
+    "created_at",
+    "updated_at",
+    "event_time",
+    "version",
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Brings a file made by an earlier version up to the schema (idempotent; one transaction)."""
+
+    def columns(table: str) -> set[str]:
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+    if "text_hash" not in columns("memories") or "merged_ids" not in columns("requests"):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "text_hash" not in columns("memories"):
+                conn.execute("ALTER TABLE memories ADD COLUMN text_hash TEXT")
+                rows = conn.execute("SELECT seq, memory FROM memories").fetchall()
+                conn.executemany(
+                    "UPDATE memories SET text_hash = ? WHERE seq = ?", [(text_hash(r[1]), r[0]) for r in rows]
+                )
+            if "merged_ids" not in columns("requests"):
+                conn.execute("ALTER TABLE requests ADD COLUMN merged_ids TEXT NOT NULL DEFAULT '[]'")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    conn.execute("CREATE INDEX IF NOT EXISTS memories_text_hash ON memories(cube_id, text_hash)")
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

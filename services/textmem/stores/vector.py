@@ -7,7 +7,7 @@ Implementations: :class:`~services.textmem.stores.milvus_vector.MilvusVectorStor
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,12 +42,13 @@ class VectorStore(Protocol):
         vector: np.ndarray,
         flt: MemoryFilter,
         limit: int,
-        available: Mapping[str, int] | None = None,
+        available: Callable[[str], int] | None = None,
     ) -> dict[str, list[tuple[str, float]]]:
         """Like :meth:`search` for each cube (``limit`` per cube), in one round trip where the engine allows.
 
-        ``available`` (matching memories per cube, if the caller knows) lets an implementation
-        tell a short answer from a cube that has no more."""
+        ``available(cube_id)`` (how many memories of the cube match the filter, if the caller can
+        count them) lets an implementation tell a short answer from a cube that has no more; it
+        is called only for cubes whose answer came back short, since counting costs a query."""
 
     def get_vectors(self, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
 

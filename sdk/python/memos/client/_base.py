@@ -153,11 +153,19 @@ class ClientMethods:
         return self._invoke("SearchMemories", req, timeout)
 
     def get_memory(
-        self, user_id: str, cube_id: str, memory_id: str, *, timeout: float | None = None
+        self,
+        user_id: str,
+        cube_id: str,
+        memory_id: str,
+        *,
+        include_history: bool = False,
+        timeout: float | None = None,
     ) -> gateway_pb2.GetMemoryResponse:
-        return self._invoke(
-            "GetMemory", gateway_pb2.GetMemoryRequest(user_id=user_id, cube_id=cube_id, memory_id=memory_id), timeout
+        """One memory; with ``include_history``, also the versions updates replaced (newest first)."""
+        req = gateway_pb2.GetMemoryRequest(
+            user_id=user_id, cube_id=cube_id, memory_id=memory_id, include_history=include_history
         )
+        return self._invoke("GetMemory", req, timeout)
 
     def list_memories(
         self,
@@ -222,12 +230,24 @@ class ClientMethods:
         memory_ids: Sequence[str] = (),
         *,
         all: bool = False,  # noqa: A002
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - MemOS's name
+        dry_run: bool = False,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> gateway_pb2.DeleteMemoriesResponse:
+        """Deletes by exactly one of ``memory_ids``, ``filter`` (a dict as in :meth:`search_memories`;
+        unknown fields or wrong types raise InvalidArgument) and ``all``. With ``dry_run``, deletes
+        nothing and reports in ``deleted_count`` how many would go."""
         req = gateway_pb2.DeleteMemoriesRequest(
-            request_id=_request_id(request_id), user_id=user_id, cube_id=cube_id, memory_ids=list(memory_ids), all=all
+            request_id=_request_id(request_id),
+            user_id=user_id,
+            cube_id=cube_id,
+            memory_ids=list(memory_ids),
+            all=all,
+            dry_run=dry_run,
         )
+        if filter is not None:
+            req.filter.CopyFrom(_convert.filter_to_proto(filter))
         return self._invoke("DeleteMemories", req, timeout)
 
     def create_cube(
@@ -266,3 +286,10 @@ class ClientMethods:
     ) -> gateway_pb2.DeleteCubeResponse:
         req = gateway_pb2.DeleteCubeRequest(request_id=_request_id(request_id), user_id=user_id, cube_id=cube_id)
         return self._invoke("DeleteCube", req, timeout)
+
+    def delete_user_data(
+        self, user_id: str, *, request_id: str | None = None, timeout: float | None = None
+    ) -> gateway_pb2.DeleteUserDataResponse:
+        """Erases the user: owned cubes, their memories everywhere, their access to shared cubes."""
+        req = gateway_pb2.DeleteUserDataRequest(request_id=_request_id(request_id), user_id=user_id)
+        return self._invoke("DeleteUserData", req, timeout)

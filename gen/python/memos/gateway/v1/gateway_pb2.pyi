@@ -73,16 +73,18 @@ class AddMemoriesRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., writable_cube_ids: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[ExtractMode, str]] = ..., async_mode: _Optional[_Union[AsyncMode, str]] = ..., custom_tags: _Optional[_Iterable[str]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AddedMemory(_message.Message):
-    __slots__ = ("memory_id", "memory", "memory_type", "cube_id")
+    __slots__ = ("memory_id", "memory", "memory_type", "cube_id", "merged")
     MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     MEMORY_TYPE_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    MERGED_FIELD_NUMBER: _ClassVar[int]
     memory_id: str
     memory: str
     memory_type: _memory_pb2.MemoryType
     cube_id: str
-    def __init__(self, memory_id: _Optional[str] = ..., memory: _Optional[str] = ..., memory_type: _Optional[_Union[_memory_pb2.MemoryType, str]] = ..., cube_id: _Optional[str] = ...) -> None: ...
+    merged: bool
+    def __init__(self, memory_id: _Optional[str] = ..., memory: _Optional[str] = ..., memory_type: _Optional[_Union[_memory_pb2.MemoryType, str]] = ..., cube_id: _Optional[str] = ..., merged: _Optional[bool] = ...) -> None: ...
 
 class AddMemoriesResponse(_message.Message):
     __slots__ = ("message", "memories", "effective_mode", "notices", "part_errors", "task_ids")
@@ -157,20 +159,24 @@ class SearchMemoriesResponse(_message.Message):
     def __init__(self, text_mem: _Optional[_Iterable[_Union[CubeMemories, _Mapping]]] = ..., pref_mem: _Optional[_Iterable[_Union[CubeMemories, _Mapping]]] = ..., pref_string: _Optional[str] = ..., ranked: _Optional[_Iterable[_Union[_memory_pb2.ScoredMemory, _Mapping]]] = ...) -> None: ...
 
 class GetMemoryRequest(_message.Message):
-    __slots__ = ("user_id", "cube_id", "memory_id")
+    __slots__ = ("user_id", "cube_id", "memory_id", "include_history")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     cube_id: str
     memory_id: str
-    def __init__(self, user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_id: _Optional[str] = ...) -> None: ...
+    include_history: bool
+    def __init__(self, user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_id: _Optional[str] = ..., include_history: _Optional[bool] = ...) -> None: ...
 
 class GetMemoryResponse(_message.Message):
-    __slots__ = ("memory",)
+    __slots__ = ("memory", "history")
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     memory: _memory_pb2.MemoryItem
-    def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
+    def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ...) -> None: ...
 
 class ListMemoriesRequest(_message.Message):
     __slots__ = ("user_id", "cube_id", "page_size", "page_token", "filter")
@@ -215,18 +221,22 @@ class UpdateMemoryResponse(_message.Message):
     def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ...) -> None: ...
 
 class DeleteMemoriesRequest(_message.Message):
-    __slots__ = ("request_id", "user_id", "cube_id", "memory_ids", "all")
+    __slots__ = ("request_id", "user_id", "cube_id", "memory_ids", "all", "filter", "dry_run")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_IDS_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     user_id: str
     cube_id: str
     memory_ids: _containers.RepeatedScalarFieldContainer[str]
     all: bool
-    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+    filter: _memory_pb2.MemoryFilter
+    dry_run: bool
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., filter: _Optional[_Union[_memory_pb2.MemoryFilter, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class DeleteMemoriesResponse(_message.Message):
     __slots__ = ("deleted_count",)
@@ -313,6 +323,26 @@ class DeleteCubeResponse(_message.Message):
     DELETED_MEMORIES_FIELD_NUMBER: _ClassVar[int]
     deleted_memories: int
     def __init__(self, deleted_memories: _Optional[int] = ...) -> None: ...
+
+class DeleteUserDataRequest(_message.Message):
+    __slots__ = ("request_id", "user_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUserDataResponse(_message.Message):
+    __slots__ = ("deleted_memories", "deleted_cube_ids", "cleaned_cube_ids", "revoked_cube_ids")
+    DELETED_MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    CLEANED_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    deleted_memories: int
+    deleted_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    cleaned_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    revoked_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_memories: _Optional[int] = ..., deleted_cube_ids: _Optional[_Iterable[str]] = ..., cleaned_cube_ids: _Optional[_Iterable[str]] = ..., revoked_cube_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "query", "readable_cube_ids", "writable_cube_ids", "session_id", "top_k", "history", "system_prompt", "include_preference", "add_message_on_answer", "event_cube_id")

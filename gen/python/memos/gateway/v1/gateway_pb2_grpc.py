@@ -86,6 +86,11 @@ class GatewayServiceStub:
                 request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeRequest.SerializeToString,
                 response_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeResponse.FromString,
                 _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/memos.gateway.v1.GatewayService/DeleteUserData',
+                request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
         self.Chat = channel.unary_stream(
                 '/memos.gateway.v1.GatewayService/Chat',
                 request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatRequest.SerializeToString,
@@ -113,7 +118,8 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMemory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One memory of a cube the user may read, optionally with its earlier versions.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -125,13 +131,18 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateMemory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Changes a memory of a cube the user may write; a new text is re-embedded and the
+        version it replaces is kept in the memory's history.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteMemories(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Hard-deletes memories of a cube the user may write, chosen by ids, by a filter, or
+        all of them. Nothing of a deleted memory is found afterwards: its vector, sources,
+        relations and history go with it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -156,6 +167,16 @@ class GatewayServiceServicer:
 
     def DeleteCube(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserData(self, request, context):
+        """Erases everything of one user (the right to erasure): the cubes the user owns with
+        all their memories, the user's memories in other users' cubes, and the user's access
+        to cubes shared with them. Other users' memories in shared cubes stay. Only the user
+        may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -220,6 +241,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteCube,
                     request_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeRequest.FromString,
                     response_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeResponse.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataResponse.SerializeToString,
             ),
             'Chat': grpc.unary_stream_rpc_method_handler(
                     servicer.Chat,
@@ -499,6 +525,33 @@ class GatewayService:
             '/memos.gateway.v1.GatewayService/DeleteCube',
             memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeRequest.SerializeToString,
             memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteCubeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.gateway.v1.GatewayService/DeleteUserData',
+            memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataRequest.SerializeToString,
+            memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,12 +55,14 @@ class AddMemoriesRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., custom_tags: _Optional[_Iterable[str]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., window: _Optional[_Union[WindowOptions, _Mapping]] = ...) -> None: ...
 
 class AddMemoriesResponse(_message.Message):
-    __slots__ = ("memories", "replayed")
+    __slots__ = ("memories", "replayed", "merged_ids")
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    MERGED_IDS_FIELD_NUMBER: _ClassVar[int]
     memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
     replayed: bool
-    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    merged_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ..., merged_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MemoryCandidate(_message.Message):
     __slots__ = ("memory", "metadata")
@@ -85,12 +87,14 @@ class WriteMemoriesRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[MemoryCandidate, _Mapping]]] = ...) -> None: ...
 
 class WriteMemoriesResponse(_message.Message):
-    __slots__ = ("memories", "replayed")
+    __slots__ = ("memories", "replayed", "merged_ids")
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    MERGED_IDS_FIELD_NUMBER: _ClassVar[int]
     memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
     replayed: bool
-    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    merged_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ..., merged_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchMemoriesRequest(_message.Message):
     __slots__ = ("cube_id", "query", "top_k", "filter")
@@ -143,18 +147,22 @@ class BatchSearchMemoriesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[CubeSearchResult, _Mapping]]] = ...) -> None: ...
 
 class GetMemoryRequest(_message.Message):
-    __slots__ = ("cube_id", "memory_id")
+    __slots__ = ("cube_id", "memory_id", "include_history")
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
     cube_id: str
     memory_id: str
-    def __init__(self, cube_id: _Optional[str] = ..., memory_id: _Optional[str] = ...) -> None: ...
+    include_history: bool
+    def __init__(self, cube_id: _Optional[str] = ..., memory_id: _Optional[str] = ..., include_history: _Optional[bool] = ...) -> None: ...
 
 class GetMemoryResponse(_message.Message):
-    __slots__ = ("memory",)
+    __slots__ = ("memory", "history")
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     memory: _memory_pb2.MemoryItem
-    def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
+    def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ...) -> None: ...
 
 class ListMemoriesRequest(_message.Message):
     __slots__ = ("cube_id", "page_size", "page_token", "filter")
@@ -195,16 +203,20 @@ class UpdateMemoryResponse(_message.Message):
     def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ...) -> None: ...
 
 class DeleteMemoriesRequest(_message.Message):
-    __slots__ = ("request_id", "cube_id", "memory_ids", "all")
+    __slots__ = ("request_id", "cube_id", "memory_ids", "all", "filter", "dry_run")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_IDS_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cube_id: str
     memory_ids: _containers.RepeatedScalarFieldContainer[str]
     all: bool
-    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+    filter: _memory_pb2.MemoryFilter
+    dry_run: bool
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., filter: _Optional[_Union[_memory_pb2.MemoryFilter, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class DeleteMemoriesResponse(_message.Message):
     __slots__ = ("deleted_count",)
@@ -347,3 +359,23 @@ class DeleteCubeResponse(_message.Message):
     DELETED_MEMORIES_FIELD_NUMBER: _ClassVar[int]
     deleted_memories: int
     def __init__(self, deleted_memories: _Optional[int] = ...) -> None: ...
+
+class DeleteUserDataRequest(_message.Message):
+    __slots__ = ("request_id", "user_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUserDataResponse(_message.Message):
+    __slots__ = ("deleted_memories", "deleted_cube_ids", "cleaned_cube_ids", "revoked_cube_ids")
+    DELETED_MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    CLEANED_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_CUBE_IDS_FIELD_NUMBER: _ClassVar[int]
+    deleted_memories: int
+    deleted_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    cleaned_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    revoked_cube_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_memories: _Optional[int] = ..., deleted_cube_ids: _Optional[_Iterable[str]] = ..., cleaned_cube_ids: _Optional[_Iterable[str]] = ..., revoked_cube_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -133,14 +133,17 @@ class TextMemServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateMemory(self, request, context):
-        """Changes a memory's text or metadata; a new text is re-embedded.
+        """Changes a memory's text or metadata; a new text is re-embedded. The version it
+        replaces is kept in the memory's history (see GetMemoryRequest.include_history).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteMemories(self, request, context):
-        """Hard-deletes memories by id, or every memory of the cube.
+        """Hard-deletes memories of the cube chosen by exactly one selector: ids, a filter, or
+        all. A deleted memory goes with its sources, relations, history, vector and any
+        working-memory copy of it; nothing of it is found afterwards.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -502,6 +505,11 @@ class CubeServiceStub:
                 request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteCubeRequest.SerializeToString,
                 response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteCubeResponse.FromString,
                 _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/memos.textmem.v1.CubeService/DeleteUserData',
+                request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class CubeServiceServicer:
@@ -548,6 +556,16 @@ class CubeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUserData(self, request, context):
+        """Erases a user: deletes the cubes the user owns (with every memory in them), the
+        user's memories in every other cube, and the user's access to other users' cubes.
+        Other users' memories in cubes the user does not own stay. Idempotent: a retry
+        deletes what is left and reports only that.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CubeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -580,6 +598,11 @@ def add_CubeServiceServicer_to_server(servicer, server):
                     servicer.DeleteCube,
                     request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteCubeRequest.FromString,
                     response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteCubeResponse.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -746,6 +769,33 @@ class CubeService:
             '/memos.textmem.v1.CubeService/DeleteCube',
             memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteCubeRequest.SerializeToString,
             memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteCubeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.textmem.v1.CubeService/DeleteUserData',
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteUserDataRequest.SerializeToString,
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.DeleteUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

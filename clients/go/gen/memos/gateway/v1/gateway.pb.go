@@ -347,11 +347,14 @@ func (x *AddMemoriesRequest) GetInfo() *structpb.Struct {
 
 // A memory written by an add.
 type AddedMemory struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemoryId      string                 `protobuf:"bytes,1,opt,name=memory_id,json=memoryId,proto3" json:"memory_id,omitempty"`
-	Memory        string                 `protobuf:"bytes,2,opt,name=memory,proto3" json:"memory,omitempty"`
-	MemoryType    v1.MemoryType          `protobuf:"varint,3,opt,name=memory_type,json=memoryType,proto3,enum=memos.common.v1.MemoryType" json:"memory_type,omitempty"`
-	CubeId        string                 `protobuf:"bytes,4,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	MemoryId   string                 `protobuf:"bytes,1,opt,name=memory_id,json=memoryId,proto3" json:"memory_id,omitempty"`
+	Memory     string                 `protobuf:"bytes,2,opt,name=memory,proto3" json:"memory,omitempty"`
+	MemoryType v1.MemoryType          `protobuf:"varint,3,opt,name=memory_type,json=memoryType,proto3,enum=memos.common.v1.MemoryType" json:"memory_type,omitempty"`
+	CubeId     string                 `protobuf:"bytes,4,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	// True when the content repeated a memory the cube already had (dedupe): it was merged into
+	// that memory (memory_id; its sources extended) instead of stored anew.
+	Merged        bool `protobuf:"varint,5,opt,name=merged,proto3" json:"merged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +415,13 @@ func (x *AddedMemory) GetCubeId() string {
 		return x.CubeId
 	}
 	return ""
+}
+
+func (x *AddedMemory) GetMerged() bool {
+	if x != nil {
+		return x.Merged
+	}
+	return false
 }
 
 type AddMemoriesResponse struct {
@@ -823,12 +833,14 @@ func (x *SearchMemoriesResponse) GetRanked() []*v1.ScoredMemory {
 }
 
 type GetMemoryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	CubeId        string                 `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
-	MemoryId      string                 `protobuf:"bytes,3,opt,name=memory_id,json=memoryId,proto3" json:"memory_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	CubeId   string                 `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	MemoryId string                 `protobuf:"bytes,3,opt,name=memory_id,json=memoryId,proto3" json:"memory_id,omitempty"`
+	// Also return the memory's earlier versions.
+	IncludeHistory bool `protobuf:"varint,4,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetMemoryRequest) Reset() {
@@ -882,9 +894,20 @@ func (x *GetMemoryRequest) GetMemoryId() string {
 	return ""
 }
 
+func (x *GetMemoryRequest) GetIncludeHistory() bool {
+	if x != nil {
+		return x.IncludeHistory
+	}
+	return false
+}
+
 type GetMemoryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Memory        *v1.MemoryItem         `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Memory *v1.MemoryItem         `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
+	// With include_history: the versions updates replaced, newest first, each as it was
+	// (text, metadata, version and updated_at of that version; sources are not repeated,
+	// since updates keep them). Empty for a memory never updated.
+	History       []*v1.MemoryItem `protobuf:"bytes,2,rep,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -922,6 +945,13 @@ func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
 func (x *GetMemoryResponse) GetMemory() *v1.MemoryItem {
 	if x != nil {
 		return x.Memory
+	}
+	return nil
+}
+
+func (x *GetMemoryResponse) GetHistory() []*v1.MemoryItem {
+	if x != nil {
+		return x.History
 	}
 	return nil
 }
@@ -1174,14 +1204,25 @@ func (x *UpdateMemoryResponse) GetMemory() *v1.MemoryItem {
 	return nil
 }
 
+// Exactly one of memory_ids, filter and all selects what to delete; none or more than
+// one is INVALID_ARGUMENT.
 type DeleteMemoriesRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	UserId    string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	CubeId    string                 `protobuf:"bytes,3,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
-	MemoryIds []string               `protobuf:"bytes,4,rep,name=memory_ids,json=memoryIds,proto3" json:"memory_ids,omitempty"`
+	// The memories to delete; ids not in the cube are skipped.
+	MemoryIds []string `protobuf:"bytes,4,rep,name=memory_ids,json=memoryIds,proto3" json:"memory_ids,omitempty"`
 	// Delete every memory of the cube.
-	All           bool `protobuf:"varint,5,opt,name=all,proto3" json:"all,omitempty"`
+	All bool `protobuf:"varint,5,opt,name=all,proto3" json:"all,omitempty"`
+	// Delete the memories ListMemories would list with this filter (so preferences only when
+	// memory_types names them, archived memories only with include_archived). It must
+	// narrow: at least one of memory_types, user_id, session_id, tags, created_after and
+	// created_before set; to delete everything, set all instead. Unknown memory types and an
+	// empty time range are INVALID_ARGUMENT, as in a search.
+	Filter *v1.MemoryFilter `protobuf:"bytes,6,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Delete nothing; deleted_count tells how many memories the call would delete.
+	DryRun        bool `protobuf:"varint,7,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1251,9 +1292,24 @@ func (x *DeleteMemoriesRequest) GetAll() bool {
 	return false
 }
 
+func (x *DeleteMemoriesRequest) GetFilter() *v1.MemoryFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *DeleteMemoriesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type DeleteMemoriesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeletedCount  int64                  `protobuf:"varint,1,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Memories deleted (or, with dry_run, that would be).
+	DeletedCount  int64 `protobuf:"varint,1,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1798,6 +1854,133 @@ func (x *DeleteCubeResponse) GetDeletedMemories() int64 {
 	return 0
 }
 
+type DeleteUserDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the erasure for logs and retries. Erasure is idempotent: a retry, with this id or
+	// another, deletes whatever is left and reports only that.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The user whose data goes; with API keys on, the key's own user (or any, for an admin key).
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserDataRequest) Reset() {
+	*x = DeleteUserDataRequest{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserDataRequest) ProtoMessage() {}
+
+func (x *DeleteUserDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserDataRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserDataRequest) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeleteUserDataRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *DeleteUserDataRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type DeleteUserDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Memories deleted, in the user's cubes and in others'.
+	DeletedMemories int64 `protobuf:"varint,1,opt,name=deleted_memories,json=deletedMemories,proto3" json:"deleted_memories,omitempty"`
+	// Cubes the user owned, now deleted with every memory in them (other users' included).
+	DeletedCubeIds []string `protobuf:"bytes,2,rep,name=deleted_cube_ids,json=deletedCubeIds,proto3" json:"deleted_cube_ids,omitempty"`
+	// Other users' cubes from which the user's memories were deleted.
+	CleanedCubeIds []string `protobuf:"bytes,3,rep,name=cleaned_cube_ids,json=cleanedCubeIds,proto3" json:"cleaned_cube_ids,omitempty"`
+	// Other users' cubes the user had been given access to; that access is removed.
+	RevokedCubeIds []string `protobuf:"bytes,4,rep,name=revoked_cube_ids,json=revokedCubeIds,proto3" json:"revoked_cube_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteUserDataResponse) Reset() {
+	*x = DeleteUserDataResponse{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserDataResponse) ProtoMessage() {}
+
+func (x *DeleteUserDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserDataResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserDataResponse) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeleteUserDataResponse) GetDeletedMemories() int64 {
+	if x != nil {
+		return x.DeletedMemories
+	}
+	return 0
+}
+
+func (x *DeleteUserDataResponse) GetDeletedCubeIds() []string {
+	if x != nil {
+		return x.DeletedCubeIds
+	}
+	return nil
+}
+
+func (x *DeleteUserDataResponse) GetCleanedCubeIds() []string {
+	if x != nil {
+		return x.CleanedCubeIds
+	}
+	return nil
+}
+
+func (x *DeleteUserDataResponse) GetRevokedCubeIds() []string {
+	if x != nil {
+		return x.RevokedCubeIds
+	}
+	return nil
+}
+
 type ChatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Makes the exchange's add idempotent when add_message_on_answer is set.
@@ -1826,7 +2009,7 @@ type ChatRequest struct {
 
 func (x *ChatRequest) Reset() {
 	*x = ChatRequest{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +2021,7 @@ func (x *ChatRequest) String() string {
 func (*ChatRequest) ProtoMessage() {}
 
 func (x *ChatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[24]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +2034,7 @@ func (x *ChatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatRequest.ProtoReflect.Descriptor instead.
 func (*ChatRequest) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{24}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ChatRequest) GetRequestId() string {
@@ -1949,7 +2132,7 @@ type ChatStatus struct {
 
 func (x *ChatStatus) Reset() {
 	*x = ChatStatus{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2144,7 @@ func (x *ChatStatus) String() string {
 func (*ChatStatus) ProtoMessage() {}
 
 func (x *ChatStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[25]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2157,7 @@ func (x *ChatStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStatus.ProtoReflect.Descriptor instead.
 func (*ChatStatus) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{25}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ChatStatus) GetStage() string {
@@ -2004,7 +2187,7 @@ type ChatReferences struct {
 
 func (x *ChatReferences) Reset() {
 	*x = ChatReferences{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2199,7 @@ func (x *ChatReferences) String() string {
 func (*ChatReferences) ProtoMessage() {}
 
 func (x *ChatReferences) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2212,7 @@ func (x *ChatReferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatReferences.ProtoReflect.Descriptor instead.
 func (*ChatReferences) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ChatReferences) GetMemories() []*v1.ScoredMemory {
@@ -2063,7 +2246,7 @@ type ChatText struct {
 
 func (x *ChatText) Reset() {
 	*x = ChatText{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2258,7 @@ func (x *ChatText) String() string {
 func (*ChatText) ProtoMessage() {}
 
 func (x *ChatText) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2271,7 @@ func (x *ChatText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatText.ProtoReflect.Descriptor instead.
 func (*ChatText) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ChatText) GetDelta() string {
@@ -2115,7 +2298,7 @@ type ChatEnd struct {
 
 func (x *ChatEnd) Reset() {
 	*x = ChatEnd{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2310,7 @@ func (x *ChatEnd) String() string {
 func (*ChatEnd) ProtoMessage() {}
 
 func (x *ChatEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2323,7 @@ func (x *ChatEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatEnd.ProtoReflect.Descriptor instead.
 func (*ChatEnd) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{28}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ChatEnd) GetSource() AnswerSource {
@@ -2196,7 +2379,7 @@ type ChatResponse struct {
 
 func (x *ChatResponse) Reset() {
 	*x = ChatResponse{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2391,7 @@ func (x *ChatResponse) String() string {
 func (*ChatResponse) ProtoMessage() {}
 
 func (x *ChatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2404,7 @@ func (x *ChatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatResponse.ProtoReflect.Descriptor instead.
 func (*ChatResponse) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{29}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ChatResponse) GetEvent() isChatResponse_Event {
@@ -2328,13 +2511,14 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"async_mode\x18\a \x01(\x0e2\x1b.memos.gateway.v1.AsyncModeR\tasyncMode\x12\x1f\n" +
 	"\vcustom_tags\x18\b \x03(\tR\n" +
 	"customTags\x12+\n" +
-	"\x04info\x18\t \x01(\v2\x17.google.protobuf.StructR\x04info\"\x99\x01\n" +
+	"\x04info\x18\t \x01(\v2\x17.google.protobuf.StructR\x04info\"\xb1\x01\n" +
 	"\vAddedMemory\x12\x1b\n" +
 	"\tmemory_id\x18\x01 \x01(\tR\bmemoryId\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\tR\x06memory\x12<\n" +
 	"\vmemory_type\x18\x03 \x01(\x0e2\x1b.memos.common.v1.MemoryTypeR\n" +
 	"memoryType\x12\x17\n" +
-	"\acube_id\x18\x04 \x01(\tR\x06cubeId\"\xa6\x02\n" +
+	"\acube_id\x18\x04 \x01(\tR\x06cubeId\x12\x16\n" +
+	"\x06merged\x18\x05 \x01(\bR\x06merged\"\xa6\x02\n" +
 	"\x13AddMemoriesResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x129\n" +
 	"\bmemories\x18\x02 \x03(\v2\x1d.memos.gateway.v1.AddedMemoryR\bmemories\x12D\n" +
@@ -2370,13 +2554,15 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\bpref_mem\x18\x02 \x03(\v2\x1e.memos.gateway.v1.CubeMemoriesR\aprefMem\x12\x1f\n" +
 	"\vpref_string\x18\x03 \x01(\tR\n" +
 	"prefString\x125\n" +
-	"\x06ranked\x18\x04 \x03(\v2\x1d.memos.common.v1.ScoredMemoryR\x06ranked\"a\n" +
+	"\x06ranked\x18\x04 \x03(\v2\x1d.memos.common.v1.ScoredMemoryR\x06ranked\"\x8a\x01\n" +
 	"\x10GetMemoryRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x1b\n" +
-	"\tmemory_id\x18\x03 \x01(\tR\bmemoryId\"H\n" +
+	"\tmemory_id\x18\x03 \x01(\tR\bmemoryId\x12'\n" +
+	"\x0finclude_history\x18\x04 \x01(\bR\x0eincludeHistory\"\x7f\n" +
 	"\x11GetMemoryResponse\x123\n" +
-	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\xba\x01\n" +
+	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\x125\n" +
+	"\ahistory\x18\x02 \x03(\v2\x1b.memos.common.v1.MemoryItemR\ahistory\"\xba\x01\n" +
 	"\x13ListMemoriesRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x1b\n" +
@@ -2396,7 +2582,7 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x05 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"K\n" +
 	"\x14UpdateMemoryResponse\x123\n" +
-	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\x99\x01\n" +
+	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\xe9\x01\n" +
 	"\x15DeleteMemoriesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -2404,7 +2590,9 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\acube_id\x18\x03 \x01(\tR\x06cubeId\x12\x1d\n" +
 	"\n" +
 	"memory_ids\x18\x04 \x03(\tR\tmemoryIds\x12\x10\n" +
-	"\x03all\x18\x05 \x01(\bR\x03all\"=\n" +
+	"\x03all\x18\x05 \x01(\bR\x03all\x125\n" +
+	"\x06filter\x18\x06 \x01(\v2\x1d.memos.common.v1.MemoryFilterR\x06filter\x12\x17\n" +
+	"\adry_run\x18\a \x01(\bR\x06dryRun\"=\n" +
 	"\x16DeleteMemoriesResponse\x12#\n" +
 	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\"\x9e\x01\n" +
 	"\bCubeInfo\x12\x17\n" +
@@ -2440,7 +2628,16 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x17\n" +
 	"\acube_id\x18\x03 \x01(\tR\x06cubeId\"?\n" +
 	"\x12DeleteCubeResponse\x12)\n" +
-	"\x10deleted_memories\x18\x01 \x01(\x03R\x0fdeletedMemories\"\xca\x03\n" +
+	"\x10deleted_memories\x18\x01 \x01(\x03R\x0fdeletedMemories\"O\n" +
+	"\x15DeleteUserDataRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xc1\x01\n" +
+	"\x16DeleteUserDataResponse\x12)\n" +
+	"\x10deleted_memories\x18\x01 \x01(\x03R\x0fdeletedMemories\x12(\n" +
+	"\x10deleted_cube_ids\x18\x02 \x03(\tR\x0edeletedCubeIds\x12(\n" +
+	"\x10cleaned_cube_ids\x18\x03 \x03(\tR\x0ecleanedCubeIds\x12(\n" +
+	"\x10revoked_cube_ids\x18\x04 \x03(\tR\x0erevokedCubeIds\"\xca\x03\n" +
 	"\vChatRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -2498,7 +2695,7 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\fAnswerSource\x12\x1d\n" +
 	"\x19ANSWER_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ANSWER_SOURCE_LLM\x10\x01\x12$\n" +
-	" ANSWER_SOURCE_RETRIEVED_MEMORIES\x10\x022\xf1\a\n" +
+	" ANSWER_SOURCE_RETRIEVED_MEMORIES\x10\x022\xd6\b\n" +
 	"\x0eGatewayService\x12Z\n" +
 	"\vAddMemories\x12$.memos.gateway.v1.AddMemoriesRequest\x1a%.memos.gateway.v1.AddMemoriesResponse\x12c\n" +
 	"\x0eSearchMemories\x12'.memos.gateway.v1.SearchMemoriesRequest\x1a(.memos.gateway.v1.SearchMemoriesResponse\x12T\n" +
@@ -2511,7 +2708,8 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\tListCubes\x12\".memos.gateway.v1.ListCubesRequest\x1a#.memos.gateway.v1.ListCubesResponse\x12T\n" +
 	"\tShareCube\x12\".memos.gateway.v1.ShareCubeRequest\x1a#.memos.gateway.v1.ShareCubeResponse\x12W\n" +
 	"\n" +
-	"DeleteCube\x12#.memos.gateway.v1.DeleteCubeRequest\x1a$.memos.gateway.v1.DeleteCubeResponse\x12G\n" +
+	"DeleteCube\x12#.memos.gateway.v1.DeleteCubeRequest\x1a$.memos.gateway.v1.DeleteCubeResponse\x12c\n" +
+	"\x0eDeleteUserData\x12'.memos.gateway.v1.DeleteUserDataRequest\x1a(.memos.gateway.v1.DeleteUserDataResponse\x12G\n" +
 	"\x04Chat\x12\x1d.memos.gateway.v1.ChatRequest\x1a\x1e.memos.gateway.v1.ChatResponse0\x01B\xcb\x01\n" +
 	"\x14com.memos.gateway.v1B\fGatewayProtoP\x01ZCgithub.com/memos-os/memos/clients/go/gen/memos/gateway/v1;gatewayv1\xa2\x02\x03MGX\xaa\x02\x10Memos.Gateway.V1\xca\x02\x10Memos\\Gateway\\V1\xe2\x02\x1cMemos\\Gateway\\V1\\GPBMetadata\xea\x02\x12Memos::Gateway::V1b\x06proto3"
 
@@ -2528,7 +2726,7 @@ func file_memos_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_memos_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_memos_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_memos_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_memos_gateway_v1_gateway_proto_goTypes = []any{
 	(ExtractMode)(0),               // 0: memos.gateway.v1.ExtractMode
 	(AsyncMode)(0),                 // 1: memos.gateway.v1.AsyncMode
@@ -2558,86 +2756,92 @@ var file_memos_gateway_v1_gateway_proto_goTypes = []any{
 	(*ShareCubeResponse)(nil),      // 25: memos.gateway.v1.ShareCubeResponse
 	(*DeleteCubeRequest)(nil),      // 26: memos.gateway.v1.DeleteCubeRequest
 	(*DeleteCubeResponse)(nil),     // 27: memos.gateway.v1.DeleteCubeResponse
-	(*ChatRequest)(nil),            // 28: memos.gateway.v1.ChatRequest
-	(*ChatStatus)(nil),             // 29: memos.gateway.v1.ChatStatus
-	(*ChatReferences)(nil),         // 30: memos.gateway.v1.ChatReferences
-	(*ChatText)(nil),               // 31: memos.gateway.v1.ChatText
-	(*ChatEnd)(nil),                // 32: memos.gateway.v1.ChatEnd
-	(*ChatResponse)(nil),           // 33: memos.gateway.v1.ChatResponse
-	(*v1.ChatMessage)(nil),         // 34: memos.common.v1.ChatMessage
-	(*structpb.Struct)(nil),        // 35: google.protobuf.Struct
-	(v1.MemoryType)(0),             // 36: memos.common.v1.MemoryType
-	(*status.Status)(nil),          // 37: google.rpc.Status
-	(*v1.MemoryFilter)(nil),        // 38: memos.common.v1.MemoryFilter
-	(*v1.ScoredMemory)(nil),        // 39: memos.common.v1.ScoredMemory
-	(*v1.MemoryItem)(nil),          // 40: memos.common.v1.MemoryItem
-	(*fieldmaskpb.FieldMask)(nil),  // 41: google.protobuf.FieldMask
+	(*DeleteUserDataRequest)(nil),  // 28: memos.gateway.v1.DeleteUserDataRequest
+	(*DeleteUserDataResponse)(nil), // 29: memos.gateway.v1.DeleteUserDataResponse
+	(*ChatRequest)(nil),            // 30: memos.gateway.v1.ChatRequest
+	(*ChatStatus)(nil),             // 31: memos.gateway.v1.ChatStatus
+	(*ChatReferences)(nil),         // 32: memos.gateway.v1.ChatReferences
+	(*ChatText)(nil),               // 33: memos.gateway.v1.ChatText
+	(*ChatEnd)(nil),                // 34: memos.gateway.v1.ChatEnd
+	(*ChatResponse)(nil),           // 35: memos.gateway.v1.ChatResponse
+	(*v1.ChatMessage)(nil),         // 36: memos.common.v1.ChatMessage
+	(*structpb.Struct)(nil),        // 37: google.protobuf.Struct
+	(v1.MemoryType)(0),             // 38: memos.common.v1.MemoryType
+	(*status.Status)(nil),          // 39: google.rpc.Status
+	(*v1.MemoryFilter)(nil),        // 40: memos.common.v1.MemoryFilter
+	(*v1.ScoredMemory)(nil),        // 41: memos.common.v1.ScoredMemory
+	(*v1.MemoryItem)(nil),          // 42: memos.common.v1.MemoryItem
+	(*fieldmaskpb.FieldMask)(nil),  // 43: google.protobuf.FieldMask
 }
 var file_memos_gateway_v1_gateway_proto_depIdxs = []int32{
-	34, // 0: memos.gateway.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
+	36, // 0: memos.gateway.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
 	0,  // 1: memos.gateway.v1.AddMemoriesRequest.mode:type_name -> memos.gateway.v1.ExtractMode
 	1,  // 2: memos.gateway.v1.AddMemoriesRequest.async_mode:type_name -> memos.gateway.v1.AsyncMode
-	35, // 3: memos.gateway.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
-	36, // 4: memos.gateway.v1.AddedMemory.memory_type:type_name -> memos.common.v1.MemoryType
+	37, // 3: memos.gateway.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
+	38, // 4: memos.gateway.v1.AddedMemory.memory_type:type_name -> memos.common.v1.MemoryType
 	5,  // 5: memos.gateway.v1.AddMemoriesResponse.memories:type_name -> memos.gateway.v1.AddedMemory
 	0,  // 6: memos.gateway.v1.AddMemoriesResponse.effective_mode:type_name -> memos.gateway.v1.ExtractMode
 	7,  // 7: memos.gateway.v1.AddMemoriesResponse.part_errors:type_name -> memos.gateway.v1.AddPartError
-	37, // 8: memos.gateway.v1.AddPartError.status:type_name -> google.rpc.Status
-	38, // 9: memos.gateway.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	39, // 10: memos.gateway.v1.CubeMemories.memories:type_name -> memos.common.v1.ScoredMemory
-	37, // 11: memos.gateway.v1.CubeMemories.status:type_name -> google.rpc.Status
+	39, // 8: memos.gateway.v1.AddPartError.status:type_name -> google.rpc.Status
+	40, // 9: memos.gateway.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	41, // 10: memos.gateway.v1.CubeMemories.memories:type_name -> memos.common.v1.ScoredMemory
+	39, // 11: memos.gateway.v1.CubeMemories.status:type_name -> google.rpc.Status
 	9,  // 12: memos.gateway.v1.SearchMemoriesResponse.text_mem:type_name -> memos.gateway.v1.CubeMemories
 	9,  // 13: memos.gateway.v1.SearchMemoriesResponse.pref_mem:type_name -> memos.gateway.v1.CubeMemories
-	39, // 14: memos.gateway.v1.SearchMemoriesResponse.ranked:type_name -> memos.common.v1.ScoredMemory
-	40, // 15: memos.gateway.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	38, // 16: memos.gateway.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	40, // 17: memos.gateway.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	40, // 18: memos.gateway.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
-	41, // 19: memos.gateway.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	40, // 20: memos.gateway.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	2,  // 21: memos.gateway.v1.CubeInfo.my_role:type_name -> memos.gateway.v1.ShareRole
-	19, // 22: memos.gateway.v1.CreateCubeResponse.cube:type_name -> memos.gateway.v1.CubeInfo
-	19, // 23: memos.gateway.v1.ListCubesResponse.cubes:type_name -> memos.gateway.v1.CubeInfo
-	2,  // 24: memos.gateway.v1.ShareCubeRequest.role:type_name -> memos.gateway.v1.ShareRole
-	19, // 25: memos.gateway.v1.ShareCubeResponse.cube:type_name -> memos.gateway.v1.CubeInfo
-	34, // 26: memos.gateway.v1.ChatRequest.history:type_name -> memos.common.v1.ChatMessage
-	39, // 27: memos.gateway.v1.ChatReferences.memories:type_name -> memos.common.v1.ScoredMemory
-	39, // 28: memos.gateway.v1.ChatReferences.preferences:type_name -> memos.common.v1.ScoredMemory
-	9,  // 29: memos.gateway.v1.ChatReferences.failed_cubes:type_name -> memos.gateway.v1.CubeMemories
-	3,  // 30: memos.gateway.v1.ChatEnd.source:type_name -> memos.gateway.v1.AnswerSource
-	5,  // 31: memos.gateway.v1.ChatEnd.added_memories:type_name -> memos.gateway.v1.AddedMemory
-	29, // 32: memos.gateway.v1.ChatResponse.status:type_name -> memos.gateway.v1.ChatStatus
-	30, // 33: memos.gateway.v1.ChatResponse.references:type_name -> memos.gateway.v1.ChatReferences
-	31, // 34: memos.gateway.v1.ChatResponse.text:type_name -> memos.gateway.v1.ChatText
-	32, // 35: memos.gateway.v1.ChatResponse.end:type_name -> memos.gateway.v1.ChatEnd
-	37, // 36: memos.gateway.v1.ChatResponse.error:type_name -> google.rpc.Status
-	4,  // 37: memos.gateway.v1.GatewayService.AddMemories:input_type -> memos.gateway.v1.AddMemoriesRequest
-	8,  // 38: memos.gateway.v1.GatewayService.SearchMemories:input_type -> memos.gateway.v1.SearchMemoriesRequest
-	11, // 39: memos.gateway.v1.GatewayService.GetMemory:input_type -> memos.gateway.v1.GetMemoryRequest
-	13, // 40: memos.gateway.v1.GatewayService.ListMemories:input_type -> memos.gateway.v1.ListMemoriesRequest
-	15, // 41: memos.gateway.v1.GatewayService.UpdateMemory:input_type -> memos.gateway.v1.UpdateMemoryRequest
-	17, // 42: memos.gateway.v1.GatewayService.DeleteMemories:input_type -> memos.gateway.v1.DeleteMemoriesRequest
-	20, // 43: memos.gateway.v1.GatewayService.CreateCube:input_type -> memos.gateway.v1.CreateCubeRequest
-	22, // 44: memos.gateway.v1.GatewayService.ListCubes:input_type -> memos.gateway.v1.ListCubesRequest
-	24, // 45: memos.gateway.v1.GatewayService.ShareCube:input_type -> memos.gateway.v1.ShareCubeRequest
-	26, // 46: memos.gateway.v1.GatewayService.DeleteCube:input_type -> memos.gateway.v1.DeleteCubeRequest
-	28, // 47: memos.gateway.v1.GatewayService.Chat:input_type -> memos.gateway.v1.ChatRequest
-	6,  // 48: memos.gateway.v1.GatewayService.AddMemories:output_type -> memos.gateway.v1.AddMemoriesResponse
-	10, // 49: memos.gateway.v1.GatewayService.SearchMemories:output_type -> memos.gateway.v1.SearchMemoriesResponse
-	12, // 50: memos.gateway.v1.GatewayService.GetMemory:output_type -> memos.gateway.v1.GetMemoryResponse
-	14, // 51: memos.gateway.v1.GatewayService.ListMemories:output_type -> memos.gateway.v1.ListMemoriesResponse
-	16, // 52: memos.gateway.v1.GatewayService.UpdateMemory:output_type -> memos.gateway.v1.UpdateMemoryResponse
-	18, // 53: memos.gateway.v1.GatewayService.DeleteMemories:output_type -> memos.gateway.v1.DeleteMemoriesResponse
-	21, // 54: memos.gateway.v1.GatewayService.CreateCube:output_type -> memos.gateway.v1.CreateCubeResponse
-	23, // 55: memos.gateway.v1.GatewayService.ListCubes:output_type -> memos.gateway.v1.ListCubesResponse
-	25, // 56: memos.gateway.v1.GatewayService.ShareCube:output_type -> memos.gateway.v1.ShareCubeResponse
-	27, // 57: memos.gateway.v1.GatewayService.DeleteCube:output_type -> memos.gateway.v1.DeleteCubeResponse
-	33, // 58: memos.gateway.v1.GatewayService.Chat:output_type -> memos.gateway.v1.ChatResponse
-	48, // [48:59] is the sub-list for method output_type
-	37, // [37:48] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	41, // 14: memos.gateway.v1.SearchMemoriesResponse.ranked:type_name -> memos.common.v1.ScoredMemory
+	42, // 15: memos.gateway.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	42, // 16: memos.gateway.v1.GetMemoryResponse.history:type_name -> memos.common.v1.MemoryItem
+	40, // 17: memos.gateway.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	42, // 18: memos.gateway.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	42, // 19: memos.gateway.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
+	43, // 20: memos.gateway.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	42, // 21: memos.gateway.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	40, // 22: memos.gateway.v1.DeleteMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	2,  // 23: memos.gateway.v1.CubeInfo.my_role:type_name -> memos.gateway.v1.ShareRole
+	19, // 24: memos.gateway.v1.CreateCubeResponse.cube:type_name -> memos.gateway.v1.CubeInfo
+	19, // 25: memos.gateway.v1.ListCubesResponse.cubes:type_name -> memos.gateway.v1.CubeInfo
+	2,  // 26: memos.gateway.v1.ShareCubeRequest.role:type_name -> memos.gateway.v1.ShareRole
+	19, // 27: memos.gateway.v1.ShareCubeResponse.cube:type_name -> memos.gateway.v1.CubeInfo
+	36, // 28: memos.gateway.v1.ChatRequest.history:type_name -> memos.common.v1.ChatMessage
+	41, // 29: memos.gateway.v1.ChatReferences.memories:type_name -> memos.common.v1.ScoredMemory
+	41, // 30: memos.gateway.v1.ChatReferences.preferences:type_name -> memos.common.v1.ScoredMemory
+	9,  // 31: memos.gateway.v1.ChatReferences.failed_cubes:type_name -> memos.gateway.v1.CubeMemories
+	3,  // 32: memos.gateway.v1.ChatEnd.source:type_name -> memos.gateway.v1.AnswerSource
+	5,  // 33: memos.gateway.v1.ChatEnd.added_memories:type_name -> memos.gateway.v1.AddedMemory
+	31, // 34: memos.gateway.v1.ChatResponse.status:type_name -> memos.gateway.v1.ChatStatus
+	32, // 35: memos.gateway.v1.ChatResponse.references:type_name -> memos.gateway.v1.ChatReferences
+	33, // 36: memos.gateway.v1.ChatResponse.text:type_name -> memos.gateway.v1.ChatText
+	34, // 37: memos.gateway.v1.ChatResponse.end:type_name -> memos.gateway.v1.ChatEnd
+	39, // 38: memos.gateway.v1.ChatResponse.error:type_name -> google.rpc.Status
+	4,  // 39: memos.gateway.v1.GatewayService.AddMemories:input_type -> memos.gateway.v1.AddMemoriesRequest
+	8,  // 40: memos.gateway.v1.GatewayService.SearchMemories:input_type -> memos.gateway.v1.SearchMemoriesRequest
+	11, // 41: memos.gateway.v1.GatewayService.GetMemory:input_type -> memos.gateway.v1.GetMemoryRequest
+	13, // 42: memos.gateway.v1.GatewayService.ListMemories:input_type -> memos.gateway.v1.ListMemoriesRequest
+	15, // 43: memos.gateway.v1.GatewayService.UpdateMemory:input_type -> memos.gateway.v1.UpdateMemoryRequest
+	17, // 44: memos.gateway.v1.GatewayService.DeleteMemories:input_type -> memos.gateway.v1.DeleteMemoriesRequest
+	20, // 45: memos.gateway.v1.GatewayService.CreateCube:input_type -> memos.gateway.v1.CreateCubeRequest
+	22, // 46: memos.gateway.v1.GatewayService.ListCubes:input_type -> memos.gateway.v1.ListCubesRequest
+	24, // 47: memos.gateway.v1.GatewayService.ShareCube:input_type -> memos.gateway.v1.ShareCubeRequest
+	26, // 48: memos.gateway.v1.GatewayService.DeleteCube:input_type -> memos.gateway.v1.DeleteCubeRequest
+	28, // 49: memos.gateway.v1.GatewayService.DeleteUserData:input_type -> memos.gateway.v1.DeleteUserDataRequest
+	30, // 50: memos.gateway.v1.GatewayService.Chat:input_type -> memos.gateway.v1.ChatRequest
+	6,  // 51: memos.gateway.v1.GatewayService.AddMemories:output_type -> memos.gateway.v1.AddMemoriesResponse
+	10, // 52: memos.gateway.v1.GatewayService.SearchMemories:output_type -> memos.gateway.v1.SearchMemoriesResponse
+	12, // 53: memos.gateway.v1.GatewayService.GetMemory:output_type -> memos.gateway.v1.GetMemoryResponse
+	14, // 54: memos.gateway.v1.GatewayService.ListMemories:output_type -> memos.gateway.v1.ListMemoriesResponse
+	16, // 55: memos.gateway.v1.GatewayService.UpdateMemory:output_type -> memos.gateway.v1.UpdateMemoryResponse
+	18, // 56: memos.gateway.v1.GatewayService.DeleteMemories:output_type -> memos.gateway.v1.DeleteMemoriesResponse
+	21, // 57: memos.gateway.v1.GatewayService.CreateCube:output_type -> memos.gateway.v1.CreateCubeResponse
+	23, // 58: memos.gateway.v1.GatewayService.ListCubes:output_type -> memos.gateway.v1.ListCubesResponse
+	25, // 59: memos.gateway.v1.GatewayService.ShareCube:output_type -> memos.gateway.v1.ShareCubeResponse
+	27, // 60: memos.gateway.v1.GatewayService.DeleteCube:output_type -> memos.gateway.v1.DeleteCubeResponse
+	29, // 61: memos.gateway.v1.GatewayService.DeleteUserData:output_type -> memos.gateway.v1.DeleteUserDataResponse
+	35, // 62: memos.gateway.v1.GatewayService.Chat:output_type -> memos.gateway.v1.ChatResponse
+	51, // [51:63] is the sub-list for method output_type
+	39, // [39:51] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_memos_gateway_v1_gateway_proto_init() }
@@ -2645,7 +2849,7 @@ func file_memos_gateway_v1_gateway_proto_init() {
 	if File_memos_gateway_v1_gateway_proto != nil {
 		return
 	}
-	file_memos_gateway_v1_gateway_proto_msgTypes[29].OneofWrappers = []any{
+	file_memos_gateway_v1_gateway_proto_msgTypes[31].OneofWrappers = []any{
 		(*ChatResponse_Status)(nil),
 		(*ChatResponse_References)(nil),
 		(*ChatResponse_Text)(nil),
@@ -2658,7 +2862,7 @@ func file_memos_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memos_gateway_v1_gateway_proto_rawDesc), len(file_memos_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	GatewayService_ListCubes_FullMethodName      = "/memos.gateway.v1.GatewayService/ListCubes"
 	GatewayService_ShareCube_FullMethodName      = "/memos.gateway.v1.GatewayService/ShareCube"
 	GatewayService_DeleteCube_FullMethodName     = "/memos.gateway.v1.GatewayService/DeleteCube"
+	GatewayService_DeleteUserData_FullMethodName = "/memos.gateway.v1.GatewayService/DeleteUserData"
 	GatewayService_Chat_FullMethodName           = "/memos.gateway.v1.GatewayService/Chat"
 )
 
@@ -43,14 +44,25 @@ type GatewayServiceClient interface {
 	AddMemories(ctx context.Context, in *AddMemoriesRequest, opts ...grpc.CallOption) (*AddMemoriesResponse, error)
 	// Searches the cubes the user may read, in parallel, and merges the results.
 	SearchMemories(ctx context.Context, in *SearchMemoriesRequest, opts ...grpc.CallOption) (*SearchMemoriesResponse, error)
+	// One memory of a cube the user may read, optionally with its earlier versions.
 	GetMemory(ctx context.Context, in *GetMemoryRequest, opts ...grpc.CallOption) (*GetMemoryResponse, error)
 	ListMemories(ctx context.Context, in *ListMemoriesRequest, opts ...grpc.CallOption) (*ListMemoriesResponse, error)
+	// Changes a memory of a cube the user may write; a new text is re-embedded and the
+	// version it replaces is kept in the memory's history.
 	UpdateMemory(ctx context.Context, in *UpdateMemoryRequest, opts ...grpc.CallOption) (*UpdateMemoryResponse, error)
+	// Hard-deletes memories of a cube the user may write, chosen by ids, by a filter, or
+	// all of them. Nothing of a deleted memory is found afterwards: its vector, sources,
+	// relations and history go with it.
 	DeleteMemories(ctx context.Context, in *DeleteMemoriesRequest, opts ...grpc.CallOption) (*DeleteMemoriesResponse, error)
 	CreateCube(ctx context.Context, in *CreateCubeRequest, opts ...grpc.CallOption) (*CreateCubeResponse, error)
 	ListCubes(ctx context.Context, in *ListCubesRequest, opts ...grpc.CallOption) (*ListCubesResponse, error)
 	ShareCube(ctx context.Context, in *ShareCubeRequest, opts ...grpc.CallOption) (*ShareCubeResponse, error)
 	DeleteCube(ctx context.Context, in *DeleteCubeRequest, opts ...grpc.CallOption) (*DeleteCubeResponse, error)
+	// Erases everything of one user (the right to erasure): the cubes the user owns with
+	// all their memories, the user's memories in other users' cubes, and the user's access
+	// to cubes shared with them. Other users' memories in shared cubes stay. Only the user
+	// may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise).
+	DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error)
 	// Answers a query with the user's memories: retrieves from the readable cubes,
 	// streams the answer, and optionally stores the exchange in the writable cubes.
 	Chat(ctx context.Context, in *ChatRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatResponse], error)
@@ -164,6 +176,16 @@ func (c *gatewayServiceClient) DeleteCube(ctx context.Context, in *DeleteCubeReq
 	return out, nil
 }
 
+func (c *gatewayServiceClient) DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteUserDataResponse)
+	err := c.cc.Invoke(ctx, GatewayService_DeleteUserData_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *gatewayServiceClient) Chat(ctx context.Context, in *ChatRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &GatewayService_ServiceDesc.Streams[0], GatewayService_Chat_FullMethodName, cOpts...)
@@ -194,14 +216,25 @@ type GatewayServiceServer interface {
 	AddMemories(context.Context, *AddMemoriesRequest) (*AddMemoriesResponse, error)
 	// Searches the cubes the user may read, in parallel, and merges the results.
 	SearchMemories(context.Context, *SearchMemoriesRequest) (*SearchMemoriesResponse, error)
+	// One memory of a cube the user may read, optionally with its earlier versions.
 	GetMemory(context.Context, *GetMemoryRequest) (*GetMemoryResponse, error)
 	ListMemories(context.Context, *ListMemoriesRequest) (*ListMemoriesResponse, error)
+	// Changes a memory of a cube the user may write; a new text is re-embedded and the
+	// version it replaces is kept in the memory's history.
 	UpdateMemory(context.Context, *UpdateMemoryRequest) (*UpdateMemoryResponse, error)
+	// Hard-deletes memories of a cube the user may write, chosen by ids, by a filter, or
+	// all of them. Nothing of a deleted memory is found afterwards: its vector, sources,
+	// relations and history go with it.
 	DeleteMemories(context.Context, *DeleteMemoriesRequest) (*DeleteMemoriesResponse, error)
 	CreateCube(context.Context, *CreateCubeRequest) (*CreateCubeResponse, error)
 	ListCubes(context.Context, *ListCubesRequest) (*ListCubesResponse, error)
 	ShareCube(context.Context, *ShareCubeRequest) (*ShareCubeResponse, error)
 	DeleteCube(context.Context, *DeleteCubeRequest) (*DeleteCubeResponse, error)
+	// Erases everything of one user (the right to erasure): the cubes the user owns with
+	// all their memories, the user's memories in other users' cubes, and the user's access
+	// to cubes shared with them. Other users' memories in shared cubes stay. Only the user
+	// may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise).
+	DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error)
 	// Answers a query with the user's memories: retrieves from the readable cubes,
 	// streams the answer, and optionally stores the exchange in the writable cubes.
 	Chat(*ChatRequest, grpc.ServerStreamingServer[ChatResponse]) error
@@ -244,6 +277,9 @@ func (UnimplementedGatewayServiceServer) ShareCube(context.Context, *ShareCubeRe
 }
 func (UnimplementedGatewayServiceServer) DeleteCube(context.Context, *DeleteCubeRequest) (*DeleteCubeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteCube not implemented")
+}
+func (UnimplementedGatewayServiceServer) DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteUserData not implemented")
 }
 func (UnimplementedGatewayServiceServer) Chat(*ChatRequest, grpc.ServerStreamingServer[ChatResponse]) error {
 	return status.Error(codes.Unimplemented, "method Chat not implemented")
@@ -449,6 +485,24 @@ func _GatewayService_DeleteCube_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatewayService_DeleteUserData_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteUserDataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServiceServer).DeleteUserData(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatewayService_DeleteUserData_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServiceServer).DeleteUserData(ctx, req.(*DeleteUserDataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _GatewayService_Chat_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ChatRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -506,6 +560,10 @@ var GatewayService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteCube",
 			Handler:    _GatewayService_DeleteCube_Handler,
+		},
+		{
+			MethodName: "DeleteUserData",
+			Handler:    _GatewayService_DeleteUserData_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -236,10 +236,16 @@ func (x *AddMemoriesRequest) GetWindow() *WindowOptions {
 }
 
 type AddMemoriesResponse struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Memories []*v1.MemoryItem       `protobuf:"bytes,1,rep,name=memories,proto3" json:"memories,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The memories holding the add's content, once each, in the order of the messages: new
+	// ones, and existing ones the content was merged into (dedupe; see merged_ids).
+	Memories []*v1.MemoryItem `protobuf:"bytes,1,rep,name=memories,proto3" json:"memories,omitempty"`
 	// True when request_id had been seen and nothing new was written.
-	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	Replayed bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// Ids among memories that existed before this add: its content repeated them (the same
+	// normalised text, or a near duplicate), so their sources were extended instead of a new
+	// memory being stored. Rolling the add back must not delete these.
+	MergedIds     []string `protobuf:"bytes,3,rep,name=merged_ids,json=mergedIds,proto3" json:"merged_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -286,6 +292,13 @@ func (x *AddMemoriesResponse) GetReplayed() bool {
 		return x.Replayed
 	}
 	return false
+}
+
+func (x *AddMemoriesResponse) GetMergedIds() []string {
+	if x != nil {
+		return x.MergedIds
+	}
+	return nil
 }
 
 // A memory made elsewhere, ready to be embedded and stored.
@@ -418,9 +431,12 @@ func (x *WriteMemoriesRequest) GetCandidates() []*MemoryCandidate {
 }
 
 type WriteMemoriesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Memories      []*v1.MemoryItem       `protobuf:"bytes,1,rep,name=memories,proto3" json:"memories,omitempty"`
-	Replayed      bool                   `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As AddMemoriesResponse.memories: new memories and those candidates were merged into.
+	Memories []*v1.MemoryItem `protobuf:"bytes,1,rep,name=memories,proto3" json:"memories,omitempty"`
+	Replayed bool             `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// Ids among memories that existed before this write and got candidates merged in (dedupe).
+	MergedIds     []string `protobuf:"bytes,3,rep,name=merged_ids,json=mergedIds,proto3" json:"merged_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -467,6 +483,13 @@ func (x *WriteMemoriesResponse) GetReplayed() bool {
 		return x.Replayed
 	}
 	return false
+}
+
+func (x *WriteMemoriesResponse) GetMergedIds() []string {
+	if x != nil {
+		return x.MergedIds
+	}
+	return nil
 }
 
 type SearchMemoriesRequest struct {
@@ -777,11 +800,13 @@ func (x *BatchSearchMemoriesResponse) GetResults() []*CubeSearchResult {
 }
 
 type GetMemoryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CubeId        string                 `protobuf:"bytes,1,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
-	MemoryId      string                 `protobuf:"bytes,2,opt,name=memory_id,json=memoryId,proto3" json:"memory_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	CubeId   string                 `protobuf:"bytes,1,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	MemoryId string                 `protobuf:"bytes,2,opt,name=memory_id,json=memoryId,proto3" json:"memory_id,omitempty"`
+	// Also return the memory's earlier versions.
+	IncludeHistory bool `protobuf:"varint,3,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetMemoryRequest) Reset() {
@@ -828,9 +853,20 @@ func (x *GetMemoryRequest) GetMemoryId() string {
 	return ""
 }
 
+func (x *GetMemoryRequest) GetIncludeHistory() bool {
+	if x != nil {
+		return x.IncludeHistory
+	}
+	return false
+}
+
 type GetMemoryResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Memory        *v1.MemoryItem         `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Memory *v1.MemoryItem         `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
+	// With include_history: the versions updates replaced, newest first, each as it was
+	// (text, metadata, version and updated_at of that version; sources are not repeated,
+	// since updates keep them). Empty for a memory never updated.
+	History       []*v1.MemoryItem `protobuf:"bytes,2,rep,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -868,6 +904,13 @@ func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
 func (x *GetMemoryResponse) GetMemory() *v1.MemoryItem {
 	if x != nil {
 		return x.Memory
+	}
+	return nil
+}
+
+func (x *GetMemoryResponse) GetHistory() []*v1.MemoryItem {
+	if x != nil {
+		return x.History
 	}
 	return nil
 }
@@ -1110,14 +1153,24 @@ func (x *UpdateMemoryResponse) GetMemory() *v1.MemoryItem {
 	return nil
 }
 
+// Exactly one of memory_ids, filter and all selects what to delete; none or more than
+// one is INVALID_ARGUMENT.
 type DeleteMemoriesRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	CubeId    string                 `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
-	// The memories to delete; ignored when all is true.
+	// The memories to delete; ids not in the cube are skipped.
 	MemoryIds []string `protobuf:"bytes,3,rep,name=memory_ids,json=memoryIds,proto3" json:"memory_ids,omitempty"`
 	// Delete every memory of the cube.
-	All           bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	All bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	// Delete the memories ListMemories would list with this filter (so preferences only when
+	// memory_types names them, archived memories only with include_archived). It must
+	// narrow: at least one of memory_types, user_id, session_id, tags, created_after and
+	// created_before set; to delete everything, set all instead. Deleted in batches, each
+	// one removed from the graph before its vectors.
+	Filter *v1.MemoryFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Delete nothing; deleted_count tells how many memories the call would delete.
+	DryRun        bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1180,9 +1233,24 @@ func (x *DeleteMemoriesRequest) GetAll() bool {
 	return false
 }
 
+func (x *DeleteMemoriesRequest) GetFilter() *v1.MemoryFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *DeleteMemoriesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type DeleteMemoriesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeletedCount  int64                  `protobuf:"varint,1,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Memories deleted (or, with dry_run, that would be).
+	DeletedCount  int64 `protobuf:"varint,1,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2100,6 +2168,132 @@ func (x *DeleteCubeResponse) GetDeletedMemories() int64 {
 	return 0
 }
 
+type DeleteUserDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the erasure for logs and retries; a retry is safe with or without it.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The user whose data goes.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserDataRequest) Reset() {
+	*x = DeleteUserDataRequest{}
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserDataRequest) ProtoMessage() {}
+
+func (x *DeleteUserDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserDataRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserDataRequest) Descriptor() ([]byte, []int) {
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DeleteUserDataRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *DeleteUserDataRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type DeleteUserDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Memories deleted, in the user's cubes and in others'.
+	DeletedMemories int64 `protobuf:"varint,1,opt,name=deleted_memories,json=deletedMemories,proto3" json:"deleted_memories,omitempty"`
+	// Cubes the user owned, now deleted.
+	DeletedCubeIds []string `protobuf:"bytes,2,rep,name=deleted_cube_ids,json=deletedCubeIds,proto3" json:"deleted_cube_ids,omitempty"`
+	// Other users' cubes from which the user's memories were deleted.
+	CleanedCubeIds []string `protobuf:"bytes,3,rep,name=cleaned_cube_ids,json=cleanedCubeIds,proto3" json:"cleaned_cube_ids,omitempty"`
+	// Other users' cubes the user had been given access to; that access is removed.
+	RevokedCubeIds []string `protobuf:"bytes,4,rep,name=revoked_cube_ids,json=revokedCubeIds,proto3" json:"revoked_cube_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeleteUserDataResponse) Reset() {
+	*x = DeleteUserDataResponse{}
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserDataResponse) ProtoMessage() {}
+
+func (x *DeleteUserDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserDataResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserDataResponse) Descriptor() ([]byte, []int) {
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DeleteUserDataResponse) GetDeletedMemories() int64 {
+	if x != nil {
+		return x.DeletedMemories
+	}
+	return 0
+}
+
+func (x *DeleteUserDataResponse) GetDeletedCubeIds() []string {
+	if x != nil {
+		return x.DeletedCubeIds
+	}
+	return nil
+}
+
+func (x *DeleteUserDataResponse) GetCleanedCubeIds() []string {
+	if x != nil {
+		return x.CleanedCubeIds
+	}
+	return nil
+}
+
+func (x *DeleteUserDataResponse) GetRevokedCubeIds() []string {
+	if x != nil {
+		return x.RevokedCubeIds
+	}
+	return nil
+}
+
 var File_memos_textmem_v1_textmem_proto protoreflect.FileDescriptor
 
 const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
@@ -2121,10 +2315,12 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\vcustom_tags\x18\x06 \x03(\tR\n" +
 	"customTags\x12+\n" +
 	"\x04info\x18\a \x01(\v2\x17.google.protobuf.StructR\x04info\x127\n" +
-	"\x06window\x18\b \x01(\v2\x1f.memos.textmem.v1.WindowOptionsR\x06window\"j\n" +
+	"\x06window\x18\b \x01(\v2\x1f.memos.textmem.v1.WindowOptionsR\x06window\"\x89\x01\n" +
 	"\x13AddMemoriesResponse\x127\n" +
 	"\bmemories\x18\x01 \x03(\v2\x1b.memos.common.v1.MemoryItemR\bmemories\x12\x1a\n" +
-	"\breplayed\x18\x02 \x01(\bR\breplayed\"f\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\x12\x1d\n" +
+	"\n" +
+	"merged_ids\x18\x03 \x03(\tR\tmergedIds\"f\n" +
 	"\x0fMemoryCandidate\x12\x16\n" +
 	"\x06memory\x18\x01 \x01(\tR\x06memory\x12;\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1f.memos.common.v1.MemoryMetadataR\bmetadata\"\xc9\x01\n" +
@@ -2137,10 +2333,12 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\x12A\n" +
 	"\n" +
 	"candidates\x18\x05 \x03(\v2!.memos.textmem.v1.MemoryCandidateR\n" +
-	"candidates\"l\n" +
+	"candidates\"\x8b\x01\n" +
 	"\x15WriteMemoriesResponse\x127\n" +
 	"\bmemories\x18\x01 \x03(\v2\x1b.memos.common.v1.MemoryItemR\bmemories\x12\x1a\n" +
-	"\breplayed\x18\x02 \x01(\bR\breplayed\"\x92\x01\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\x12\x1d\n" +
+	"\n" +
+	"merged_ids\x18\x03 \x03(\tR\tmergedIds\"\x92\x01\n" +
 	"\x15SearchMemoriesRequest\x12\x17\n" +
 	"\acube_id\x18\x01 \x01(\tR\x06cubeId\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12\x13\n" +
@@ -2160,12 +2358,14 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\x05total\x18\x03 \x01(\x03R\x05total\x12*\n" +
 	"\x06status\x18\x04 \x01(\v2\x12.google.rpc.StatusR\x06status\"[\n" +
 	"\x1bBatchSearchMemoriesResponse\x12<\n" +
-	"\aresults\x18\x01 \x03(\v2\".memos.textmem.v1.CubeSearchResultR\aresults\"H\n" +
+	"\aresults\x18\x01 \x03(\v2\".memos.textmem.v1.CubeSearchResultR\aresults\"q\n" +
 	"\x10GetMemoryRequest\x12\x17\n" +
 	"\acube_id\x18\x01 \x01(\tR\x06cubeId\x12\x1b\n" +
-	"\tmemory_id\x18\x02 \x01(\tR\bmemoryId\"H\n" +
+	"\tmemory_id\x18\x02 \x01(\tR\bmemoryId\x12'\n" +
+	"\x0finclude_history\x18\x03 \x01(\bR\x0eincludeHistory\"\x7f\n" +
 	"\x11GetMemoryResponse\x123\n" +
-	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\xa1\x01\n" +
+	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\x125\n" +
+	"\ahistory\x18\x02 \x03(\v2\x1b.memos.common.v1.MemoryItemR\ahistory\"\xa1\x01\n" +
 	"\x13ListMemoriesRequest\x12\x17\n" +
 	"\acube_id\x18\x01 \x01(\tR\x06cubeId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -2183,14 +2383,16 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"K\n" +
 	"\x14UpdateMemoryResponse\x123\n" +
-	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\x80\x01\n" +
+	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\xd0\x01\n" +
 	"\x15DeleteMemoriesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x1d\n" +
 	"\n" +
 	"memory_ids\x18\x03 \x03(\tR\tmemoryIds\x12\x10\n" +
-	"\x03all\x18\x04 \x01(\bR\x03all\"=\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\x125\n" +
+	"\x06filter\x18\x05 \x01(\v2\x1d.memos.common.v1.MemoryFilterR\x06filter\x12\x17\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"=\n" +
 	"\x16DeleteMemoriesResponse\x12#\n" +
 	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\"\x8d\x01\n" +
 	"\x1bReplaceWorkingMemoryRequest\x12\x1d\n" +
@@ -2251,7 +2453,16 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x19\n" +
 	"\bowner_id\x18\x03 \x01(\tR\aownerId\"?\n" +
 	"\x12DeleteCubeResponse\x12)\n" +
-	"\x10deleted_memories\x18\x01 \x01(\x03R\x0fdeletedMemories*f\n" +
+	"\x10deleted_memories\x18\x01 \x01(\x03R\x0fdeletedMemories\"O\n" +
+	"\x15DeleteUserDataRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xc1\x01\n" +
+	"\x16DeleteUserDataResponse\x12)\n" +
+	"\x10deleted_memories\x18\x01 \x01(\x03R\x0fdeletedMemories\x12(\n" +
+	"\x10deleted_cube_ids\x18\x02 \x03(\tR\x0edeletedCubeIds\x12(\n" +
+	"\x10cleaned_cube_ids\x18\x03 \x03(\tR\x0ecleanedCubeIds\x12(\n" +
+	"\x10revoked_cube_ids\x18\x04 \x03(\tR\x0erevokedCubeIds*f\n" +
 	"\bCubeRole\x12\x19\n" +
 	"\x15CUBE_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CUBE_ROLE_READER\x10\x01\x12\x14\n" +
@@ -2266,7 +2477,7 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\fListMemories\x12%.memos.textmem.v1.ListMemoriesRequest\x1a&.memos.textmem.v1.ListMemoriesResponse\x12]\n" +
 	"\fUpdateMemory\x12%.memos.textmem.v1.UpdateMemoryRequest\x1a&.memos.textmem.v1.UpdateMemoryResponse\x12c\n" +
 	"\x0eDeleteMemories\x12'.memos.textmem.v1.DeleteMemoriesRequest\x1a(.memos.textmem.v1.DeleteMemoriesResponse\x12u\n" +
-	"\x14ReplaceWorkingMemory\x12-.memos.textmem.v1.ReplaceWorkingMemoryRequest\x1a..memos.textmem.v1.ReplaceWorkingMemoryResponse2\xa0\x04\n" +
+	"\x14ReplaceWorkingMemory\x12-.memos.textmem.v1.ReplaceWorkingMemoryRequest\x1a..memos.textmem.v1.ReplaceWorkingMemoryResponse2\x85\x05\n" +
 	"\vCubeService\x12W\n" +
 	"\n" +
 	"CreateCube\x12#.memos.textmem.v1.CreateCubeRequest\x1a$.memos.textmem.v1.CreateCubeResponse\x12N\n" +
@@ -2276,7 +2487,8 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\tListCubes\x12\".memos.textmem.v1.ListCubesRequest\x1a#.memos.textmem.v1.ListCubesResponse\x12`\n" +
 	"\rSetCubeAccess\x12&.memos.textmem.v1.SetCubeAccessRequest\x1a'.memos.textmem.v1.SetCubeAccessResponse\x12W\n" +
 	"\n" +
-	"DeleteCube\x12#.memos.textmem.v1.DeleteCubeRequest\x1a$.memos.textmem.v1.DeleteCubeResponseB\xcb\x01\n" +
+	"DeleteCube\x12#.memos.textmem.v1.DeleteCubeRequest\x1a$.memos.textmem.v1.DeleteCubeResponse\x12c\n" +
+	"\x0eDeleteUserData\x12'.memos.textmem.v1.DeleteUserDataRequest\x1a(.memos.textmem.v1.DeleteUserDataResponseB\xcb\x01\n" +
 	"\x14com.memos.textmem.v1B\fTextmemProtoP\x01ZCgithub.com/memos-os/memos/clients/go/gen/memos/textmem/v1;textmemv1\xa2\x02\x03MTX\xaa\x02\x10Memos.Textmem.V1\xca\x02\x10Memos\\Textmem\\V1\xe2\x02\x1cMemos\\Textmem\\V1\\GPBMetadata\xea\x02\x12Memos::Textmem::V1b\x06proto3"
 
 var (
@@ -2292,7 +2504,7 @@ func file_memos_textmem_v1_textmem_proto_rawDescGZIP() []byte {
 }
 
 var file_memos_textmem_v1_textmem_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_memos_textmem_v1_textmem_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_memos_textmem_v1_textmem_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_memos_textmem_v1_textmem_proto_goTypes = []any{
 	(CubeRole)(0),                        // 0: memos.textmem.v1.CubeRole
 	(*WindowOptions)(nil),                // 1: memos.textmem.v1.WindowOptions
@@ -2330,81 +2542,87 @@ var file_memos_textmem_v1_textmem_proto_goTypes = []any{
 	(*SetCubeAccessResponse)(nil),        // 33: memos.textmem.v1.SetCubeAccessResponse
 	(*DeleteCubeRequest)(nil),            // 34: memos.textmem.v1.DeleteCubeRequest
 	(*DeleteCubeResponse)(nil),           // 35: memos.textmem.v1.DeleteCubeResponse
-	(*v1.ChatMessage)(nil),               // 36: memos.common.v1.ChatMessage
-	(*structpb.Struct)(nil),              // 37: google.protobuf.Struct
-	(*v1.MemoryItem)(nil),                // 38: memos.common.v1.MemoryItem
-	(*v1.MemoryMetadata)(nil),            // 39: memos.common.v1.MemoryMetadata
-	(*v1.MemoryFilter)(nil),              // 40: memos.common.v1.MemoryFilter
-	(*v1.ScoredMemory)(nil),              // 41: memos.common.v1.ScoredMemory
-	(*status.Status)(nil),                // 42: google.rpc.Status
-	(*fieldmaskpb.FieldMask)(nil),        // 43: google.protobuf.FieldMask
-	(*timestamppb.Timestamp)(nil),        // 44: google.protobuf.Timestamp
+	(*DeleteUserDataRequest)(nil),        // 36: memos.textmem.v1.DeleteUserDataRequest
+	(*DeleteUserDataResponse)(nil),       // 37: memos.textmem.v1.DeleteUserDataResponse
+	(*v1.ChatMessage)(nil),               // 38: memos.common.v1.ChatMessage
+	(*structpb.Struct)(nil),              // 39: google.protobuf.Struct
+	(*v1.MemoryItem)(nil),                // 40: memos.common.v1.MemoryItem
+	(*v1.MemoryMetadata)(nil),            // 41: memos.common.v1.MemoryMetadata
+	(*v1.MemoryFilter)(nil),              // 42: memos.common.v1.MemoryFilter
+	(*v1.ScoredMemory)(nil),              // 43: memos.common.v1.ScoredMemory
+	(*status.Status)(nil),                // 44: google.rpc.Status
+	(*fieldmaskpb.FieldMask)(nil),        // 45: google.protobuf.FieldMask
+	(*timestamppb.Timestamp)(nil),        // 46: google.protobuf.Timestamp
 }
 var file_memos_textmem_v1_textmem_proto_depIdxs = []int32{
-	36, // 0: memos.textmem.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
-	37, // 1: memos.textmem.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
+	38, // 0: memos.textmem.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
+	39, // 1: memos.textmem.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
 	1,  // 2: memos.textmem.v1.AddMemoriesRequest.window:type_name -> memos.textmem.v1.WindowOptions
-	38, // 3: memos.textmem.v1.AddMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	39, // 4: memos.textmem.v1.MemoryCandidate.metadata:type_name -> memos.common.v1.MemoryMetadata
+	40, // 3: memos.textmem.v1.AddMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	41, // 4: memos.textmem.v1.MemoryCandidate.metadata:type_name -> memos.common.v1.MemoryMetadata
 	4,  // 5: memos.textmem.v1.WriteMemoriesRequest.candidates:type_name -> memos.textmem.v1.MemoryCandidate
-	38, // 6: memos.textmem.v1.WriteMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	40, // 7: memos.textmem.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	41, // 8: memos.textmem.v1.SearchMemoriesResponse.memories:type_name -> memos.common.v1.ScoredMemory
-	40, // 9: memos.textmem.v1.BatchSearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	41, // 10: memos.textmem.v1.CubeSearchResult.memories:type_name -> memos.common.v1.ScoredMemory
-	42, // 11: memos.textmem.v1.CubeSearchResult.status:type_name -> google.rpc.Status
+	40, // 6: memos.textmem.v1.WriteMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	42, // 7: memos.textmem.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	43, // 8: memos.textmem.v1.SearchMemoriesResponse.memories:type_name -> memos.common.v1.ScoredMemory
+	42, // 9: memos.textmem.v1.BatchSearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	43, // 10: memos.textmem.v1.CubeSearchResult.memories:type_name -> memos.common.v1.ScoredMemory
+	44, // 11: memos.textmem.v1.CubeSearchResult.status:type_name -> google.rpc.Status
 	10, // 12: memos.textmem.v1.BatchSearchMemoriesResponse.results:type_name -> memos.textmem.v1.CubeSearchResult
-	38, // 13: memos.textmem.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	40, // 14: memos.textmem.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	38, // 15: memos.textmem.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	38, // 16: memos.textmem.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
-	43, // 17: memos.textmem.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	38, // 18: memos.textmem.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	38, // 19: memos.textmem.v1.ReplaceWorkingMemoryResponse.memories:type_name -> memos.common.v1.MemoryItem
-	0,  // 20: memos.textmem.v1.CubeMember.role:type_name -> memos.textmem.v1.CubeRole
-	22, // 21: memos.textmem.v1.Cube.members:type_name -> memos.textmem.v1.CubeMember
-	44, // 22: memos.textmem.v1.Cube.created_at:type_name -> google.protobuf.Timestamp
-	23, // 23: memos.textmem.v1.CreateCubeResponse.cube:type_name -> memos.textmem.v1.Cube
-	23, // 24: memos.textmem.v1.GetCubeResponse.cube:type_name -> memos.textmem.v1.Cube
-	23, // 25: memos.textmem.v1.EnsureCubeResponse.cube:type_name -> memos.textmem.v1.Cube
-	23, // 26: memos.textmem.v1.ListCubesResponse.cubes:type_name -> memos.textmem.v1.Cube
-	0,  // 27: memos.textmem.v1.SetCubeAccessRequest.role:type_name -> memos.textmem.v1.CubeRole
-	23, // 28: memos.textmem.v1.SetCubeAccessResponse.cube:type_name -> memos.textmem.v1.Cube
-	2,  // 29: memos.textmem.v1.TextMemService.AddMemories:input_type -> memos.textmem.v1.AddMemoriesRequest
-	5,  // 30: memos.textmem.v1.TextMemService.WriteMemories:input_type -> memos.textmem.v1.WriteMemoriesRequest
-	7,  // 31: memos.textmem.v1.TextMemService.SearchMemories:input_type -> memos.textmem.v1.SearchMemoriesRequest
-	9,  // 32: memos.textmem.v1.TextMemService.BatchSearchMemories:input_type -> memos.textmem.v1.BatchSearchMemoriesRequest
-	12, // 33: memos.textmem.v1.TextMemService.GetMemory:input_type -> memos.textmem.v1.GetMemoryRequest
-	14, // 34: memos.textmem.v1.TextMemService.ListMemories:input_type -> memos.textmem.v1.ListMemoriesRequest
-	16, // 35: memos.textmem.v1.TextMemService.UpdateMemory:input_type -> memos.textmem.v1.UpdateMemoryRequest
-	18, // 36: memos.textmem.v1.TextMemService.DeleteMemories:input_type -> memos.textmem.v1.DeleteMemoriesRequest
-	20, // 37: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:input_type -> memos.textmem.v1.ReplaceWorkingMemoryRequest
-	24, // 38: memos.textmem.v1.CubeService.CreateCube:input_type -> memos.textmem.v1.CreateCubeRequest
-	26, // 39: memos.textmem.v1.CubeService.GetCube:input_type -> memos.textmem.v1.GetCubeRequest
-	28, // 40: memos.textmem.v1.CubeService.EnsureCube:input_type -> memos.textmem.v1.EnsureCubeRequest
-	30, // 41: memos.textmem.v1.CubeService.ListCubes:input_type -> memos.textmem.v1.ListCubesRequest
-	32, // 42: memos.textmem.v1.CubeService.SetCubeAccess:input_type -> memos.textmem.v1.SetCubeAccessRequest
-	34, // 43: memos.textmem.v1.CubeService.DeleteCube:input_type -> memos.textmem.v1.DeleteCubeRequest
-	3,  // 44: memos.textmem.v1.TextMemService.AddMemories:output_type -> memos.textmem.v1.AddMemoriesResponse
-	6,  // 45: memos.textmem.v1.TextMemService.WriteMemories:output_type -> memos.textmem.v1.WriteMemoriesResponse
-	8,  // 46: memos.textmem.v1.TextMemService.SearchMemories:output_type -> memos.textmem.v1.SearchMemoriesResponse
-	11, // 47: memos.textmem.v1.TextMemService.BatchSearchMemories:output_type -> memos.textmem.v1.BatchSearchMemoriesResponse
-	13, // 48: memos.textmem.v1.TextMemService.GetMemory:output_type -> memos.textmem.v1.GetMemoryResponse
-	15, // 49: memos.textmem.v1.TextMemService.ListMemories:output_type -> memos.textmem.v1.ListMemoriesResponse
-	17, // 50: memos.textmem.v1.TextMemService.UpdateMemory:output_type -> memos.textmem.v1.UpdateMemoryResponse
-	19, // 51: memos.textmem.v1.TextMemService.DeleteMemories:output_type -> memos.textmem.v1.DeleteMemoriesResponse
-	21, // 52: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:output_type -> memos.textmem.v1.ReplaceWorkingMemoryResponse
-	25, // 53: memos.textmem.v1.CubeService.CreateCube:output_type -> memos.textmem.v1.CreateCubeResponse
-	27, // 54: memos.textmem.v1.CubeService.GetCube:output_type -> memos.textmem.v1.GetCubeResponse
-	29, // 55: memos.textmem.v1.CubeService.EnsureCube:output_type -> memos.textmem.v1.EnsureCubeResponse
-	31, // 56: memos.textmem.v1.CubeService.ListCubes:output_type -> memos.textmem.v1.ListCubesResponse
-	33, // 57: memos.textmem.v1.CubeService.SetCubeAccess:output_type -> memos.textmem.v1.SetCubeAccessResponse
-	35, // 58: memos.textmem.v1.CubeService.DeleteCube:output_type -> memos.textmem.v1.DeleteCubeResponse
-	44, // [44:59] is the sub-list for method output_type
-	29, // [29:44] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	40, // 13: memos.textmem.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	40, // 14: memos.textmem.v1.GetMemoryResponse.history:type_name -> memos.common.v1.MemoryItem
+	42, // 15: memos.textmem.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	40, // 16: memos.textmem.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	40, // 17: memos.textmem.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
+	45, // 18: memos.textmem.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	40, // 19: memos.textmem.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	42, // 20: memos.textmem.v1.DeleteMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	40, // 21: memos.textmem.v1.ReplaceWorkingMemoryResponse.memories:type_name -> memos.common.v1.MemoryItem
+	0,  // 22: memos.textmem.v1.CubeMember.role:type_name -> memos.textmem.v1.CubeRole
+	22, // 23: memos.textmem.v1.Cube.members:type_name -> memos.textmem.v1.CubeMember
+	46, // 24: memos.textmem.v1.Cube.created_at:type_name -> google.protobuf.Timestamp
+	23, // 25: memos.textmem.v1.CreateCubeResponse.cube:type_name -> memos.textmem.v1.Cube
+	23, // 26: memos.textmem.v1.GetCubeResponse.cube:type_name -> memos.textmem.v1.Cube
+	23, // 27: memos.textmem.v1.EnsureCubeResponse.cube:type_name -> memos.textmem.v1.Cube
+	23, // 28: memos.textmem.v1.ListCubesResponse.cubes:type_name -> memos.textmem.v1.Cube
+	0,  // 29: memos.textmem.v1.SetCubeAccessRequest.role:type_name -> memos.textmem.v1.CubeRole
+	23, // 30: memos.textmem.v1.SetCubeAccessResponse.cube:type_name -> memos.textmem.v1.Cube
+	2,  // 31: memos.textmem.v1.TextMemService.AddMemories:input_type -> memos.textmem.v1.AddMemoriesRequest
+	5,  // 32: memos.textmem.v1.TextMemService.WriteMemories:input_type -> memos.textmem.v1.WriteMemoriesRequest
+	7,  // 33: memos.textmem.v1.TextMemService.SearchMemories:input_type -> memos.textmem.v1.SearchMemoriesRequest
+	9,  // 34: memos.textmem.v1.TextMemService.BatchSearchMemories:input_type -> memos.textmem.v1.BatchSearchMemoriesRequest
+	12, // 35: memos.textmem.v1.TextMemService.GetMemory:input_type -> memos.textmem.v1.GetMemoryRequest
+	14, // 36: memos.textmem.v1.TextMemService.ListMemories:input_type -> memos.textmem.v1.ListMemoriesRequest
+	16, // 37: memos.textmem.v1.TextMemService.UpdateMemory:input_type -> memos.textmem.v1.UpdateMemoryRequest
+	18, // 38: memos.textmem.v1.TextMemService.DeleteMemories:input_type -> memos.textmem.v1.DeleteMemoriesRequest
+	20, // 39: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:input_type -> memos.textmem.v1.ReplaceWorkingMemoryRequest
+	24, // 40: memos.textmem.v1.CubeService.CreateCube:input_type -> memos.textmem.v1.CreateCubeRequest
+	26, // 41: memos.textmem.v1.CubeService.GetCube:input_type -> memos.textmem.v1.GetCubeRequest
+	28, // 42: memos.textmem.v1.CubeService.EnsureCube:input_type -> memos.textmem.v1.EnsureCubeRequest
+	30, // 43: memos.textmem.v1.CubeService.ListCubes:input_type -> memos.textmem.v1.ListCubesRequest
+	32, // 44: memos.textmem.v1.CubeService.SetCubeAccess:input_type -> memos.textmem.v1.SetCubeAccessRequest
+	34, // 45: memos.textmem.v1.CubeService.DeleteCube:input_type -> memos.textmem.v1.DeleteCubeRequest
+	36, // 46: memos.textmem.v1.CubeService.DeleteUserData:input_type -> memos.textmem.v1.DeleteUserDataRequest
+	3,  // 47: memos.textmem.v1.TextMemService.AddMemories:output_type -> memos.textmem.v1.AddMemoriesResponse
+	6,  // 48: memos.textmem.v1.TextMemService.WriteMemories:output_type -> memos.textmem.v1.WriteMemoriesResponse
+	8,  // 49: memos.textmem.v1.TextMemService.SearchMemories:output_type -> memos.textmem.v1.SearchMemoriesResponse
+	11, // 50: memos.textmem.v1.TextMemService.BatchSearchMemories:output_type -> memos.textmem.v1.BatchSearchMemoriesResponse
+	13, // 51: memos.textmem.v1.TextMemService.GetMemory:output_type -> memos.textmem.v1.GetMemoryResponse
+	15, // 52: memos.textmem.v1.TextMemService.ListMemories:output_type -> memos.textmem.v1.ListMemoriesResponse
+	17, // 53: memos.textmem.v1.TextMemService.UpdateMemory:output_type -> memos.textmem.v1.UpdateMemoryResponse
+	19, // 54: memos.textmem.v1.TextMemService.DeleteMemories:output_type -> memos.textmem.v1.DeleteMemoriesResponse
+	21, // 55: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:output_type -> memos.textmem.v1.ReplaceWorkingMemoryResponse
+	25, // 56: memos.textmem.v1.CubeService.CreateCube:output_type -> memos.textmem.v1.CreateCubeResponse
+	27, // 57: memos.textmem.v1.CubeService.GetCube:output_type -> memos.textmem.v1.GetCubeResponse
+	29, // 58: memos.textmem.v1.CubeService.EnsureCube:output_type -> memos.textmem.v1.EnsureCubeResponse
+	31, // 59: memos.textmem.v1.CubeService.ListCubes:output_type -> memos.textmem.v1.ListCubesResponse
+	33, // 60: memos.textmem.v1.CubeService.SetCubeAccess:output_type -> memos.textmem.v1.SetCubeAccessResponse
+	35, // 61: memos.textmem.v1.CubeService.DeleteCube:output_type -> memos.textmem.v1.DeleteCubeResponse
+	37, // 62: memos.textmem.v1.CubeService.DeleteUserData:output_type -> memos.textmem.v1.DeleteUserDataResponse
+	47, // [47:63] is the sub-list for method output_type
+	31, // [31:47] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_memos_textmem_v1_textmem_proto_init() }
@@ -2419,7 +2637,7 @@ func file_memos_textmem_v1_textmem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memos_textmem_v1_textmem_proto_rawDesc), len(file_memos_textmem_v1_textmem_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -50,9 +50,12 @@ type TextMemServiceClient interface {
 	BatchSearchMemories(ctx context.Context, in *BatchSearchMemoriesRequest, opts ...grpc.CallOption) (*BatchSearchMemoriesResponse, error)
 	GetMemory(ctx context.Context, in *GetMemoryRequest, opts ...grpc.CallOption) (*GetMemoryResponse, error)
 	ListMemories(ctx context.Context, in *ListMemoriesRequest, opts ...grpc.CallOption) (*ListMemoriesResponse, error)
-	// Changes a memory's text or metadata; a new text is re-embedded.
+	// Changes a memory's text or metadata; a new text is re-embedded. The version it
+	// replaces is kept in the memory's history (see GetMemoryRequest.include_history).
 	UpdateMemory(ctx context.Context, in *UpdateMemoryRequest, opts ...grpc.CallOption) (*UpdateMemoryResponse, error)
-	// Hard-deletes memories by id, or every memory of the cube.
+	// Hard-deletes memories of the cube chosen by exactly one selector: ids, a filter, or
+	// all. A deleted memory goes with its sources, relations, history, vector and any
+	// working-memory copy of it; nothing of it is found afterwards.
 	DeleteMemories(ctx context.Context, in *DeleteMemoriesRequest, opts ...grpc.CallOption) (*DeleteMemoriesResponse, error)
 	// Makes the cube's WorkingMemory copies of the given memories, most relevant first,
 	// bounded by the service's capacity. The new set is stored before the old one is
@@ -178,9 +181,12 @@ type TextMemServiceServer interface {
 	BatchSearchMemories(context.Context, *BatchSearchMemoriesRequest) (*BatchSearchMemoriesResponse, error)
 	GetMemory(context.Context, *GetMemoryRequest) (*GetMemoryResponse, error)
 	ListMemories(context.Context, *ListMemoriesRequest) (*ListMemoriesResponse, error)
-	// Changes a memory's text or metadata; a new text is re-embedded.
+	// Changes a memory's text or metadata; a new text is re-embedded. The version it
+	// replaces is kept in the memory's history (see GetMemoryRequest.include_history).
 	UpdateMemory(context.Context, *UpdateMemoryRequest) (*UpdateMemoryResponse, error)
-	// Hard-deletes memories by id, or every memory of the cube.
+	// Hard-deletes memories of the cube chosen by exactly one selector: ids, a filter, or
+	// all. A deleted memory goes with its sources, relations, history, vector and any
+	// working-memory copy of it; nothing of it is found afterwards.
 	DeleteMemories(context.Context, *DeleteMemoriesRequest) (*DeleteMemoriesResponse, error)
 	// Makes the cube's WorkingMemory copies of the given memories, most relevant first,
 	// bounded by the service's capacity. The new set is stored before the old one is
@@ -455,12 +461,13 @@ var TextMemService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	CubeService_CreateCube_FullMethodName    = "/memos.textmem.v1.CubeService/CreateCube"
-	CubeService_GetCube_FullMethodName       = "/memos.textmem.v1.CubeService/GetCube"
-	CubeService_EnsureCube_FullMethodName    = "/memos.textmem.v1.CubeService/EnsureCube"
-	CubeService_ListCubes_FullMethodName     = "/memos.textmem.v1.CubeService/ListCubes"
-	CubeService_SetCubeAccess_FullMethodName = "/memos.textmem.v1.CubeService/SetCubeAccess"
-	CubeService_DeleteCube_FullMethodName    = "/memos.textmem.v1.CubeService/DeleteCube"
+	CubeService_CreateCube_FullMethodName     = "/memos.textmem.v1.CubeService/CreateCube"
+	CubeService_GetCube_FullMethodName        = "/memos.textmem.v1.CubeService/GetCube"
+	CubeService_EnsureCube_FullMethodName     = "/memos.textmem.v1.CubeService/EnsureCube"
+	CubeService_ListCubes_FullMethodName      = "/memos.textmem.v1.CubeService/ListCubes"
+	CubeService_SetCubeAccess_FullMethodName  = "/memos.textmem.v1.CubeService/SetCubeAccess"
+	CubeService_DeleteCube_FullMethodName     = "/memos.textmem.v1.CubeService/DeleteCube"
+	CubeService_DeleteUserData_FullMethodName = "/memos.textmem.v1.CubeService/DeleteUserData"
 )
 
 // CubeServiceClient is the client API for CubeService service.
@@ -479,6 +486,11 @@ type CubeServiceClient interface {
 	SetCubeAccess(ctx context.Context, in *SetCubeAccessRequest, opts ...grpc.CallOption) (*SetCubeAccessResponse, error)
 	// Deletes a cube and every memory in it.
 	DeleteCube(ctx context.Context, in *DeleteCubeRequest, opts ...grpc.CallOption) (*DeleteCubeResponse, error)
+	// Erases a user: deletes the cubes the user owns (with every memory in them), the
+	// user's memories in every other cube, and the user's access to other users' cubes.
+	// Other users' memories in cubes the user does not own stay. Idempotent: a retry
+	// deletes what is left and reports only that.
+	DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error)
 }
 
 type cubeServiceClient struct {
@@ -549,6 +561,16 @@ func (c *cubeServiceClient) DeleteCube(ctx context.Context, in *DeleteCubeReques
 	return out, nil
 }
 
+func (c *cubeServiceClient) DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteUserDataResponse)
+	err := c.cc.Invoke(ctx, CubeService_DeleteUserData_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CubeServiceServer is the server API for CubeService service.
 // All implementations must embed UnimplementedCubeServiceServer
 // for forward compatibility.
@@ -565,6 +587,11 @@ type CubeServiceServer interface {
 	SetCubeAccess(context.Context, *SetCubeAccessRequest) (*SetCubeAccessResponse, error)
 	// Deletes a cube and every memory in it.
 	DeleteCube(context.Context, *DeleteCubeRequest) (*DeleteCubeResponse, error)
+	// Erases a user: deletes the cubes the user owns (with every memory in them), the
+	// user's memories in every other cube, and the user's access to other users' cubes.
+	// Other users' memories in cubes the user does not own stay. Idempotent: a retry
+	// deletes what is left and reports only that.
+	DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error)
 	mustEmbedUnimplementedCubeServiceServer()
 }
 
@@ -592,6 +619,9 @@ func (UnimplementedCubeServiceServer) SetCubeAccess(context.Context, *SetCubeAcc
 }
 func (UnimplementedCubeServiceServer) DeleteCube(context.Context, *DeleteCubeRequest) (*DeleteCubeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteCube not implemented")
+}
+func (UnimplementedCubeServiceServer) DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteUserData not implemented")
 }
 func (UnimplementedCubeServiceServer) mustEmbedUnimplementedCubeServiceServer() {}
 func (UnimplementedCubeServiceServer) testEmbeddedByValue()                     {}
@@ -722,6 +752,24 @@ func _CubeService_DeleteCube_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CubeService_DeleteUserData_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteUserDataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CubeServiceServer).DeleteUserData(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CubeService_DeleteUserData_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CubeServiceServer).DeleteUserData(ctx, req.(*DeleteUserDataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CubeService_ServiceDesc is the grpc.ServiceDesc for CubeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -752,6 +800,10 @@ var CubeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteCube",
 			Handler:    _CubeService_DeleteCube_Handler,
+		},
+		{
+			MethodName: "DeleteUserData",
+			Handler:    _CubeService_DeleteUserData_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

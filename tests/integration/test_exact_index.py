@@ -1,0 +1,188 @@
+"""The exact in-process index answers as Milvus Lite would, survives restarts and failed writes.
+
+The shared VectorStore conformance suite runs it too (tests/conformance); these tests cover
+what is particular to a copy: it must agree with the durable store it copies, load what an
+earlier process wrote, and never hold a row the durable store refused.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.textmem.models import MemoryFilter
+from services.textmem.stores.exact_index import ExactIndexVectorStore
+from services.textmem.stores.milvus_vector import MilvusVectorStore
+from services.textmem.stores.vector import VectorRecord
+from shared.errors import Unavailable
+
+DIM = 16
+TYPES = ["LongTermMemory", "UserMemory", "WorkingMemory", "PreferenceMemory"]
+STATUSES = ["activated", "archived"]
+
+
+def records(cube: str, n: int, rng: np.random.Generator) -> list[VectorRecord]:
+    return [
+        VectorRecord(
+            id=uuid.uuid4().hex,
+            cube_id=cube,
+            user_id=f"user-{i % 3}",
+            session_id=f"session-{i % 5}",
+            memory_type=TYPES[i % len(TYPES)],
+            status=STATUSES[int(i % 7 == 0)],
+            created_at=1_700_000_000.0 + i,
+            vector=rng.standard_normal(DIM).astype(np.float32),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> MilvusVectorStore:
+    store = MilvusVectorStore(str(tmp_path_factory.mktemp("exact") / "m.db"), "exact", DIM)
+    yield store
+    store.close()
+
+
+FILTERS = [
+    MemoryFilter(),
+    MemoryFilter(include_archived=True),
+    MemoryFilter(memory_types=("UserMemory",)),
+    MemoryFilter(memory_types=("PreferenceMemory", "WorkingMemory"), include_archived=True),
+    MemoryFilter(user_id="user-1"),
+    MemoryFilter(user_id="nobody"),
+    MemoryFilter(session_id="session-2", user_id="user-2"),
+    MemoryFilter(created_after=1_700_000_050.0, created_before=1_700_000_120.0),
+]
+
+
+@pytest.mark.parametrize("flt", FILTERS, ids=[str(i) for i in range(len(FILTERS))])
+def test_ranks_exactly_as_milvus_lite_does(milvus: MilvusVectorStore, flt: MemoryFilter) -> None:
+    rng = np.random.default_rng(7)
+    cube = f"agree-{uuid.uuid4().hex}"
+    milvus.upsert(records(cube, 300, rng))
+    milvus.upsert(records(f"other-{cube}", 50, rng))
+    milvus.flush()
+    exact = ExactIndexVectorStore(milvus)
+    for _ in range(5):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        ours = exact.search(cube, q, flt, 20)
+        theirs = milvus.search(cube, q, flt, 20)
+        assert [i for i, _ in ours] == [i for i, _ in theirs]
+        assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-5)
+
+
+def test_a_new_process_loads_what_an_earlier_one_wrote(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    path = str(tmp_path / "m.db")
+    first = ExactIndexVectorStore(MilvusVectorStore(path, "restart", DIM))
+    recs = records("cube", 40, rng)
+    first.upsert(recs)
+    first.delete("cube", [recs[0].id])
+    first.close()
+
+    second = ExactIndexVectorStore(MilvusVectorStore(path, "restart", DIM))
+    try:
+        assert second.count("cube") == 39
+        hit, score = second.search("cube", recs[1].vector, MemoryFilter(include_archived=True), 1)[0]
+        assert hit == recs[1].id and score == pytest.approx(1.0, abs=1e-5)
+        assert recs[0].id not in dict(second.search("cube", recs[0].vector, MemoryFilter(include_archived=True), 40))
+    finally:
+        second.close()
+
+
+class RefusingStore:
+    """The real durable store, except that writes fail once armed (as if Milvus went away)."""
+
+    def __init__(self, inner: MilvusVectorStore) -> None:
+        self._inner = inner
+        self.fail = False
+
+    def upsert(self, recs):  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise Unavailable("injected", reason="INJECTED")
+        return self._inner.upsert(recs)
+
+    def delete(self, cube_id, ids):  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise Unavailable("injected", reason="INJECTED")
+        return self._inner.delete(cube_id, ids)
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self._inner, name)
+
+
+def test_a_refused_write_never_reaches_the_copy(milvus: MilvusVectorStore) -> None:
+    rng = np.random.default_rng(3)
+    durable = RefusingStore(milvus)
+    exact = ExactIndexVectorStore(durable)  # type: ignore[arg-type]
+    cube = f"refused-{uuid.uuid4().hex}"
+    kept = records(cube, 10, rng)
+    exact.upsert(kept)
+    assert exact.count(cube) == 10
+
+    durable.fail = True
+    refused = records(cube, 5, rng)
+    with pytest.raises(Unavailable):
+        exact.upsert(refused)
+    with pytest.raises(Unavailable):
+        exact.delete(cube, [kept[0].id])
+    durable.fail = False
+
+    everything = MemoryFilter(include_archived=True, memory_types=tuple(TYPES))
+    found = {i for i, _ in exact.search(cube, kept[0].vector, everything, 100)}
+    assert found == {r.id for r in kept}
+    assert exact.count(cube) == milvus.count(cube) == 10
+
+
+def test_updates_replace_rows_and_deletes_compact(milvus: MilvusVectorStore) -> None:
+    rng = np.random.default_rng(5)
+    exact = ExactIndexVectorStore(milvus)
+    cube = f"churn-{uuid.uuid4().hex}"
+    recs = records(cube, 200, rng)
+    exact.upsert(recs)
+    # Move every row to a new vector: the old vectors must not be found any more.
+    moved = [VectorRecord(**{**r.__dict__, "vector": rng.standard_normal(DIM).astype(np.float32)}) for r in recs]
+    exact.upsert(moved)
+    everything = MemoryFilter(include_archived=True, memory_types=tuple(TYPES))
+    for old, new in zip(recs[:5], moved[:5], strict=True):
+        top, score = exact.search(cube, new.vector, everything, 1)[0]
+        assert top == new.id and score == pytest.approx(1.0, abs=1e-5)
+        assert np.allclose(exact.get_vectors(cube, [old.id])[old.id], new.vector / np.linalg.norm(new.vector))
+    # Delete most rows (past the compaction threshold); what is left is still found exactly.
+    exact.delete(cube, [r.id for r in moved[:150]])
+    assert exact.count(cube) == 50
+    survivors = {r.id for r in moved[150:]}
+    assert {i for i, _ in exact.search(cube, moved[160].vector, everything, 100)} == survivors
+    assert exact.search(cube, moved[160].vector, everything, 1)[0][0] == moved[160].id
+
+
+def test_prewarm_loads_the_named_cubes_in_the_background(milvus: MilvusVectorStore) -> None:
+    rng = np.random.default_rng(9)
+    warm, cold = f"warm-{uuid.uuid4().hex}", f"cold-{uuid.uuid4().hex}"
+    milvus.upsert(records(warm, 30, rng) + records(cold, 30, rng))
+    exact = ExactIndexVectorStore(milvus)
+    exact.start_prewarm(lambda: [warm])
+    assert exact._prewarmer is not None
+    exact._prewarmer.join(timeout=30)
+    assert exact.loaded_cubes() == {warm}
+    # The cold cube still answers, loading on first use.
+    assert exact.count(cold) == 30
+    assert exact.loaded_cubes() == {warm, cold}
+
+
+def test_a_failing_prewarm_leaves_the_store_usable(milvus: MilvusVectorStore) -> None:
+    exact = ExactIndexVectorStore(milvus)
+
+    def broken() -> list[str]:
+        raise RuntimeError("cannot list cubes")
+
+    exact.start_prewarm(broken)
+    assert exact._prewarmer is not None
+    exact._prewarmer.join(timeout=30)
+    cube = f"after-{uuid.uuid4().hex}"
+    exact.upsert(records(cube, 3, np.random.default_rng(2)))
+    assert exact.count(cube) == 3
