@@ -114,21 +114,35 @@ class BuiltinHandlers:
             await asyncio.sleep(0.5)
 
     async def _serve(self) -> None:
-        acks: asyncio.Queue[scheduler_pb2.SubscribeRequest | None] = asyncio.Queue()
+        acks: asyncio.Queue[scheduler_pb2.Acknowledgement | None] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[scheduler_pb2.SubscribeRequest]:
+            # Batch mode (this scheduler is the one it talks to): deliveries come several to a
+            # response, and the verdicts that are ready go together in one request.
             yield scheduler_pb2.SubscribeRequest(
                 subscription=scheduler_pb2.Subscription(
-                    worker_id="builtin", labels=self.labels, max_in_flight=self._concurrency, fallback=True
+                    worker_id="builtin",
+                    labels=self.labels,
+                    max_in_flight=self._concurrency,
+                    fallback=True,
+                    max_batch=self._concurrency,
                 )
             )
-            while (req := await acks.get()) is not None:
-                yield req
+            done = False
+            while not done and (ack := await acks.get()) is not None:
+                batch = [ack]
+                while not acks.empty():
+                    more = acks.get_nowait()
+                    if more is None:
+                        done = True
+                        break
+                    batch.append(more)
+                yield scheduler_pb2.SubscribeRequest(acks=scheduler_pb2.Acknowledgements(acks=batch))
 
         call = self._scheduler.Subscribe(requests(), metadata=self._own_md)
         running: set[asyncio.Task] = set()
 
-        async def handle(resp: scheduler_pb2.SubscribeResponse) -> None:
+        async def handle(resp: scheduler_pb2.Delivery) -> None:
             ack = scheduler_pb2.Acknowledgement(delivery_id=resp.delivery_id, success=True)
             try:
                 await self._handlers()[resp.message.label](resp.message)
@@ -139,16 +153,16 @@ class BuiltinHandlers:
                 ack.give_up = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
             except Exception:  # noqa: BLE001 - reported as the task's error, redelivered
                 ack.success, ack.error = False, traceback.format_exc()[-8000:]
-            await acks.put(scheduler_pb2.SubscribeRequest(ack=ack))
+            await acks.put(ack)
 
         try:
             async for resp in call:
-                if not resp.delivery_id:
-                    continue  # the subscription's confirmation
                 # Concurrently, up to the subscription's max_in_flight (the scheduler sends no more).
-                task = asyncio.create_task(handle(resp))
-                running.add(task)
-                task.add_done_callback(running.discard)
+                # A response without deliveries is the subscription's confirmation.
+                for d in resp.deliveries:
+                    task = asyncio.create_task(handle(d))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
         finally:
             for task in list(running):
                 task.cancel()  # unacked: the scheduler hands them out again when this stream ends

@@ -1,44 +1,64 @@
 """gRPC servicer of the scheduler: submits, worker streams, task status, dead letters.
 
 Queue calls block (SQLite, Redis), so they run in threads. A subscription stream
-keeps up to ``max_in_flight`` deliveries out at once; it is woken by every submit,
-ack and replay of this replica and polls every ``poll_interval_s`` for the rest.
+keeps up to ``max_in_flight`` deliveries out at once (the worker's credit: a delivery
+takes one, a verdict gives it back); it is woken by every submit, verdict and replay
+of this replica and polls every ``poll_interval_s`` for the rest. Each turn of a
+stream is one queue call (:meth:`TaskQueue.answer_and_receive`: the verdicts that
+arrived meanwhile, then as many deliveries as the credit allows), so its cost is per
+batch, not per message; a worker in batch mode (``Subscription.max_batch``) gets the
+deliveries in as few responses as that allows and may answer many in one request.
 When a worker's stream ends, whatever it still held is handed back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
-from services.scheduler.queue import Message, Task, TaskQueue
+from services.scheduler.queue import Message, Task, TaskQueue, Verdict
 from services.scheduler.queue.base import check_label_name
 from shared.errors import InvalidArgument, MemosError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_WAIT_S = 3600.0
+# WaitForTasks looks again when woken, but no more often than this.
+WAIT_RECHECK_S = 0.01
+# A worker stream held this long in sending a response applies the verdicts that arrive apart.
+STALLED_S = 0.05
+# Batch mode: a response's deliveries stop growing past this size (one message may be up to
+# max_content_bytes on its own); a worker's default receive limit is 4 MiB.
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 def message_from_proto(m: scheduler_pb2.ScheduleMessage) -> Message:
-    return Message(
-        user_id=m.user_id,
-        cube_id=m.cube_id,
-        label=m.label,
-        content=m.content,
-        item_id=m.item_id,
-        session_id=m.session_id,
-        timestamp=m.timestamp.ToMicroseconds() / 1e6 if m.HasField("timestamp") else 0.0,
-        trace_id=m.trace_id,
-        info=json_format.MessageToDict(m.info) if m.HasField("info") else {},
-        priority=m.priority,
+    ts = m.timestamp
+    return Message.from_json(  # every field: the fast path
+        {
+            "user_id": m.user_id,
+            "cube_id": m.cube_id,
+            "label": m.label,
+            "content": m.content,
+            "item_id": m.item_id,
+            "session_id": m.session_id,
+            # As Timestamp.ToMicroseconds() / 1e6, without its call.
+            "timestamp": (ts.seconds * 1_000_000 + ts.nanos // 1000) / 1e6 if m.HasField("timestamp") else 0.0,
+            "trace_id": m.trace_id,
+            # MessageToDict costs more than the rest of the message: skip it for an empty Struct.
+            "info": json_format.MessageToDict(m.info) if m.info.fields else {},
+            "priority": m.priority,
+        }
     )
 
 
@@ -49,20 +69,21 @@ def _ts(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 def message_to_proto(m: Message) -> scheduler_pb2.ScheduleMessage:
-    info = struct_pb2.Struct()
-    info.update(m.info)
-    return scheduler_pb2.ScheduleMessage(
-        item_id=m.item_id,
-        user_id=m.user_id,
-        cube_id=m.cube_id,
-        session_id=m.session_id,
-        label=m.label,
-        content=m.content,
-        timestamp=_ts(m.timestamp),
-        trace_id=m.trace_id,
-        info=info,
-        priority=m.priority,
-    )
+    return fill_message(scheduler_pb2.ScheduleMessage(), m)
+
+
+def fill_message(p: scheduler_pb2.ScheduleMessage, m: Message) -> scheduler_pb2.ScheduleMessage:
+    """Sets ``m`` into the empty ``p`` in place (one per delivery: no Struct, Timestamp or
+    message built apart and copied in)."""
+    p.item_id, p.user_id, p.cube_id, p.session_id = m.item_id, m.user_id, m.cube_id, m.session_id
+    p.label, p.content, p.trace_id, p.priority = m.label, m.content, m.trace_id, m.priority
+    micros = int(m.timestamp * 1e6)
+    p.timestamp.seconds, p.timestamp.nanos = micros // 1_000_000, micros % 1_000_000 * 1000
+    if m.info:
+        p.info.update(m.info)
+    else:
+        p.info.SetInParent()  # present and empty, as always
+    return p
 
 
 def task_to_proto(t: Task) -> scheduler_pb2.Task:
@@ -76,11 +97,19 @@ def task_to_proto(t: Task) -> scheduler_pb2.Task:
     )
 
 
+def _in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``asyncio.to_thread`` without its task: the call's future itself (a worker stream makes one
+    such call per batch, and every step on the event loop counts)."""
+    return asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, fn, *args)
+
+
 class _Wakeup:
-    """Wakes every waiting subscription (of this replica) at once."""
+    """Wakes every waiter (of this replica) at once: WaitForTasks calls wait on :meth:`current`;
+    a subscription that can take work puts its own event in :attr:`hungry`."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.hungry: set[asyncio.Event] = set()
 
     def current(self) -> asyncio.Event:
         return self._event
@@ -88,6 +117,8 @@ class _Wakeup:
     def notify(self) -> None:
         event, self._event = self._event, asyncio.Event()
         event.set()
+        for kick in self.hungry:
+            kick.set()
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
@@ -105,14 +136,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
 
     async def SubmitMessages(self, request, context):  # type: ignore[no-untyped-def]
         messages = [message_from_proto(m) for m in request.messages]
-        ids = await asyncio.to_thread(self._q.submit, messages)
+        ids = await _in_thread(self._q.submit, messages)
         self._wake.notify()
         return scheduler_pb2.SubmitMessagesResponse(item_ids=ids)
 
     async def GetTask(self, request, context):  # type: ignore[no-untyped-def]
         if not request.item_id:
             raise InvalidArgument("item_id is required", reason="MISSING_ITEM_ID", metadata={"field": "item_id"})
-        task = await asyncio.to_thread(self._q.get_task, request.item_id)
+        task = await _in_thread(self._q.get_task, request.item_id)
         return scheduler_pb2.GetTaskResponse(task=task_to_proto(task))
 
     async def WaitForTasks(self, request, context):  # type: ignore[no-untyped-def]
@@ -130,44 +161,41 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         deadline = time.monotonic() + timeout
         while True:
             event = self._wake.current()
-            pending = await asyncio.to_thread(self._q.unfinished_count, request.user_id, request.cube_id)
+            checked = time.monotonic()
+            # Woken by every submit and verdict: while waiting, ask only whether any is left
+            # (no count of every open task of the user each time); count when answering.
+            busy = await _in_thread(self._q.has_unfinished, request.user_id, request.cube_id)
             left = deadline - time.monotonic()
-            if pending == 0 or left <= 0:
-                return scheduler_pb2.WaitForTasksResponse(all_done=pending == 0, pending_count=pending)
+            if not busy or left <= 0:
+                pending = await _in_thread(self._q.unfinished_count, request.user_id, request.cube_id)
+                if pending == 0 or left <= 0:
+                    return scheduler_pb2.WaitForTasksResponse(all_done=pending == 0, pending_count=pending)
             try:
                 await asyncio.wait_for(event.wait(), timeout=min(self._poll, left))
             except TimeoutError:
-                pass
+                continue
+            # Under load the wakeups come every few milliseconds (each worker's batch of
+            # verdicts): look again at most every WAIT_RECHECK_S, not once per wakeup.
+            await asyncio.sleep(min(WAIT_RECHECK_S - (time.monotonic() - checked), deadline - time.monotonic()))
 
     async def ListDeadLetters(self, request, context):  # type: ignore[no-untyped-def]
         if request.page_size < 0:
             raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE", metadata={"field": "page_size"})
-        tasks, token = await asyncio.to_thread(
-            self._q.list_dead_letters, request.label, request.page_size, request.page_token
-        )
+        tasks, token = await _in_thread(self._q.list_dead_letters, request.label, request.page_size, request.page_token)
         return scheduler_pb2.ListDeadLettersResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
 
     async def ReplayDeadLetters(self, request, context):  # type: ignore[no-untyped-def]
         if not request.item_ids:
             raise InvalidArgument("item_ids is required", reason="MISSING_ITEM_IDS", metadata={"field": "item_ids"})
-        n = await asyncio.to_thread(self._q.replay_dead_letters, list(request.item_ids))
+        n = await _in_thread(self._q.replay_dead_letters, list(request.item_ids))
         self._wake.notify()
         return scheduler_pb2.ReplayDeadLettersResponse(replayed_count=n)
 
     # -- the worker stream ----------------------------------------------------
-    async def _apply_acks(self, batch: list[str], worker: str) -> None:
-        try:
-            failed = await asyncio.to_thread(self._q.ack_many, batch)
-        except MemosError as exc:  # the queue is down: the leases run out and are redelivered
-            log.warning("acks not applied: %s", exc, extra={"worker": worker, "count": len(batch)})
-            return
-        if failed:  # e.g. their lease ran out and they went to another worker
-            log.warning("acks not applied", extra={"worker": worker, "count": len(failed)})
-        self._wake.notify()
-
-    async def _receive(self, labels: list[str], count: int) -> list:
-        """Leases work; if the stream is cancelled meanwhile, what the lease got goes back."""
-        job = asyncio.ensure_future(asyncio.to_thread(self._q.receive, labels, count, self._vt))
+    async def _exchange(self, verdicts: list[Verdict], labels: list[str], count: int) -> tuple[list[str], list]:
+        """Applies verdicts and leases work in one queue call; if the stream is cancelled meanwhile,
+        the verdicts still count and what the lease got goes back."""
+        job = _in_thread(self._q.answer_and_receive, verdicts, labels, count, self._vt)
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -177,7 +205,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     def _release_all(self, job: asyncio.Future) -> None:
         if job.cancelled() or job.exception() is not None:
             return
-        for d in job.result():
+        for d in job.result()[1]:
             try:
                 self._q.release(d.delivery_id, delivered=False)
             except MemosError:
@@ -199,109 +227,178 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         for label in labels:
             check_label_name(label)
         for label in labels:
-            await asyncio.to_thread(self._q.register_label, label)
+            await _in_thread(self._q.register_label, label)
         max_in_flight = min(sub.max_in_flight or 1, self._max_in_flight)
+        batch_mode = sub.max_batch > 1
+        max_batch = min(sub.max_batch, max_in_flight) if batch_mode else 1
         worker = sub.worker_id or uuid.uuid4().hex[:12]
-        in_flight: set[str] = set()
-        sent: set[str] = set()  # in_flight that were handed to the stream
-        room = asyncio.Event()
-        room.set()
+        # Delivered to this stream and not answered (the credit taken): whether it was handed to
+        # the stream yet.
+        in_flight: dict[str, bool] = {}
+        verdicts: list[Verdict] = []  # received, not yet applied to the queue
+        rejected: list[scheduler_pb2.RejectedAck] = []  # batch mode: to tell the worker
+        kick = asyncio.Event()  # a verdict arrived, or the worker's side ended
         ended = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # While the loop below is held in a yield (a worker that reads slowly: HTTP/2 flow
+        # control holds the write), verdicts that wait longer than STALLED_S are applied apart.
+        sending_since: float | None = None
+        applier: asyncio.Task | None = None
 
-        async def read_acks() -> None:
+        async def apply_apart() -> None:
+            while verdicts and sending_since is not None:
+                batch = verdicts[:]
+                del verdicts[:]
+                try:
+                    failed = await _in_thread(self._q.answer_many, batch)
+                except MemosError as exc:  # the queue is down: the leases run out, redelivered
+                    log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
+                    return
+                self._wake.notify()
+                for delivery_id in failed:
+                    reject(delivery_id, "LEASE_LOST")
+
+        def stalled() -> None:
+            nonlocal applier
+            if verdicts and sending_since is not None and (applier is None or applier.done()):
+                applier = asyncio.create_task(apply_apart())
+
+        def reject(delivery_id: str, reason: str) -> None:
+            if batch_mode:
+                rejected.append(scheduler_pb2.RejectedAck(delivery_id=delivery_id, reason=reason))
+
+        def take(ack: scheduler_pb2.Acknowledgement) -> None:
+            delivery_id = ack.delivery_id
+            if in_flight.pop(delivery_id, None) is None:
+                log.warning("ack for a delivery this stream does not hold", extra={"worker": worker})
+                reject(delivery_id, "NOT_IN_FLIGHT")
+            elif ack.success:
+                verdicts.append(Verdict(delivery_id))
+            else:
+                verdicts.append(Verdict(delivery_id, False, ack.error, not ack.give_up))
+
+        async def read_verdicts() -> None:
             try:
                 async for req in request_iterator:
-                    if req.WhichOneof("action") != "ack":
-                        continue  # a repeated subscription is ignored
-                    ack = req.ack
-                    if ack.delivery_id not in in_flight:
-                        log.warning("ack for a delivery this stream does not hold", extra={"worker": worker})
-                        continue
-                    in_flight.discard(ack.delivery_id)
-                    sent.discard(ack.delivery_id)
-                    if ack.success:
-                        acked.append(ack.delivery_id)
-                        acks_waiting.set()
+                    action = req.WhichOneof("action")
+                    if action == "ack":
+                        take(req.ack)
+                    elif action == "acks":
+                        for ack in req.acks.acks:
+                            take(ack)
                     else:
-                        try:
-                            await asyncio.to_thread(self._q.nack, ack.delivery_id, ack.error, not ack.give_up)
-                        except MemosError as exc:  # e.g. its lease ran out and it went to another worker
-                            log.warning("nack not applied: %s", exc, extra={"worker": worker})
-                        self._wake.notify()
-                    room.set()
+                        continue  # a repeated subscription is ignored
+                    kick.set()
+                    if sending_since is not None and loop.time() - sending_since >= STALLED_S:
+                        stalled()
             finally:
                 ended.set()
-                room.set()
+                kick.set()
 
-        acked: list[str] = []  # successful acks received and not yet applied to the queue
-        acks_waiting = asyncio.Event()
-
-        async def apply_acks() -> None:
-            # One queue transaction (or Redis round trip) for all the acks that arrived while
-            # the previous batch was applied, instead of a thread hop per ack.
-            while True:
-                await acks_waiting.wait()
-                acks_waiting.clear()
-                batch = acked[:]
-                del acked[:]
-                if batch:
-                    await self._apply_acks(batch, worker)
+        def responses(deliveries: list) -> Iterator[scheduler_pb2.SubscribeResponse]:
+            if not batch_mode:
+                for d in deliveries:
+                    in_flight[d.delivery_id] = True
+                    resp = scheduler_pb2.SubscribeResponse(delivery_id=d.delivery_id, attempt=d.attempt)
+                    fill_message(resp.message, d.message)
+                    yield resp
+                return
+            resp = scheduler_pb2.SubscribeResponse(rejected_acks=rejected)
+            del rejected[:]
+            size = 0
+            for d in deliveries:
+                # Built in place in the response; moved to the next one if this one is full.
+                item = resp.deliveries.add(delivery_id=d.delivery_id, attempt=d.attempt)
+                fill_message(item.message, d.message)
+                n = item.ByteSize()
+                # A response stays within a worker's default receive limit (4 MiB) unless one
+                # message alone is larger.
+                if len(resp.deliveries) > 1 and (len(resp.deliveries) > max_batch or size + n > MAX_BATCH_BYTES):
+                    nxt = scheduler_pb2.SubscribeResponse()
+                    nxt.deliveries.add().CopyFrom(item)
+                    del resp.deliveries[-1]
+                    yield resp
+                    resp, size = nxt, 0
+                in_flight[d.delivery_id] = True
+                size += n
+            if resp.deliveries or resp.rejected_acks:
+                yield resp
 
         fallback = sub.fallback
         if not fallback:
             self._ordinary.update(labels)
         reader: asyncio.Task | None = None
-        applier: asyncio.Task | None = None
-        # Refill once half the slots are free: one receive of many rather than one per ack.
+        # Refill once half the credit is back: one receive of many rather than one per verdict.
         refill_at = max(1, max_in_flight // 2)
         try:
             yield scheduler_pb2.SubscribeResponse()  # subscribed: the labels are registered
-            reader = asyncio.create_task(read_acks())
-            applier = asyncio.create_task(apply_acks())
+            reader = asyncio.create_task(read_verdicts())
             while not ended.is_set():
+                kick.clear()
                 free = max_in_flight - len(in_flight)
-                if free <= 0 or (in_flight and free < refill_at):
-                    room.clear()
-                    await room.wait()
-                    continue
-                event = self._wake.current()
                 serving = [label for label in labels if not self._ordinary[label]] if fallback else labels
-                deliveries = await self._receive(serving, free) if serving else []
-                for d in deliveries:
-                    in_flight.add(d.delivery_id)
-                for d in deliveries:
-                    sent.add(d.delivery_id)
-                    yield scheduler_pb2.SubscribeResponse(
-                        delivery_id=d.delivery_id, message=message_to_proto(d.message), attempt=d.attempt
-                    )
-                if not deliveries:
-                    waiter = asyncio.ensure_future(event.wait())
-                    ender = asyncio.ensure_future(ended.wait())
+                has_credit = free > 0 and (not in_flight or free >= refill_at)
+                want = free if has_credit and serving else 0
+                # With credit to spare, new work (a submit, a replay, a verdict elsewhere, an
+                # ordinary worker leaving a fallback's label) kicks this stream too, from now on:
+                # what happens during the exchange below is not missed.
+                if has_credit:
+                    self._wake.hungry.add(kick)
+                else:
+                    self._wake.hungry.discard(kick)
+                answering = verdicts[:]
+                del verdicts[:]
+                deliveries: list = []
+                if answering or want:
+                    failed, deliveries = await self._exchange(answering, serving if want else [], want)
+                    if answering:
+                        self._wake.notify()  # WaitForTasks, and fallback streams blocked by an order group
+                    if failed:  # e.g. their lease ran out and they went to another worker
+                        log.warning("verdicts not applied", extra={"worker": worker, "count": len(failed)})
+                        for delivery_id in failed:
+                            reject(delivery_id, "LEASE_LOST")
+                    for d in deliveries:
+                        in_flight[d.delivery_id] = False
+                if deliveries or rejected:
+                    sending_since = loop.time()
+                    timer = loop.call_later(STALLED_S, stalled)
                     try:
-                        await asyncio.wait({waiter, ender}, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED)
+                        for resp in responses(deliveries):
+                            yield resp
                     finally:
-                        waiter.cancel()
-                        ender.cancel()
+                        sending_since = None
+                        timer.cancel()
+                if deliveries or verdicts or ended.is_set():
+                    continue  # more credit may be back already
+                # Wait for a kick: a verdict (credit back), the end, or (with credit to spare) new
+                # work or the next poll.
+                poll = loop.call_later(self._poll, kick.set) if has_credit else None
+                try:
+                    await kick.wait()
+                finally:
+                    if poll is not None:
+                        poll.cancel()
         finally:
+            self._wake.hungry.discard(kick)
             if not fallback:
                 self._ordinary.subtract(labels)
                 self._wake.notify()  # fallback workers may take these labels again
             if reader is not None:
                 reader.cancel()
             if applier is not None:
-                applier.cancel()
-            if acked:  # received but not yet applied: apply them, or they would be redelivered
+                applier.cancel()  # what it took is applied by its thread all the same
+            if verdicts:  # received but not yet applied: apply them, or they would be redelivered
                 try:
-                    self._q.ack_many(acked)
+                    self._q.answer_many(verdicts)
                 except MemosError as exc:
-                    log.warning("acks not applied: %s", exc, extra={"worker": worker})
+                    log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
             # The worker went away: what it held goes back to the queue at once.
-            for delivery_id in list(in_flight):
+            for delivery_id, sent in list(in_flight.items()):
                 try:
-                    self._q.release(delivery_id, delivered=delivery_id in sent)
+                    self._q.release(delivery_id, delivered=sent)
                 except MemosError:
                     pass
                 except Exception:  # noqa: BLE001 - never mask the stream's own outcome
                     log.exception("could not release a delivery")
-            if in_flight:
+            if in_flight or verdicts:
                 self._wake.notify()

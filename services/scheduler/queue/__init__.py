@@ -8,6 +8,7 @@ from services.scheduler.queue.base import (
     Task,
     TaskQueue,
     TaskState,
+    Verdict,
 )
 from services.scheduler.queue.sqlite import SqliteTaskQueue
 
@@ -20,4 +21,5 @@ __all__ = [
     "Task",
     "TaskQueue",
     "TaskState",
+    "Verdict",
 ]

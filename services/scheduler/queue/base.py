@@ -25,13 +25,14 @@ Semantics every backend keeps (checked by ``tests/scheduler/test_queue_conforman
 from __future__ import annotations
 
 import enum
+import os
 import re
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple, NoReturn
 
 from shared.errors import InvalidArgument, NotFound
 
@@ -91,7 +92,17 @@ class Message:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Message:
+        if d.keys() == _MESSAGE_FIELDS:
+            # Every field given (what to_json writes): set them at once. The frozen dataclass's
+            # __init__ sets them one object.__setattr__ at a time, several times slower, and this
+            # runs for every message delivered.
+            m = object.__new__(cls)
+            m.__dict__.update(d)
+            return m
         return cls(**d)
+
+
+_MESSAGE_FIELDS = frozenset(f.name for f in fields(Message))
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,17 @@ class Delivery:
     attempt: int
 
 
+class Verdict(NamedTuple):
+    """A worker's answer to a delivery: an ack (``success``), or a nack with its error (a named
+    tuple: one is made per message, and a frozen dataclass costs several times more to make)."""
+
+    delivery_id: str
+    success: bool = True
+    error: str = ""
+    retry: bool = True
+    """On failure: False ends the task FAILED instead of redelivering it."""
+
+
 @dataclass(frozen=True)
 class QueueLimits:
     max_pending: int = 100_000
@@ -130,7 +152,15 @@ class QueueLimits:
 
 
 def new_delivery_id(item_id: str) -> str:
-    return f"{item_id}/{uuid.uuid4().hex[:16]}"
+    return f"{item_id}/{os.urandom(8).hex()}"
+
+
+def not_in_flight(delivery_id: str) -> NotFound:
+    return NotFound(
+        "no such delivery in flight (unknown, already answered, or its lease ran out)",
+        reason="DELIVERY_NOT_FOUND",
+        metadata={"delivery_id": delivery_id},
+    )
 
 
 def split_delivery_id(delivery_id: str) -> tuple[str, str]:
@@ -147,6 +177,38 @@ def check_label_name(label: str) -> None:
             reason="BAD_LABEL",
             metadata={"field": "label", "label": label[:80]},
         )
+
+
+def _refuse(m: Message, i: int, known: set[str], max_content: int) -> NoReturn:
+    """Raises the reason ``m`` (the ``i``-th of its batch) cannot be submitted."""
+    for name, value in (("user_id", m.user_id), ("cube_id", m.cube_id)):
+        if not value:
+            raise InvalidArgument(
+                f"{name} is required", reason=f"MISSING_{name.upper()}", metadata={"field": name, "index": str(i)}
+            )
+        if len(value) > _ID_MAX:
+            raise InvalidArgument(
+                f"{name} is too long", reason="ID_TOO_LONG", metadata={"field": name, "index": str(i)}
+            )
+    if not m.label:
+        raise InvalidArgument("label is required", reason="MISSING_LABEL", metadata={"field": "label", "index": str(i)})
+    if m.label not in known:
+        raise InvalidArgument(
+            f"unknown label {m.label!r}: use a built-in label or register it (subscribe a worker to it)",
+            reason="UNKNOWN_LABEL",
+            metadata={"field": "label", "label": m.label[:80], "index": str(i)},
+        )
+    if len(m.content.encode()) > max_content:
+        raise InvalidArgument(
+            "content is too large",
+            reason="CONTENT_TOO_LARGE",
+            metadata={"field": "content", "limit": str(max_content), "index": str(i)},
+        )
+    raise InvalidArgument(
+        "item_id must be at most 256 characters without '/'",
+        reason="BAD_ITEM_ID",
+        metadata={"field": "item_id", "index": str(i)},
+    )
 
 
 class TaskQueue(ABC):
@@ -171,6 +233,11 @@ class TaskQueue(ABC):
     def known_labels(self) -> set[str]:
         return set(BUILTIN_LABELS) | self.registered_labels()
 
+    def _known_among(self, labels: set[str]) -> set[str]:
+        """Known labels, to check ``labels`` against (backends may answer from what they saw
+        before when all of ``labels`` are in it: a registration is never taken back)."""
+        return self.known_labels()
+
     # -- validation -----------------------------------------------------------
     def prepare(self, messages: Sequence[Message]) -> list[Message]:
         """Validates a batch and fills in item ids and timestamps."""
@@ -182,49 +249,38 @@ class TaskQueue(ABC):
                 reason="BATCH_TOO_LARGE",
                 metadata={"field": "messages", "limit": str(self.limits.max_batch)},
             )
-        known = self.known_labels()
+        known = self._known_among({m.label for m in messages})
+        max_content = self.limits.max_content_bytes
         out: list[Message] = []
         seen: set[str] = set()
         now = time.time()
         for i, m in enumerate(messages):
-            where = {"index": str(i)}
-            for name in ("user_id", "cube_id"):
-                value = getattr(m, name)
-                if not value:
-                    raise InvalidArgument(
-                        f"{name} is required", reason=f"MISSING_{name.upper()}", metadata={"field": name, **where}
-                    )
-                if len(value) > _ID_MAX:
-                    raise InvalidArgument(
-                        f"{name} is too long", reason="ID_TOO_LONG", metadata={"field": name, **where}
-                    )
-            if not m.label:
-                raise InvalidArgument("label is required", reason="MISSING_LABEL", metadata={"field": "label", **where})
-            if m.label not in known:
-                raise InvalidArgument(
-                    f"unknown label {m.label!r}: use a built-in label or register it (subscribe a worker to it)",
-                    reason="UNKNOWN_LABEL",
-                    metadata={"field": "label", "label": m.label[:80], **where},
-                )
-            if len(m.content.encode()) > self.limits.max_content_bytes:
-                raise InvalidArgument(
-                    "content is too large",
-                    reason="CONTENT_TOO_LARGE",
-                    metadata={"field": "content", "limit": str(self.limits.max_content_bytes), **where},
-                )
-            item_id = m.item_id or uuid.uuid4().hex
-            if len(item_id) > _ID_MAX or "/" in item_id:
-                raise InvalidArgument(
-                    "item_id must be at most 256 characters without '/'",
-                    reason="BAD_ITEM_ID",
-                    metadata={"field": "item_id", **where},
-                )
+            user, cube, label, content, item_id = m.user_id, m.cube_id, m.label, m.content, m.item_id
+            # One test for the common case; the refusal, with its reason, is worked out apart.
+            # (A character is at most 4 UTF-8 bytes: most contents need no encoding to be measured.)
+            if not (
+                user
+                and cube
+                and len(user) <= _ID_MAX
+                and len(cube) <= _ID_MAX
+                and label in known
+                and (len(content) * 4 <= max_content or len(content.encode()) <= max_content)
+                and (not item_id or (len(item_id) <= _ID_MAX and "/" not in item_id))
+            ):
+                _refuse(m, i, known, max_content)
+            item_id = item_id or uuid.uuid4().hex
             if item_id in seen:
                 raise InvalidArgument(
-                    "item_id repeated in the batch", reason="DUPLICATE_ITEM_ID", metadata={"item_id": item_id, **where}
+                    "item_id repeated in the batch",
+                    reason="DUPLICATE_ITEM_ID",
+                    metadata={"item_id": item_id, "index": str(i)},
                 )
             seen.add(item_id)
-            out.append(replace(m, item_id=item_id, timestamp=m.timestamp or now))
+            if item_id != m.item_id or not m.timestamp:
+                # A copy with the id and time filled in, made as from_json makes one: the frozen
+                # dataclass's constructor (or dataclasses.replace) costs several times more.
+                m = Message.from_json({**m.__dict__, "item_id": item_id, "timestamp": m.timestamp or now})
+            out.append(m)
         return out
 
     # -- operations -----------------------------------------------------------
@@ -244,16 +300,40 @@ class TaskQueue(ABC):
 
     def ack_many(self, delivery_ids: Sequence[str]) -> list[str]:
         """Acks several deliveries; returns those that could not be acked (unknown, stale, finished),
-        in the order given.
+        in the order given."""
+        return self.answer_many([Verdict(d) for d in delivery_ids])
+
+    def answer_many(self, verdicts: Sequence[Verdict]) -> list[str]:
+        """Applies several acks and nacks, in the order given, each as :meth:`ack` or :meth:`nack`
+        would; returns the delivery ids that could not be answered (unknown, stale, finished,
+        malformed), in the order given.
 
         Backends override it to apply the batch in one transaction or round trip."""
         failed = []
-        for delivery_id in delivery_ids:
+        for v in verdicts:
             try:
-                self.ack(delivery_id)
+                if v.success:
+                    self.ack(v.delivery_id)
+                else:
+                    self.nack(v.delivery_id, v.error, v.retry)
             except (NotFound, InvalidArgument):
-                failed.append(delivery_id)
+                failed.append(v.delivery_id)
         return failed
+
+    def answer_and_receive(
+        self,
+        verdicts: Sequence[Verdict],
+        labels: Iterable[str],
+        max_count: int,
+        visibility_timeout_s: float | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        """:meth:`answer_many`, then :meth:`receive` (which sees the answers: an ack frees its
+        group's next message at once). Returns what answer_many and receive return.
+
+        A worker stream's whole exchange with the queue: backends override it to do both in one
+        transaction or round trip."""
+        failed = self.answer_many(verdicts) if verdicts else []
+        return failed, self.receive(labels, max_count, visibility_timeout_s)
 
     @abstractmethod
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
@@ -272,6 +352,10 @@ class TaskQueue(ABC):
     @abstractmethod
     def unfinished_count(self, user_id: str, cube_id: str = "") -> int:
         """Pending or running messages of a user (and cube; empty: every cube)."""
+
+    def has_unfinished(self, user_id: str, cube_id: str = "") -> bool:
+        """Whether :meth:`unfinished_count` is above 0; backends answer it without counting."""
+        return self.unfinished_count(user_id, cube_id) > 0
 
     @abstractmethod
     def depth(self) -> dict[str, tuple[int, int]]:

@@ -5,7 +5,8 @@ Layout (every key under ``prefix``):
 - ``s:{label}``: a stream per label; submit ``XADD``s the item id and, in the same script,
   moves it into the consumer group ``scheduler``'s pending entries list (``XREADGROUP >``),
   so the group's PEL is exactly the set of the label's open (pending or running) messages;
-  a finished or dead-lettered message is ``XACK``ed (and ``XDEL``eted).
+  a finished or dead-lettered message is ``XACK``ed, and ``XDEL``eted, or (a batch of acks)
+  trimmed away with the stream's nodes older than its oldest open entry.
 - ``t:{item}``: a hash per message (body, state, attempts, lease, last error).
 - ``g:{group}``: the open item ids of one (user, cube, label) group in order; only the
   head is deliverable, which keeps the order per group.
@@ -16,7 +17,7 @@ Layout (every key under ``prefix``):
 - ``open``, ``u:{user}``: counters for the bound and for WaitForTasks; ``dead``: the
   dead letters by dead-letter sequence; ``labels``: registered labels.
 
-State changes are Lua scripts (a receive, an ack: one round trip each), so they are atomic,
+State changes are Lua scripts (a worker stream's acks and its next receive: one round trip), so they are atomic,
 survive a crash of the scheduler at any point, and replicas may share one Redis.
 A Redis that cannot be reached is UNAVAILABLE; a submit is acknowledged only after its
 script ran (with ``appendonly yes`` and ``appendfsync always`` it is on disk by then).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -33,13 +35,15 @@ from typing import Any, TypeVar
 import redis
 
 from services.scheduler.queue.base import (
+    BUILTIN_LABELS,
     Delivery,
     Message,
     QueueLimits,
     Task,
     TaskQueue,
     TaskState,
-    new_delivery_id,
+    Verdict,
+    not_in_flight,
     split_delivery_id,
 )
 from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
@@ -52,7 +56,7 @@ CONSUMER = "scheduler"
 # members "{seq:016d}|{item}", so ZRANGE gives them in delivery order (priority, then submission).
 _FUNCS = """
 local function ready_add(pfx, label, prio, seq, item)
-  redis.call('ZADD', pfx..':r:'..label, -tonumber(prio), string.format('%016d|%s', tonumber(seq), item))
+  redis.call('ZADD', pfx..':r:'..label, -tonumber(prio), string.format('%016d', tonumber(seq))..'|'..item)
 end
 local function promote(pfx, item)
   local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
@@ -94,62 +98,125 @@ local function finish(pfx, item, lease, action, err, now, max)
 end
 """
 
+# ARGV: pfx, max_pending, now, the batch as one JSON array of [item, label, group, priority, user,
+# cube, body] (one argument: packing seven per message cost the scheduler more than the script).
 _SUBMIT = """
-local pfx=ARGV[1]; local max=tonumber(ARGV[2]); local now=ARGV[3]; local n=tonumber(ARGV[4])
+local pfx=ARGV[1]; local max=tonumber(ARGV[2]); local now=ARGV[3]
 local new={}
-for i=0,n-1 do
-  local b=5+i*7
-  if redis.call('EXISTS', pfx..':t:'..ARGV[b])==0 then table.insert(new, b) end
+for _,m in ipairs(cjson.decode(ARGV[4])) do
+  if redis.call('EXISTS', pfx..':t:'..m[1])==0 then table.insert(new, m) end
 end
 local open=tonumber(redis.call('GET', pfx..':open') or '0')
 if open+#new > max then return {-1, open} end
-local labels={}
-for _,b in ipairs(new) do
-  local item=ARGV[b]; local label=ARGV[b+1]; local g=pfx..':g:'..ARGV[b+2]
-  local seq=redis.call('INCR', pfx..':seq')
+if #new==0 then return {0, 0} end
+local seq=redis.call('INCRBY', pfx..':seq', #new) - #new
+local labels={}; local users={}
+for i,m in ipairs(new) do
+  local item=m[1]; local label=m[2]; local prio=m[4]; local user=m[5]; local cube=m[6]
   local sid=redis.call('XADD', pfx..':s:'..label, '*', 'item', item)
   labels[label]=(labels[label] or 0)+1
-  redis.call('HSET', pfx..':t:'..item, 'label', label, 'grp', ARGV[b+2], 'prio', ARGV[b+3], 'body', ARGV[b+4],
-    'user', ARGV[b+5], 'cube', ARGV[b+6], 'seq', seq, 'state', 1, 'attempts', 0, 'last_error', '', 'lease', '',
+  redis.call('HSET', pfx..':t:'..item, 'label', label, 'grp', m[3], 'prio', prio, 'body', m[7],
+    'user', user, 'cube', cube, 'seq', seq+i, 'state', 1, 'attempts', 0, 'last_error', '', 'lease', '',
     'lease_until', 0, 'updated_at', now, 'sid', sid, 'dead_seq', 0)
-  if redis.call('RPUSH', g, item)==1 then ready_add(pfx, label, ARGV[b+3], seq, item) end
-  redis.call('HINCRBY', pfx..':u:'..ARGV[b+5], ARGV[b+6], 1)
+  if redis.call('RPUSH', pfx..':g:'..m[3], item)==1 then ready_add(pfx, label, prio, seq+i, item) end
+  local u=users[user]; if not u then u={}; users[user]=u end
+  u[cube]=(u[cube] or 0)+1
 end
 -- The new entries join the consumer group's pending entries list: the PEL is the open messages.
 for label,k in pairs(labels) do
   redis.call('XREADGROUP', 'GROUP', 'scheduler', 'scheduler', 'COUNT', k, 'STREAMS', pfx..':s:'..label, '>')
 end
+for user,cubes in pairs(users) do
+  for cube,k in pairs(cubes) do redis.call('HINCRBY', pfx..':u:'..user, cube, k) end
+end
 redis.call('INCRBY', pfx..':open', #new)
 return {0, #new}
 """
 
-# Expires run-out leases, then leases up to count ready messages of the labels, best first.
-_RECEIVE = """
+# Applies a worker's verdicts (acks, nacks), then expires run-out leases and leases up to count
+# ready messages of the labels, best first: a worker stream's whole exchange in one round trip.
+# The acks are one batch: one ZREM, XACK, XTRIM per label and counter update for all of them.
+# ARGV: pfx, now, lease_until, count, max_attempts, lease_prefix, then JSON arrays: labels, acks
+# (delivery ids), nacks ([item, delivery id, "nack" or "fail", error]).
+# Returns: the (1-based) positions of the acks and of the nacks not applied, and the deliveries
+# as one JSON array of [delivery id, attempt, message] (the stored bodies spliced in as they are).
+_ANSWER_RECEIVE = """
 local pfx=ARGV[1]; local now=ARGV[2]; local untl=ARGV[3]; local count=tonumber(ARGV[4]); local max=tonumber(ARGV[5])
-local nl=tonumber(ARGV[6])
+local rnd=ARGV[6]; local labels=cjson.decode(ARGV[7]); local acks=cjson.decode(ARGV[8])
+local nacks=cjson.decode(ARGV[9])
+local bad_acks={}; local bad_nacks={}
+local done={}; local sids={}; local users={}
+for i,d in ipairs(acks) do
+  local item=string.match(d, '^(.*)/')
+  local k=pfx..':t:'..item
+  local st=redis.call('HMGET', k, 'state', 'lease', 'grp', 'label', 'sid', 'user', 'cube')
+  if st[1]~='2' or st[2]~=d then
+    table.insert(bad_acks, i)
+  else
+    redis.call('HSET', k, 'state', 3, 'lease', '', 'lease_until', 0, 'updated_at', now)
+    done[#done+1]=item
+    local l=sids[st[4]]; if not l then l={}; sids[st[4]]=l end
+    l[#l+1]=st[5]
+    local u=users[st[6]]; if not u then u={}; users[st[6]]=u end
+    u[st[7]]=(u[st[7]] or 0)+1
+    local g=pfx..':g:'..st[3]
+    redis.call('LREM', g, 1, item)
+    local nxt=redis.call('LINDEX', g, 0)
+    if nxt then promote(pfx, nxt) end
+  end
+end
+if #done > 0 then
+  for j=1,#done,1000 do redis.call('ZREM', pfx..':running', unpack(done, j, math.min(j+999, #done))) end
+  for label,l in pairs(sids) do
+    local s=pfx..':s:'..label
+    for j=1,#l,1000 do redis.call('XACK', s, 'scheduler', unpack(l, j, math.min(j+999, #l))) end
+    -- Instead of an XDEL per entry (the costliest command of an ack): drop the stream's whole
+    -- nodes older than its oldest open entry.
+    local pel=redis.call('XPENDING', s, 'scheduler')
+    if pel[1]==0 then redis.call('XTRIM', s, 'MAXLEN', 0) else redis.call('XTRIM', s, 'MINID', '~', pel[2]) end
+  end
+  redis.call('DECRBY', pfx..':open', #done)
+  for user,cubes in pairs(users) do
+    for cube,k in pairs(cubes) do redis.call('HINCRBY', pfx..':u:'..user, cube, -k) end
+  end
+end
+for i,n in ipairs(nacks) do
+  if finish(pfx, n[1], n[2], n[3], n[4], now, max) < 0 then table.insert(bad_nacks, i) end
+end
+if count <= 0 then return {bad_acks, bad_nacks, '[]'} end
 for _,item in ipairs(redis.call('ZRANGEBYSCORE', pfx..':running', '-inf', now, 'LIMIT', 0, 1000)) do
   finish(pfx, item, '', 'expire', 'visibility timeout: no ack or nack in time', now, max)
 end
-local cands={}
-for i=1,nl do
-  local label=ARGV[6+i]
-  local rows=redis.call('ZRANGE', pfx..':r:'..label, 0, count-1, 'WITHSCORES')
-  for j=1,#rows,2 do table.insert(cands, {tonumber(rows[j+1]), rows[j], label}) end
-end
-table.sort(cands, function(a, b) if a[1]~=b[1] then return a[1]<b[1] end return a[2]<b[2] end)
-local out={}
-for j=1,math.min(count, #cands) do
-  local member=cands[j][2]; local item=string.sub(member, 18); local k=pfx..':t:'..item
-  redis.call('ZREM', pfx..':r:'..cands[j][3], member)
-  if redis.call('HGET', k, 'state')=='1' then
-    local lease=item..'/'..ARGV[6+nl+j]
-    local a=redis.call('HINCRBY', k, 'attempts', 1)
-    redis.call('HSET', k, 'state', 2, 'lease', lease, 'lease_until', untl, 'updated_at', now)
-    redis.call('ZADD', pfx..':running', untl, item)
-    table.insert(out, lease); table.insert(out, a); table.insert(out, redis.call('HGET', k, 'body'))
+local members={}
+if #labels==1 then
+  local rows=redis.call('ZPOPMIN', pfx..':r:'..labels[1], count)
+  for j=1,#rows,2 do members[#members+1]=rows[j] end
+else
+  local cands={}
+  for _,label in ipairs(labels) do
+    local rows=redis.call('ZRANGE', pfx..':r:'..label, 0, count-1, 'WITHSCORES')
+    for j=1,#rows,2 do table.insert(cands, {tonumber(rows[j+1]), rows[j], label}) end
+  end
+  table.sort(cands, function(a, b) if a[1]~=b[1] then return a[1]<b[1] end return a[2]<b[2] end)
+  for j=1,math.min(count, #cands) do
+    redis.call('ZREM', pfx..':r:'..cands[j][3], cands[j][2])
+    members[j]=cands[j][2]
   end
 end
-return out
+local out={}; local running={}
+for j,member in ipairs(members) do
+  local item=string.sub(member, 18); local k=pfx..':t:'..item
+  local st=redis.call('HMGET', k, 'state', 'body', 'attempts')
+  if st[1]=='1' then
+    local lease=item..'/'..rnd..string.format('%04x', j)
+    local a=(tonumber(st[3]) or 0)+1
+    redis.call('HSET', k, 'state', 2, 'attempts', a, 'lease', lease, 'lease_until', untl, 'updated_at', now)
+    running[#running+1]=untl; running[#running+1]=item
+    out[#out+1]='['..cjson.encode(lease)..','..a..','..st[2]..']'
+  end
+end
+for j=1,#running,1000 do redis.call('ZADD', pfx..':running', unpack(running, j, math.min(j+999, #running))) end
+return {bad_acks, bad_nacks, '['..table.concat(out, ',')..']'}
 """
 
 _FINISH = """
@@ -173,6 +240,11 @@ return 1
 """
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _json(value: Any) -> str:
+    """A script argument: JSON with text as UTF-8 (what Redis's cjson reads back byte for byte)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _unavailable(fn: F) -> F:
@@ -199,10 +271,11 @@ class RedisTaskQueue(TaskQueue):
         self.prefix = prefix
         self._r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=2.0)
         self._submit = self._r.register_script(_FUNCS + _SUBMIT)
-        self._receive = self._r.register_script(_FUNCS + _RECEIVE)
+        self._answer_receive = self._r.register_script(_FUNCS + _ANSWER_RECEIVE)
         self._finish = self._r.register_script(_FUNCS + _FINISH)
         self._replay = self._r.register_script(_FUNCS + _REPLAY)
         self._groups: set[str] = set()
+        self._seen_labels: set[str] = set()
 
     def _k(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -210,11 +283,20 @@ class RedisTaskQueue(TaskQueue):
     # -- labels ---------------------------------------------------------------
     @_unavailable
     def registered_labels(self) -> set[str]:
-        return set(self._r.smembers(self._k("labels")))
+        labels = set(self._r.smembers(self._k("labels")))
+        self._seen_labels |= labels
+        return labels
 
     @_unavailable
     def _store_label(self, label: str) -> None:
         self._r.sadd(self._k("labels"), label)
+        self._seen_labels.add(label)
+
+    def _known_among(self, labels: set[str]) -> set[str]:
+        # Registrations are never taken back: labels seen registered (by any replica) stay known,
+        # and a submit asks Redis only for a label it has not seen yet.
+        seen = BUILTIN_LABELS | self._seen_labels
+        return seen if labels <= seen else self.known_labels()
 
     # -- helpers --------------------------------------------------------------
     def _ensure_group(self, label: str) -> str:
@@ -237,11 +319,10 @@ class RedisTaskQueue(TaskQueue):
     @_unavailable
     def submit(self, messages: Sequence[Message]) -> list[str]:
         batch = self.prepare(messages)
-        args: list[Any] = [self.prefix, self.limits.max_pending, time.time(), len(batch)]
-        for m in batch:
-            self._ensure_group(m.label)
-            args += [m.item_id, m.label, m.group, m.priority, json.dumps(m.to_json()), m.user_id, m.cube_id]
-        status, n = self._submit(args=args)
+        for label in {m.label for m in batch}:
+            self._ensure_group(label)
+        rows = [[m.item_id, m.label, m.group, m.priority, m.user_id, m.cube_id, json.dumps(m.to_json())] for m in batch]
+        status, n = self._submit(args=[self.prefix, self.limits.max_pending, time.time(), _json(rows)])
         if int(status) < 0:
             raise ResourceExhausted(
                 "the queue is full; retry later",
@@ -258,51 +339,63 @@ class RedisTaskQueue(TaskQueue):
         labels = list(dict.fromkeys(labels))
         if not labels or max_count <= 0:
             return []
-        vt = self._vt(visibility_timeout_s)
-        now = time.time()
-        leases = [new_delivery_id("x").rpartition("/")[2] for _ in range(max_count)]
-        args: list[Any] = [self.prefix, now, now + vt, max_count, self.limits.max_attempts, len(labels), *labels]
-        rows = self._receive(args=args + leases)
-        return [
-            Delivery(rows[i], Message.from_json(json.loads(rows[i + 2])), int(rows[i + 1]))
-            for i in range(0, len(rows), 3)
-        ]
+        return self.answer_and_receive((), labels, max_count, visibility_timeout_s)[1]
+
+    @_unavailable
+    def answer_many(self, verdicts: Sequence[Verdict]) -> list[str]:
+        return self.answer_and_receive(verdicts, (), 0)[0] if verdicts else []
+
+    @_unavailable
+    def answer_and_receive(
+        self,
+        verdicts: Sequence[Verdict],
+        labels: Iterable[str],
+        max_count: int,
+        visibility_timeout_s: float | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        labels = list(dict.fromkeys(labels))
+        count = max(max_count, 0) if labels else 0
+        bad = [False] * len(verdicts)
+        acks: list[str] = []
+        nacks: list[list[str]] = []
+        placed: tuple[list[int], list[int]] = ([], [])  # positions in verdicts of acks, of nacks
+        seen: set[str] = set()
+        for i, v in enumerate(verdicts):
+            item_id, sep, lease = v.delivery_id.rpartition("/")
+            if not sep or not item_id or not lease or v.delivery_id in seen:  # malformed, or answered earlier
+                bad[i] = True
+                continue
+            seen.add(v.delivery_id)
+            if v.success:
+                acks.append(v.delivery_id)
+                placed[0].append(i)
+            else:
+                nacks.append([item_id, v.delivery_id, "nack" if v.retry else "fail", v.error])
+                placed[1].append(i)
+        deliveries: list[Delivery] = []
+        if acks or nacks or count:
+            now = time.time()
+            # Each lease is this random prefix and the delivery's position: 16 hex digits, as new_delivery_id.
+            args = [self.prefix, now, now + self._vt(visibility_timeout_s), count, self.limits.max_attempts]
+            args += [os.urandom(6).hex(), _json(labels), _json(acks), _json(nacks)]
+            bad_acks, bad_nacks, out = self._answer_receive(args=args)
+            for positions, failed in zip(placed, (bad_acks, bad_nacks), strict=True):
+                for pos in failed:
+                    bad[positions[int(pos) - 1]] = True
+            if count:
+                deliveries = [Delivery(lease, Message.from_json(body), int(a)) for lease, a, body in json.loads(out)]
+        return [v.delivery_id for v, b in zip(verdicts, bad, strict=True) if b], deliveries
 
     def _answer(self, delivery_id: str, action: str, error: str = "") -> int:
         item_id, _ = split_delivery_id(delivery_id)
         result = self._run_finish(item_id, delivery_id, action, error)
         if result < 0:
-            raise NotFound(
-                "no such delivery in flight (unknown, already answered, or its lease ran out)",
-                reason="DELIVERY_NOT_FOUND",
-                metadata={"delivery_id": delivery_id},
-            )
+            raise not_in_flight(delivery_id)
         return result
 
     @_unavailable
     def ack(self, delivery_id: str) -> None:
         self._answer(delivery_id, "ack")
-
-    @_unavailable
-    def ack_many(self, delivery_ids: Sequence[str]) -> list[str]:
-        # One round trip: the same finish script per delivery, pipelined (not a transaction:
-        # each script is atomic on its own, which is all an ack needs).
-        pipe = self._r.pipeline(transaction=False)
-        now = time.time()
-        failed, sent = [], []
-        for delivery_id in delivery_ids:
-            try:
-                item_id, _ = split_delivery_id(delivery_id)
-            except InvalidArgument:
-                failed.append(delivery_id)
-                continue
-            self._finish(
-                args=[self.prefix, item_id, delivery_id, "ack", "", now, self.limits.max_attempts], client=pipe
-            )
-            sent.append(delivery_id)
-        results = pipe.execute() if sent else []
-        bad = set(failed) | {d for d, r in zip(sent, results, strict=True) if int(r) < 0}
-        return [d for d in delivery_ids if d in bad]
 
     @_unavailable
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:

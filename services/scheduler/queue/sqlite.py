@@ -4,6 +4,9 @@ Every submitted message is a row; its state, attempts, lease and last error are
 columns. A running row whose lease has passed is treated as failed by timeout the
 next time anyone receives. Writes are transactions, so a crash loses nothing that
 was acknowledged to a submitter.
+
+A worker stream's exchange (the verdicts that arrived, then the next deliveries) is one
+transaction (:meth:`SqliteTaskQueue.answer_and_receive`), whatever the batch size.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from services.scheduler.queue.base import (
     Task,
     TaskQueue,
     TaskState,
+    Verdict,
     new_delivery_id,
+    not_in_flight,
     split_delivery_id,
 )
 from shared.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -34,6 +39,14 @@ P, R, D, F, X = (
 # Repeated literally in queries on open tasks: SQLite uses the partial indexes below only when
 # the query's WHERE names their condition; ``state=1`` alone makes it scan every task ever kept.
 _OPEN = f"state IN ({P}, {R})"
+
+# Most ids bound in one statement (SQLite allows 32766 variables).
+_CHUNK = 500
+# The checkpointing thread's period, and the WAL size (pages) at which a commit checkpoints itself.
+# Under continuous writes a background checkpoint seldom catches the last commit, so the WAL is
+# only restarted at the backstop: the WAL file may reach 64 MiB, and only then is a commit delayed.
+_CHECKPOINT_EVERY_S = 0.2
+_BACKSTOP_CHECKPOINT_PAGES = 16384
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tasks (
@@ -55,12 +68,20 @@ CREATE TABLE IF NOT EXISTS tasks (
   updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(state, label, priority DESC, ord) WHERE state IN ({P}, {R});
-CREATE INDEX IF NOT EXISTS tasks_group ON tasks(grp, ord) WHERE state IN ({P}, {R});
+-- With state in it, the order check of a receive and the counts of WaitForTasks read the index
+-- alone (tasks_group, its predecessor, sent them to the table for each row's state).
+CREATE INDEX IF NOT EXISTS tasks_group_open ON tasks(grp, ord, state) WHERE state IN ({P}, {R});
+DROP INDEX IF EXISTS tasks_group;
 -- MAX(ord) on every submit: without it a scan of every task ever submitted.
 CREATE INDEX IF NOT EXISTS tasks_ord ON tasks(ord);
-CREATE INDEX IF NOT EXISTS tasks_user ON tasks(user_id, cube_id) WHERE state IN ({P}, {R});
+-- Open tasks of a user (and cube) are a range of tasks_group_open (a group key starts with the
+-- user, then the cube): a separate index on them cost every state change one more index update.
+DROP INDEX IF EXISTS tasks_user;
 CREATE INDEX IF NOT EXISTS tasks_dead ON tasks(dead_seq) WHERE state = {X};
 CREATE TABLE IF NOT EXISTS labels (label TEXT PRIMARY KEY);
+-- "open": the tasks pending or running (the bound of a submit), kept by every transaction that
+-- changes it, and counted afresh whenever the queue is opened.
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -71,10 +92,38 @@ class SqliteTaskQueue(TaskQueue):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        # WAL with synchronous=NORMAL: a commit is in the WAL file (the OS's page cache) when
+        # COMMIT returns, and only checkpoints fsync. That is durable against a crash or kill -9 of
+        # this process, which is what a submitter's acknowledgement promises here; a power loss or
+        # kernel crash may roll back the last commits (synchronous=FULL would fsync each one, a
+        # disk flush per submit, ack and receive).
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (the WAL copied into the database file, with its fsyncs) run in a thread of
+        # their own: left to the commits, every thousandth page written stalled one commit, and
+        # every call waiting on the lock, for tens of milliseconds. This is only a backstop.
+        self._db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_CHECKPOINT_PAGES}")
         self._db.executescript(_SCHEMA)
+        with self._tx():
+            self._db.execute(
+                f"INSERT OR REPLACE INTO counters(name, value) SELECT 'open', COUNT(*) FROM tasks WHERE {_OPEN}"
+            )
         self._labels = {r[0] for r in self._db.execute("SELECT label FROM labels")}
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoints(self) -> None:
+        db = sqlite3.connect(str(self.path), isolation_level=None)
+        try:
+            while not self._closed.wait(_CHECKPOINT_EVERY_S):
+                try:
+                    # PASSIVE: copies what no reader still needs, never waits for or blocks a writer.
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass  # e.g. busy; the next round (or the backstop) catches up
+        finally:
+            db.close()
 
     # -- labels ---------------------------------------------------------------
     def registered_labels(self) -> set[str]:
@@ -94,6 +143,10 @@ class SqliteTaskQueue(TaskQueue):
         item_id, body, state, attempts, last_error, updated_at = row
         return Task(item_id, Message.from_json(json.loads(body)), TaskState(state), attempts, last_error, updated_at)
 
+    def _count_open(self, delta: int) -> None:
+        if delta:
+            self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'open'", (delta,))
+
     def _fail_locked(self, item_id: str, attempts: int, error: str, retry: bool, now: float) -> TaskState:
         if not retry:
             state = F
@@ -103,11 +156,16 @@ class SqliteTaskQueue(TaskQueue):
             state = P
         dead_seq = 0
         if state == X:
-            dead_seq = self._db.execute("SELECT COALESCE(MAX(dead_seq), 0) + 1 FROM tasks").fetchone()[0]
+            # Only dead-lettered tasks have a dead_seq (replay resets it): the partial index has them all.
+            dead_seq = self._db.execute(
+                f"SELECT COALESCE(MAX(dead_seq), 0) + 1 FROM tasks WHERE state = {X}"
+            ).fetchone()[0]
         self._db.execute(
             "UPDATE tasks SET state=?, last_error=?, lease='', lease_until=0, dead_seq=?, updated_at=? WHERE item_id=?",
             (state, error, dead_seq, now, item_id),
         )
+        if state != P:
+            self._count_open(-1)
         return TaskState(state)
 
     def _next_ord(self) -> int:
@@ -125,7 +183,7 @@ class SqliteTaskQueue(TaskQueue):
         batch = self.prepare(messages)
         now = time.time()
         with self._lock, self._tx():
-            open_count = self._db.execute(f"SELECT COUNT(*) FROM tasks WHERE state IN ({P}, {R})").fetchone()[0]
+            open_count = self._db.execute("SELECT value FROM counters WHERE name = 'open'").fetchone()[0]
             existing = {
                 r[0]
                 for r in self._db.execute(
@@ -161,6 +219,7 @@ class SqliteTaskQueue(TaskQueue):
                     for i, m in enumerate(new)
                 ],
             )
+            self._count_open(len(new))
         return [m.item_id for m in batch]
 
     def receive(
@@ -169,27 +228,32 @@ class SqliteTaskQueue(TaskQueue):
         labels = list(dict.fromkeys(labels))
         if not labels or max_count <= 0:
             return []
-        vt = self._vt(visibility_timeout_s)
-        now = time.time()
-        out: list[Delivery] = []
         with self._lock, self._tx():
-            self._expire_locked(now)
-            rows = self._db.execute(
-                f"SELECT t.item_id, t.body, t.attempts FROM tasks t WHERE t.state={P} AND t.{_OPEN}"
-                f" AND t.label IN ({','.join('?' * len(labels))})"
-                f" AND NOT EXISTS (SELECT 1 FROM tasks u WHERE u.grp=t.grp AND u.ord<t.ord AND u.state IN ({P}, {R}))"
-                " ORDER BY t.priority DESC, t.ord LIMIT ?",
-                [*labels, max_count],
-            ).fetchall()
-            for item_id, body, attempts in rows:
-                delivery_id = new_delivery_id(item_id)
-                self._db.execute(
-                    f"UPDATE tasks SET state={R}, attempts=attempts+1, lease=?, lease_until=?, updated_at=?"
-                    " WHERE item_id=?",
-                    (delivery_id, now + vt, now, item_id),
-                )
-                out.append(Delivery(delivery_id, Message.from_json(json.loads(body)), attempts + 1))
-        return out
+            return self._receive_locked(labels, max_count, self._vt(visibility_timeout_s), time.time())
+
+    def _receive_locked(self, labels: list[str], max_count: int, vt: float, now: float) -> list[Delivery]:
+        self._expire_locked(now)
+        rows = self._db.execute(
+            f"SELECT t.seq, t.item_id, t.body, t.attempts FROM tasks t WHERE t.state={P} AND t.{_OPEN}"
+            f" AND t.label IN ({','.join('?' * len(labels))})"
+            f" AND NOT EXISTS (SELECT 1 FROM tasks u WHERE u.grp=t.grp AND u.ord<t.ord AND u.state IN ({P}, {R}))"
+            " ORDER BY t.priority DESC, t.ord LIMIT ?",
+            [*labels, max_count],
+        ).fetchall()
+        if not rows:
+            return []
+        # One lease suffix for the batch: a delivery id is still unique (item id and suffix), and
+        # the batch is leased in one statement.
+        suffix = new_delivery_id("").lstrip("/")
+        self._db.execute(
+            f"UPDATE tasks SET state={R}, attempts=attempts+1, lease=item_id || '/' || ?, lease_until=?, updated_at=?"
+            f" WHERE seq IN ({','.join('?' * len(rows))})",
+            [suffix, now + vt, now, *(r[0] for r in rows)],
+        )
+        return [
+            Delivery(f"{item_id}/{suffix}", Message.from_json(json.loads(body)), attempts + 1)
+            for _, item_id, body, attempts in rows
+        ]
 
     def _leased(self, delivery_id: str) -> tuple[str, int]:
         item_id, _ = split_delivery_id(delivery_id)
@@ -197,36 +261,88 @@ class SqliteTaskQueue(TaskQueue):
             f"SELECT attempts FROM tasks WHERE item_id=? AND state={R} AND lease=?", (item_id, delivery_id)
         ).fetchone()
         if row is None:
-            raise NotFound(
-                "no such delivery in flight (unknown, already answered, or its lease ran out)",
-                reason="DELIVERY_NOT_FOUND",
-                metadata={"delivery_id": delivery_id},
-            )
+            raise not_in_flight(delivery_id)
         return item_id, row[0]
 
     def ack(self, delivery_id: str) -> None:
+        split_delivery_id(delivery_id)  # InvalidArgument when malformed
         with self._lock, self._tx():
-            item_id, _ = self._leased(delivery_id)
-            self._db.execute(
-                f"UPDATE tasks SET state={D}, lease='', lease_until=0, updated_at=? WHERE item_id=?",
-                (time.time(), item_id),
-            )
+            if self._answer_locked([Verdict(delivery_id)], time.time()):
+                raise not_in_flight(delivery_id)
 
-    def ack_many(self, delivery_ids: Sequence[str]) -> list[str]:
-        failed = []
-        now = time.time()
-        with self._lock, self._tx():
-            for delivery_id in delivery_ids:
-                try:
-                    item_id, _ = self._leased(delivery_id)
-                except (NotFound, InvalidArgument):
-                    failed.append(delivery_id)
-                    continue
+    def _answer_locked(self, verdicts: Sequence[Verdict], now: float) -> list[str]:
+        bad: set[int] = set()  # positions in verdicts
+        acks: dict[str, tuple[str, int]] = {}  # item id -> (delivery id, position)
+        others: list[tuple[int, str, Verdict]] = []  # nacks, and acks of an item acked earlier in the batch
+        seen: set[str] = set()
+        for i, v in enumerate(verdicts):
+            try:
+                item_id, _ = split_delivery_id(v.delivery_id)
+            except InvalidArgument:
+                bad.add(i)
+                continue
+            if v.delivery_id in seen:  # answered earlier in this batch
+                bad.add(i)
+                continue
+            seen.add(v.delivery_id)
+            if v.success and item_id not in acks:
+                acks[item_id] = (v.delivery_id, i)
+            else:
+                others.append((i, item_id, v))
+        items = list(acks)
+        for k in range(0, len(items), _CHUNK):
+            # One statement per chunk of acks: the lease check is in its WHERE, RETURNING names
+            # the items whose lease it was.
+            chunk = items[k : k + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            done = {
+                r[0]
+                for r in self._db.execute(
+                    f"UPDATE tasks SET state={D}, lease='', lease_until=0, updated_at=?"
+                    f" WHERE item_id IN ({marks}) AND state={R} AND lease IN ({marks}) RETURNING item_id",
+                    [now, *chunk, *(acks[item][0] for item in chunk)],
+                )
+            }
+            bad.update(acks[item][1] for item in chunk if item not in done)
+            self._count_open(-len(done))
+        for i, item_id, v in others:
+            try:
+                _, attempts = self._leased(v.delivery_id)
+            except NotFound:
+                bad.add(i)
+                continue
+            if v.success:
                 self._db.execute(
                     f"UPDATE tasks SET state={D}, lease='', lease_until=0, updated_at=? WHERE item_id=?",
                     (now, item_id),
                 )
-        return failed
+                self._count_open(-1)
+            else:
+                self._fail_locked(item_id, attempts, v.error, v.retry, now)
+        return [v.delivery_id for i, v in enumerate(verdicts) if i in bad]
+
+    def answer_many(self, verdicts: Sequence[Verdict]) -> list[str]:
+        if not verdicts:
+            return []
+        with self._lock, self._tx():
+            return self._answer_locked(verdicts, time.time())
+
+    def answer_and_receive(
+        self,
+        verdicts: Sequence[Verdict],
+        labels: Iterable[str],
+        max_count: int,
+        visibility_timeout_s: float | None = None,
+    ) -> tuple[list[str], list[Delivery]]:
+        labels = list(dict.fromkeys(labels))
+        receiving = bool(labels) and max_count > 0
+        if not verdicts and not receiving:
+            return [], []
+        now = time.time()
+        with self._lock, self._tx():
+            failed = self._answer_locked(verdicts, now) if verdicts else []
+            out = self._receive_locked(labels, max_count, self._vt(visibility_timeout_s), now) if receiving else []
+        return failed, out
 
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
         with self._lock, self._tx():
@@ -252,14 +368,31 @@ class SqliteTaskQueue(TaskQueue):
             raise NotFound("no such task", reason="TASK_NOT_FOUND", metadata={"item_id": item_id})
         return self._task(row)
 
+    @staticmethod
+    def _user_range(user_id: str, cube_id: str) -> tuple[str, str]:
+        # Message.group starts "{len(user)}:{user}|{len(cube)}:{cube}|": the user's (cube's) open
+        # tasks are the keys from that prefix up to the prefix with its last "|" turned into "}".
+        prefix = f"{len(user_id)}:{user_id}|" + (f"{len(cube_id)}:{cube_id}|" if cube_id else "")
+        return prefix, prefix[:-1] + "}"
+
     def unfinished_count(self, user_id: str, cube_id: str = "") -> int:
-        sql = f"SELECT COUNT(*) FROM tasks WHERE state IN ({P}, {R}) AND user_id=?"
-        args = [user_id]
-        if cube_id:
-            sql += " AND cube_id=?"
-            args.append(cube_id)
         with self._lock:
-            return self._db.execute(sql, args).fetchone()[0]
+            return self._db.execute(
+                f"SELECT COUNT(*) FROM tasks INDEXED BY tasks_group_open WHERE grp >= ? AND grp < ?"
+                f" AND state IN ({P}, {R})",
+                self._user_range(user_id, cube_id),
+            ).fetchone()[0]
+
+    def has_unfinished(self, user_id: str, cube_id: str = "") -> bool:
+        with self._lock:
+            return (
+                self._db.execute(
+                    f"SELECT 1 FROM tasks INDEXED BY tasks_group_open WHERE grp >= ? AND grp < ?"
+                    f" AND state IN ({P}, {R}) LIMIT 1",
+                    self._user_range(user_id, cube_id),
+                ).fetchone()
+                is not None
+            )
 
     def depth(self) -> dict[str, tuple[int, int]]:
         out: dict[str, list[int]] = {label: [0, 0] for label in self.known_labels()}
@@ -313,9 +446,12 @@ class SqliteTaskQueue(TaskQueue):
                     f"UPDATE tasks SET state={P}, attempts=0, dead_seq=0, ord=?, updated_at=? WHERE item_id=?",
                     (base + i, now, item_id),
                 )
+            self._count_open(len(cur))
             return len(cur)
 
     def close(self) -> None:
+        self._closed.set()
+        self._checkpointer.join(10)
         with self._lock:
             self._db.close()
 

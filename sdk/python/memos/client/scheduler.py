@@ -13,12 +13,19 @@ handler that returns acks it, one that raises nacks it with the traceback (the
 scheduler redelivers it until it is dead-lettered). A handler may run more than once
 for one message (at-least-once): make it idempotent. If the stream breaks, the worker
 reconnects, and whatever it held is redelivered.
+
+The worker asks for batch mode: the scheduler sends up to ``max_in_flight`` deliveries
+per response, and the worker answers them in batches too (when a response's deliveries
+are handled, when half its credit is answered, or when a verdict has waited
+:data:`ACK_FLUSH_S`, whichever comes first). A scheduler from before batch mode sends one
+delivery per response; the worker then answers each at once, in a request of its own, as
+such a scheduler expects. If the stream breaks in the middle of a response, the rest of
+its deliveries are left to be redelivered.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import traceback
@@ -28,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format
 
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from shared.channels import with_service_token
@@ -37,6 +44,9 @@ from shared.grpc_errors import from_rpc_error
 log = logging.getLogger(__name__)
 
 TASK_STATES = {1: "pending", 2: "running", 3: "done", 4: "failed", 5: "dead_lettered"}
+ACK_FLUSH_S = 0.05
+"""Longest a batch-mode worker holds a verdict before sending it (while its handlers work on the
+rest of a response)."""
 
 
 @dataclass
@@ -60,23 +70,15 @@ class ScheduledMessage:
         return self.cube_id
 
     def to_proto(self) -> scheduler_pb2.ScheduleMessage:
-        info = struct_pb2.Struct()
-        info.update(self.info or {})
-        m = scheduler_pb2.ScheduleMessage(
-            item_id=self.item_id,
-            user_id=self.user_id,
-            cube_id=self.cube_id,
-            session_id=self.session_id,
-            label=self.label,
-            content=self.content,
-            trace_id=self.trace_id,
-            info=info,
-            priority=self.priority,
-        )
+        return self._fill(scheduler_pb2.ScheduleMessage())
+
+    def _fill(self, m: scheduler_pb2.ScheduleMessage) -> scheduler_pb2.ScheduleMessage:
+        m.item_id, m.user_id, m.cube_id, m.session_id = self.item_id, self.user_id, self.cube_id, self.session_id
+        m.label, m.content, m.trace_id, m.priority = self.label, self.content, self.trace_id, self.priority
+        if self.info:
+            m.info.update(self.info)
         if self.timestamp:
-            ts = timestamp_pb2.Timestamp()
-            ts.FromMicroseconds(int(self.timestamp * 1e6))
-            m.timestamp.CopyFrom(ts)
+            m.timestamp.FromMicroseconds(int(self.timestamp * 1e6))
         return m
 
     @classmethod
@@ -90,7 +92,7 @@ class ScheduledMessage:
             session_id=m.session_id,
             timestamp=m.timestamp.ToMicroseconds() / 1e6 if m.HasField("timestamp") else 0.0,
             trace_id=m.trace_id,
-            info=json_format.MessageToDict(m.info) if m.HasField("info") else {},
+            info=json_format.MessageToDict(m.info) if m.info.fields else {},
             priority=m.priority,
             attempt=attempt,
         )
@@ -118,6 +120,62 @@ def _task(t: scheduler_pb2.Task) -> TaskStatus:
 Handler = Callable[[ScheduledMessage], Any]
 
 
+class _Verdicts:
+    """Verdicts on their way to the scheduler: the worker thread adds them as its handlers return;
+    the request stream (gRPC's thread) takes them, all at once in batch mode.
+
+    In batch mode a verdict waits at most ACK_FLUSH_S, even while the next handler is still
+    working: a slow handler does not hold back the acks of the messages handled before it (their
+    leases would run out, and they would be handled again). It goes sooner when half the credit
+    is answered, or when the response's deliveries are all handled (:meth:`flush`).
+    """
+
+    def __init__(self, flush_at: int) -> None:
+        self._cond = threading.Condition()
+        self._acks: list[scheduler_pb2.Acknowledgement] = []
+        self._oldest = 0.0
+        self._urgent = False
+        self._closed = False
+        self._flush_at = flush_at
+        self.batch: bool | None = None  # unknown until the first delivery says
+
+    def add(self, ack: scheduler_pb2.Acknowledgement) -> None:
+        with self._cond:
+            first = not self._acks
+            if first:
+                self._oldest = time.monotonic()
+            self._acks.append(ack)
+            if not self.batch or len(self._acks) >= self._flush_at:
+                self._urgent = True
+            if first or self._urgent:  # the first starts the clock of take()
+                self._cond.notify()
+
+    def flush(self) -> None:
+        with self._cond:
+            self._urgent = True
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def take(self) -> list[scheduler_pb2.Acknowledgement] | None:
+        """Blocks until verdicts are due; None once closed and empty."""
+        with self._cond:
+            while True:
+                if self._acks:
+                    wait = ACK_FLUSH_S - (time.monotonic() - self._oldest)
+                    if self._urgent or self._closed or wait <= 0:
+                        acks, self._acks, self._urgent = self._acks, [], False
+                        return acks
+                elif self._closed:
+                    return None
+                else:
+                    wait = None
+                self._cond.wait(wait)
+
+
 class Worker:
     """A thread that serves some labels over one Subscribe stream (reconnecting when it breaks)."""
 
@@ -136,35 +194,56 @@ class Worker:
         self._reconnect_s = reconnect_s
         self._stop = threading.Event()
         self._call: Any = None
-        self._requests: queue.Queue[scheduler_pb2.SubscribeRequest | None] = queue.Queue()
+        self._verdicts = _Verdicts(1)
         self.subscribed = threading.Event()
         self.error: BaseException | None = None
+        self.rejected_acks = 0
+        """Verdicts the scheduler reported it did not apply (e.g. sent after the lease ran out)."""
         self._thread = threading.Thread(target=self._run, name=f"memos-worker-{worker_id}", daemon=True)
         self._thread.start()
 
-    def _request_stream(self, requests: queue.Queue) -> Iterator[scheduler_pb2.SubscribeRequest]:
+    def _request_stream(self, verdicts: _Verdicts) -> Iterator[scheduler_pb2.SubscribeRequest]:
         yield scheduler_pb2.SubscribeRequest(
             subscription=scheduler_pb2.Subscription(
-                worker_id=self.worker_id, labels=sorted(self.handlers), max_in_flight=self._max_in_flight
+                worker_id=self.worker_id,
+                labels=sorted(self.handlers),
+                max_in_flight=self._max_in_flight,
+                max_batch=self._max_in_flight,
             )
         )
-        while True:
-            req = requests.get()
-            if req is None:
-                return
-            yield req
+        while (acks := verdicts.take()) is not None:
+            if verdicts.batch:
+                yield scheduler_pb2.SubscribeRequest(acks=scheduler_pb2.Acknowledgements(acks=acks))
+            else:
+                # A scheduler without batch mode: one verdict per request, the only form it reads.
+                for ack in acks:
+                    yield scheduler_pb2.SubscribeRequest(ack=ack)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            requests: queue.Queue = queue.Queue()
-            self._requests = requests
+            verdicts = self._verdicts = _Verdicts(max(1, self._max_in_flight // 2))
             try:
-                self._call = self._stub.Subscribe(self._request_stream(requests))
-                for resp in self._call:
-                    if not resp.delivery_id:
+                call = self._call = self._stub.Subscribe(self._request_stream(verdicts))
+                for resp in call:
+                    if resp.delivery_id:  # a scheduler without batch mode: one delivery per response
+                        verdicts.batch = False
+                        verdicts.add(self._handle(resp))
+                    elif resp.deliveries:
+                        verdicts.batch = True
+                        for d in resp.deliveries:
+                            if not call.is_active():
+                                break  # the stream broke: no verdict could reach the scheduler now
+                            verdicts.add(self._handle(d))
+                        verdicts.flush()
+                    elif not resp.rejected_acks:
                         self.subscribed.set()
-                        continue
-                    requests.put(self._handle(resp))
+                    if resp.rejected_acks:
+                        self.rejected_acks += len(resp.rejected_acks)
+                        log.warning(
+                            "the scheduler did not apply %d verdicts (%s)",
+                            len(resp.rejected_acks),
+                            ", ".join(sorted({r.reason for r in resp.rejected_acks})),
+                        )
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
@@ -175,10 +254,10 @@ class Worker:
                     break
                 log.warning("worker stream broke, reconnecting: %s", err)
             finally:
-                requests.put(None)
+                verdicts.close()
             self._stop.wait(self._reconnect_s)
 
-    def _handle(self, resp: scheduler_pb2.SubscribeResponse) -> scheduler_pb2.SubscribeRequest:
+    def _handle(self, resp: scheduler_pb2.SubscribeResponse | scheduler_pb2.Delivery) -> scheduler_pb2.Acknowledgement:
         msg = ScheduledMessage.from_proto(resp.message, resp.attempt)
         handler = self.handlers.get(msg.label)
         ack = scheduler_pb2.Acknowledgement(delivery_id=resp.delivery_id, success=True)
@@ -189,11 +268,11 @@ class Worker:
                 handler(msg)
             except Exception:  # noqa: BLE001 - reported to the scheduler as the task's error
                 ack.success, ack.error = False, traceback.format_exc()[-8000:]
-        return scheduler_pb2.SubscribeRequest(ack=ack)
+        return ack
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._requests.put(None)
+        self._verdicts.close()
         call = self._call
         if call is not None:
             call.cancel()
@@ -223,8 +302,9 @@ class SchedulerClient:
 
     def submit_messages(self, messages: Sequence[ScheduledMessage | Mapping[str, Any]]) -> list[str]:
         """Enqueues messages (dataclasses or dicts of their fields); returns their item ids."""
-        protos = [(m if isinstance(m, ScheduledMessage) else ScheduledMessage(**dict(m))).to_proto() for m in messages]
-        req = scheduler_pb2.SubmitMessagesRequest(request_id=uuid.uuid4().hex, messages=protos)
+        req = scheduler_pb2.SubmitMessagesRequest(request_id=uuid.uuid4().hex)
+        for m in messages:  # filled in place in the request: no message built apart and copied in
+            (m if isinstance(m, ScheduledMessage) else ScheduledMessage(**dict(m)))._fill(req.messages.add())
         return list(self._unary("SubmitMessages", req).item_ids)
 
     def get_task(self, item_id: str) -> TaskStatus:

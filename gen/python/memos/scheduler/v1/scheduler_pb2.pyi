@@ -81,24 +81,34 @@ class SubmitMessagesResponse(_message.Message):
     def __init__(self, item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("subscription", "ack")
+    __slots__ = ("subscription", "ack", "acks")
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
     subscription: Subscription
     ack: Acknowledgement
-    def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ..., ack: _Optional[_Union[Acknowledgement, _Mapping]] = ...) -> None: ...
+    acks: Acknowledgements
+    def __init__(self, subscription: _Optional[_Union[Subscription, _Mapping]] = ..., ack: _Optional[_Union[Acknowledgement, _Mapping]] = ..., acks: _Optional[_Union[Acknowledgements, _Mapping]] = ...) -> None: ...
+
+class Acknowledgements(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[Acknowledgement]
+    def __init__(self, acks: _Optional[_Iterable[_Union[Acknowledgement, _Mapping]]] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("worker_id", "labels", "max_in_flight", "fallback")
+    __slots__ = ("worker_id", "labels", "max_in_flight", "fallback", "max_batch")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     max_in_flight: int
     fallback: bool
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_in_flight: _Optional[int] = ..., fallback: _Optional[bool] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_in_flight: _Optional[int] = ..., fallback: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class Acknowledgement(_message.Message):
     __slots__ = ("delivery_id", "success", "error", "give_up")
@@ -113,6 +123,20 @@ class Acknowledgement(_message.Message):
     def __init__(self, delivery_id: _Optional[str] = ..., success: _Optional[bool] = ..., error: _Optional[str] = ..., give_up: _Optional[bool] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
+    __slots__ = ("delivery_id", "message", "attempt", "deliveries", "rejected_acks")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_ACKS_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    message: ScheduleMessage
+    attempt: int
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    rejected_acks: _containers.RepeatedCompositeFieldContainer[RejectedAck]
+    def __init__(self, delivery_id: _Optional[str] = ..., message: _Optional[_Union[ScheduleMessage, _Mapping]] = ..., attempt: _Optional[int] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., rejected_acks: _Optional[_Iterable[_Union[RejectedAck, _Mapping]]] = ...) -> None: ...
+
+class Delivery(_message.Message):
     __slots__ = ("delivery_id", "message", "attempt")
     DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +145,14 @@ class SubscribeResponse(_message.Message):
     message: ScheduleMessage
     attempt: int
     def __init__(self, delivery_id: _Optional[str] = ..., message: _Optional[_Union[ScheduleMessage, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class RejectedAck(_message.Message):
+    __slots__ = ("delivery_id", "reason")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    reason: str
+    def __init__(self, delivery_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
     __slots__ = ("item_id",)

@@ -389,6 +389,7 @@ type SubscribeRequest struct {
 	//
 	//	*SubscribeRequest_Subscription
 	//	*SubscribeRequest_Ack
+	//	*SubscribeRequest_Acks
 	Action        isSubscribeRequest_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -449,6 +450,15 @@ func (x *SubscribeRequest) GetAck() *Acknowledgement {
 	return nil
 }
 
+func (x *SubscribeRequest) GetAcks() *Acknowledgements {
+	if x != nil {
+		if x, ok := x.Action.(*SubscribeRequest_Acks); ok {
+			return x.Acks
+		}
+	}
+	return nil
+}
+
 type isSubscribeRequest_Action interface {
 	isSubscribeRequest_Action()
 }
@@ -462,9 +472,64 @@ type SubscribeRequest_Ack struct {
 	Ack *Acknowledgement `protobuf:"bytes,2,opt,name=ack,proto3,oneof"`
 }
 
+type SubscribeRequest_Acks struct {
+	// Several verdicts in one request (any mix of acks and nacks); each is
+	// applied, or reported in rejected_acks, as if it came alone. A scheduler
+	// from before batch mode ignores it: send it to one that answered
+	// Subscription.max_batch with deliveries.
+	Acks *Acknowledgements `protobuf:"bytes,3,opt,name=acks,proto3,oneof"`
+}
+
 func (*SubscribeRequest_Subscription) isSubscribeRequest_Action() {}
 
 func (*SubscribeRequest_Ack) isSubscribeRequest_Action() {}
+
+func (*SubscribeRequest_Acks) isSubscribeRequest_Action() {}
+
+// A batch of verdicts.
+type Acknowledgements struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acks          []*Acknowledgement     `protobuf:"bytes,1,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Acknowledgements) Reset() {
+	*x = Acknowledgements{}
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Acknowledgements) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Acknowledgements) ProtoMessage() {}
+
+func (x *Acknowledgements) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Acknowledgements.ProtoReflect.Descriptor instead.
+func (*Acknowledgements) Descriptor() ([]byte, []int) {
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Acknowledgements) GetAcks() []*Acknowledgement {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
 
 // The labels a worker handles and how many messages it takes at once.
 type Subscription struct {
@@ -474,14 +539,22 @@ type Subscription struct {
 	MaxInFlight int32                  `protobuf:"varint,3,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
 	// A fallback worker (such as the scheduler's built-in handlers) gets a label's
 	// messages only while no ordinary worker subscribes to that label.
-	Fallback      bool `protobuf:"varint,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Fallback bool `protobuf:"varint,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// Batch mode: at most this many deliveries per response, in
+	// SubscribeResponse.deliveries. 0 or 1: one delivery per response, in
+	// delivery_id, message and attempt (what workers written before batching
+	// expect). Flow control is the same either way: max_in_flight is the
+	// worker's credit, every delivery takes one and every verdict (ack or nack)
+	// gives it back; the scheduler sends what the credit allows, as few
+	// responses as it can.
+	MaxBatch      int32 `protobuf:"varint,5,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Subscription) Reset() {
 	*x = Subscription{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[5]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +566,7 @@ func (x *Subscription) String() string {
 func (*Subscription) ProtoMessage() {}
 
 func (x *Subscription) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[5]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +579,7 @@ func (x *Subscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
 func (*Subscription) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{5}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Subscription) GetWorkerId() string {
@@ -537,6 +610,13 @@ func (x *Subscription) GetFallback() bool {
 	return false
 }
 
+func (x *Subscription) GetMaxBatch() int32 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
 // A worker's verdict on a delivered message.
 type Acknowledgement struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -552,7 +632,7 @@ type Acknowledgement struct {
 
 func (x *Acknowledgement) Reset() {
 	*x = Acknowledgement{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[6]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +644,7 @@ func (x *Acknowledgement) String() string {
 func (*Acknowledgement) ProtoMessage() {}
 
 func (x *Acknowledgement) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[6]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +657,7 @@ func (x *Acknowledgement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Acknowledgement.ProtoReflect.Descriptor instead.
 func (*Acknowledgement) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{6}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Acknowledgement) GetDeliveryId() string {
@@ -608,20 +688,28 @@ func (x *Acknowledgement) GetGiveUp() bool {
 	return false
 }
 
-// The stream's first response has an empty delivery_id and no message: it confirms
-// the subscription (its labels are registered). Every later one is a delivery.
+// The stream's first response has an empty delivery_id, no message and no
+// deliveries: it confirms the subscription (its labels are registered). Without
+// batch mode, every later one is one delivery. In batch mode
+// (Subscription.max_batch > 1), every later one carries deliveries, or
+// rejected_acks, or both; delivery_id, message and attempt stay empty.
 type SubscribeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeliveryId    string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
-	Message       *ScheduleMessage       `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	Message    *ScheduleMessage       `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Attempt    int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Batch mode: up to max_batch deliveries, in delivery order; a response
+	// stops growing at about 1 MiB (one large message may be more).
+	Deliveries []*Delivery `protobuf:"bytes,4,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// Batch mode: verdicts of this stream that were not applied.
+	RejectedAcks  []*RejectedAck `protobuf:"bytes,5,rep,name=rejected_acks,json=rejectedAcks,proto3" json:"rejected_acks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[7]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +721,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[7]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +734,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{7}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubscribeResponse) GetDeliveryId() string {
@@ -670,6 +758,138 @@ func (x *SubscribeResponse) GetAttempt() int32 {
 	return 0
 }
 
+func (x *SubscribeResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetRejectedAcks() []*RejectedAck {
+	if x != nil {
+		return x.RejectedAcks
+	}
+	return nil
+}
+
+// One leased message: answer it by delivery_id before its lease runs out.
+type Delivery struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	Message    *ScheduleMessage       `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// 1 on the first delivery of the message.
+	Attempt       int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Delivery) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *Delivery) GetMessage() *ScheduleMessage {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *Delivery) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// A verdict (ack or nack) the scheduler did not apply.
+type RejectedAck struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	// NOT_IN_FLIGHT: this stream holds no such delivery (unknown, or already
+	// answered). LEASE_LOST: its lease ran out before the verdict arrived; the
+	// message is, or will be, delivered again.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedAck) Reset() {
+	*x = RejectedAck{}
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedAck) ProtoMessage() {}
+
+func (x *RejectedAck) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedAck.ProtoReflect.Descriptor instead.
+func (*RejectedAck) Descriptor() ([]byte, []int) {
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RejectedAck) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *RejectedAck) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type GetTaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ItemId        string                 `protobuf:"bytes,1,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
@@ -679,7 +899,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[8]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +911,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[8]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +924,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{8}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetTaskRequest) GetItemId() string {
@@ -723,7 +943,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[9]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +955,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[9]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +968,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{9}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -770,7 +990,7 @@ type WaitForTasksRequest struct {
 
 func (x *WaitForTasksRequest) Reset() {
 	*x = WaitForTasksRequest{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[10]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +1002,7 @@ func (x *WaitForTasksRequest) String() string {
 func (*WaitForTasksRequest) ProtoMessage() {}
 
 func (x *WaitForTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[10]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +1015,7 @@ func (x *WaitForTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForTasksRequest.ProtoReflect.Descriptor instead.
 func (*WaitForTasksRequest) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{10}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitForTasksRequest) GetUserId() string {
@@ -830,7 +1050,7 @@ type WaitForTasksResponse struct {
 
 func (x *WaitForTasksResponse) Reset() {
 	*x = WaitForTasksResponse{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[11]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +1062,7 @@ func (x *WaitForTasksResponse) String() string {
 func (*WaitForTasksResponse) ProtoMessage() {}
 
 func (x *WaitForTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[11]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +1075,7 @@ func (x *WaitForTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForTasksResponse.ProtoReflect.Descriptor instead.
 func (*WaitForTasksResponse) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{11}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WaitForTasksResponse) GetAllDone() bool {
@@ -883,7 +1103,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[12]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1115,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[12]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1128,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{12}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListDeadLettersRequest) GetLabel() string {
@@ -942,7 +1162,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[13]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1174,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[13]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1187,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{13}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListDeadLettersResponse) GetTasks() []*Task {
@@ -994,7 +1214,7 @@ type ReplayDeadLettersRequest struct {
 
 func (x *ReplayDeadLettersRequest) Reset() {
 	*x = ReplayDeadLettersRequest{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[14]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1226,7 @@ func (x *ReplayDeadLettersRequest) String() string {
 func (*ReplayDeadLettersRequest) ProtoMessage() {}
 
 func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[14]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1239,7 @@ func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{14}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReplayDeadLettersRequest) GetRequestId() string {
@@ -1045,7 +1265,7 @@ type ReplayDeadLettersResponse struct {
 
 func (x *ReplayDeadLettersResponse) Reset() {
 	*x = ReplayDeadLettersResponse{}
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[15]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1277,7 @@ func (x *ReplayDeadLettersResponse) String() string {
 func (*ReplayDeadLettersResponse) ProtoMessage() {}
 
 func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[15]
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1290,7 @@ func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{15}
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReplayDeadLettersResponse) GetReplayedCount() int64 {
@@ -1112,27 +1332,44 @@ const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12?\n" +
 	"\bmessages\x18\x02 \x03(\v2#.memos.scheduler.v1.ScheduleMessageR\bmessages\"3\n" +
 	"\x16SubmitMessagesResponse\x12\x19\n" +
-	"\bitem_ids\x18\x01 \x03(\tR\aitemIds\"\x9d\x01\n" +
+	"\bitem_ids\x18\x01 \x03(\tR\aitemIds\"\xd9\x01\n" +
 	"\x10SubscribeRequest\x12F\n" +
 	"\fsubscription\x18\x01 \x01(\v2 .memos.scheduler.v1.SubscriptionH\x00R\fsubscription\x127\n" +
-	"\x03ack\x18\x02 \x01(\v2#.memos.scheduler.v1.AcknowledgementH\x00R\x03ackB\b\n" +
-	"\x06action\"\x83\x01\n" +
+	"\x03ack\x18\x02 \x01(\v2#.memos.scheduler.v1.AcknowledgementH\x00R\x03ack\x12:\n" +
+	"\x04acks\x18\x03 \x01(\v2$.memos.scheduler.v1.AcknowledgementsH\x00R\x04acksB\b\n" +
+	"\x06action\"K\n" +
+	"\x10Acknowledgements\x127\n" +
+	"\x04acks\x18\x01 \x03(\v2#.memos.scheduler.v1.AcknowledgementR\x04acks\"\xa0\x01\n" +
 	"\fSubscription\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06labels\x18\x02 \x03(\tR\x06labels\x12\"\n" +
 	"\rmax_in_flight\x18\x03 \x01(\x05R\vmaxInFlight\x12\x1a\n" +
-	"\bfallback\x18\x04 \x01(\bR\bfallback\"{\n" +
+	"\bfallback\x18\x04 \x01(\bR\bfallback\x12\x1b\n" +
+	"\tmax_batch\x18\x05 \x01(\x05R\bmaxBatch\"{\n" +
 	"\x0fAcknowledgement\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12\x18\n" +
 	"\asuccess\x18\x02 \x01(\bR\asuccess\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x17\n" +
-	"\agive_up\x18\x04 \x01(\bR\x06giveUp\"\x8d\x01\n" +
+	"\agive_up\x18\x04 \x01(\bR\x06giveUp\"\x91\x02\n" +
 	"\x11SubscribeResponse\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12=\n" +
 	"\amessage\x18\x02 \x01(\v2#.memos.scheduler.v1.ScheduleMessageR\amessage\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\")\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12<\n" +
+	"\n" +
+	"deliveries\x18\x04 \x03(\v2\x1c.memos.scheduler.v1.DeliveryR\n" +
+	"deliveries\x12D\n" +
+	"\rrejected_acks\x18\x05 \x03(\v2\x1f.memos.scheduler.v1.RejectedAckR\frejectedAcks\"\x84\x01\n" +
+	"\bDelivery\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\x12=\n" +
+	"\amessage\x18\x02 \x01(\v2#.memos.scheduler.v1.ScheduleMessageR\amessage\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\"F\n" +
+	"\vRejectedAck\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\")\n" +
 	"\x0eGetTaskRequest\x12\x17\n" +
 	"\aitem_id\x18\x01 \x01(\tR\x06itemId\"?\n" +
 	"\x0fGetTaskResponse\x12,\n" +
@@ -1187,7 +1424,7 @@ func file_memos_scheduler_v1_scheduler_proto_rawDescGZIP() []byte {
 }
 
 var file_memos_scheduler_v1_scheduler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_memos_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_memos_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_memos_scheduler_v1_scheduler_proto_goTypes = []any{
 	(TaskState)(0),                    // 0: memos.scheduler.v1.TaskState
 	(*ScheduleMessage)(nil),           // 1: memos.scheduler.v1.ScheduleMessage
@@ -1195,49 +1432,57 @@ var file_memos_scheduler_v1_scheduler_proto_goTypes = []any{
 	(*SubmitMessagesRequest)(nil),     // 3: memos.scheduler.v1.SubmitMessagesRequest
 	(*SubmitMessagesResponse)(nil),    // 4: memos.scheduler.v1.SubmitMessagesResponse
 	(*SubscribeRequest)(nil),          // 5: memos.scheduler.v1.SubscribeRequest
-	(*Subscription)(nil),              // 6: memos.scheduler.v1.Subscription
-	(*Acknowledgement)(nil),           // 7: memos.scheduler.v1.Acknowledgement
-	(*SubscribeResponse)(nil),         // 8: memos.scheduler.v1.SubscribeResponse
-	(*GetTaskRequest)(nil),            // 9: memos.scheduler.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),           // 10: memos.scheduler.v1.GetTaskResponse
-	(*WaitForTasksRequest)(nil),       // 11: memos.scheduler.v1.WaitForTasksRequest
-	(*WaitForTasksResponse)(nil),      // 12: memos.scheduler.v1.WaitForTasksResponse
-	(*ListDeadLettersRequest)(nil),    // 13: memos.scheduler.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),   // 14: memos.scheduler.v1.ListDeadLettersResponse
-	(*ReplayDeadLettersRequest)(nil),  // 15: memos.scheduler.v1.ReplayDeadLettersRequest
-	(*ReplayDeadLettersResponse)(nil), // 16: memos.scheduler.v1.ReplayDeadLettersResponse
-	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 18: google.protobuf.Struct
+	(*Acknowledgements)(nil),          // 6: memos.scheduler.v1.Acknowledgements
+	(*Subscription)(nil),              // 7: memos.scheduler.v1.Subscription
+	(*Acknowledgement)(nil),           // 8: memos.scheduler.v1.Acknowledgement
+	(*SubscribeResponse)(nil),         // 9: memos.scheduler.v1.SubscribeResponse
+	(*Delivery)(nil),                  // 10: memos.scheduler.v1.Delivery
+	(*RejectedAck)(nil),               // 11: memos.scheduler.v1.RejectedAck
+	(*GetTaskRequest)(nil),            // 12: memos.scheduler.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),           // 13: memos.scheduler.v1.GetTaskResponse
+	(*WaitForTasksRequest)(nil),       // 14: memos.scheduler.v1.WaitForTasksRequest
+	(*WaitForTasksResponse)(nil),      // 15: memos.scheduler.v1.WaitForTasksResponse
+	(*ListDeadLettersRequest)(nil),    // 16: memos.scheduler.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 17: memos.scheduler.v1.ListDeadLettersResponse
+	(*ReplayDeadLettersRequest)(nil),  // 18: memos.scheduler.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil), // 19: memos.scheduler.v1.ReplayDeadLettersResponse
+	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 21: google.protobuf.Struct
 }
 var file_memos_scheduler_v1_scheduler_proto_depIdxs = []int32{
-	17, // 0: memos.scheduler.v1.ScheduleMessage.timestamp:type_name -> google.protobuf.Timestamp
-	18, // 1: memos.scheduler.v1.ScheduleMessage.info:type_name -> google.protobuf.Struct
+	20, // 0: memos.scheduler.v1.ScheduleMessage.timestamp:type_name -> google.protobuf.Timestamp
+	21, // 1: memos.scheduler.v1.ScheduleMessage.info:type_name -> google.protobuf.Struct
 	1,  // 2: memos.scheduler.v1.Task.message:type_name -> memos.scheduler.v1.ScheduleMessage
 	0,  // 3: memos.scheduler.v1.Task.state:type_name -> memos.scheduler.v1.TaskState
-	17, // 4: memos.scheduler.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	20, // 4: memos.scheduler.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: memos.scheduler.v1.SubmitMessagesRequest.messages:type_name -> memos.scheduler.v1.ScheduleMessage
-	6,  // 6: memos.scheduler.v1.SubscribeRequest.subscription:type_name -> memos.scheduler.v1.Subscription
-	7,  // 7: memos.scheduler.v1.SubscribeRequest.ack:type_name -> memos.scheduler.v1.Acknowledgement
-	1,  // 8: memos.scheduler.v1.SubscribeResponse.message:type_name -> memos.scheduler.v1.ScheduleMessage
-	2,  // 9: memos.scheduler.v1.GetTaskResponse.task:type_name -> memos.scheduler.v1.Task
-	2,  // 10: memos.scheduler.v1.ListDeadLettersResponse.tasks:type_name -> memos.scheduler.v1.Task
-	3,  // 11: memos.scheduler.v1.SchedulerService.SubmitMessages:input_type -> memos.scheduler.v1.SubmitMessagesRequest
-	5,  // 12: memos.scheduler.v1.SchedulerService.Subscribe:input_type -> memos.scheduler.v1.SubscribeRequest
-	9,  // 13: memos.scheduler.v1.SchedulerService.GetTask:input_type -> memos.scheduler.v1.GetTaskRequest
-	11, // 14: memos.scheduler.v1.SchedulerService.WaitForTasks:input_type -> memos.scheduler.v1.WaitForTasksRequest
-	13, // 15: memos.scheduler.v1.SchedulerService.ListDeadLetters:input_type -> memos.scheduler.v1.ListDeadLettersRequest
-	15, // 16: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:input_type -> memos.scheduler.v1.ReplayDeadLettersRequest
-	4,  // 17: memos.scheduler.v1.SchedulerService.SubmitMessages:output_type -> memos.scheduler.v1.SubmitMessagesResponse
-	8,  // 18: memos.scheduler.v1.SchedulerService.Subscribe:output_type -> memos.scheduler.v1.SubscribeResponse
-	10, // 19: memos.scheduler.v1.SchedulerService.GetTask:output_type -> memos.scheduler.v1.GetTaskResponse
-	12, // 20: memos.scheduler.v1.SchedulerService.WaitForTasks:output_type -> memos.scheduler.v1.WaitForTasksResponse
-	14, // 21: memos.scheduler.v1.SchedulerService.ListDeadLetters:output_type -> memos.scheduler.v1.ListDeadLettersResponse
-	16, // 22: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:output_type -> memos.scheduler.v1.ReplayDeadLettersResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	7,  // 6: memos.scheduler.v1.SubscribeRequest.subscription:type_name -> memos.scheduler.v1.Subscription
+	8,  // 7: memos.scheduler.v1.SubscribeRequest.ack:type_name -> memos.scheduler.v1.Acknowledgement
+	6,  // 8: memos.scheduler.v1.SubscribeRequest.acks:type_name -> memos.scheduler.v1.Acknowledgements
+	8,  // 9: memos.scheduler.v1.Acknowledgements.acks:type_name -> memos.scheduler.v1.Acknowledgement
+	1,  // 10: memos.scheduler.v1.SubscribeResponse.message:type_name -> memos.scheduler.v1.ScheduleMessage
+	10, // 11: memos.scheduler.v1.SubscribeResponse.deliveries:type_name -> memos.scheduler.v1.Delivery
+	11, // 12: memos.scheduler.v1.SubscribeResponse.rejected_acks:type_name -> memos.scheduler.v1.RejectedAck
+	1,  // 13: memos.scheduler.v1.Delivery.message:type_name -> memos.scheduler.v1.ScheduleMessage
+	2,  // 14: memos.scheduler.v1.GetTaskResponse.task:type_name -> memos.scheduler.v1.Task
+	2,  // 15: memos.scheduler.v1.ListDeadLettersResponse.tasks:type_name -> memos.scheduler.v1.Task
+	3,  // 16: memos.scheduler.v1.SchedulerService.SubmitMessages:input_type -> memos.scheduler.v1.SubmitMessagesRequest
+	5,  // 17: memos.scheduler.v1.SchedulerService.Subscribe:input_type -> memos.scheduler.v1.SubscribeRequest
+	12, // 18: memos.scheduler.v1.SchedulerService.GetTask:input_type -> memos.scheduler.v1.GetTaskRequest
+	14, // 19: memos.scheduler.v1.SchedulerService.WaitForTasks:input_type -> memos.scheduler.v1.WaitForTasksRequest
+	16, // 20: memos.scheduler.v1.SchedulerService.ListDeadLetters:input_type -> memos.scheduler.v1.ListDeadLettersRequest
+	18, // 21: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:input_type -> memos.scheduler.v1.ReplayDeadLettersRequest
+	4,  // 22: memos.scheduler.v1.SchedulerService.SubmitMessages:output_type -> memos.scheduler.v1.SubmitMessagesResponse
+	9,  // 23: memos.scheduler.v1.SchedulerService.Subscribe:output_type -> memos.scheduler.v1.SubscribeResponse
+	13, // 24: memos.scheduler.v1.SchedulerService.GetTask:output_type -> memos.scheduler.v1.GetTaskResponse
+	15, // 25: memos.scheduler.v1.SchedulerService.WaitForTasks:output_type -> memos.scheduler.v1.WaitForTasksResponse
+	17, // 26: memos.scheduler.v1.SchedulerService.ListDeadLetters:output_type -> memos.scheduler.v1.ListDeadLettersResponse
+	19, // 27: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:output_type -> memos.scheduler.v1.ReplayDeadLettersResponse
+	22, // [22:28] is the sub-list for method output_type
+	16, // [16:22] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_memos_scheduler_v1_scheduler_proto_init() }
@@ -1248,6 +1493,7 @@ func file_memos_scheduler_v1_scheduler_proto_init() {
 	file_memos_scheduler_v1_scheduler_proto_msgTypes[4].OneofWrappers = []any{
 		(*SubscribeRequest_Subscription)(nil),
 		(*SubscribeRequest_Ack)(nil),
+		(*SubscribeRequest_Acks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1255,7 +1501,7 @@ func file_memos_scheduler_v1_scheduler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memos_scheduler_v1_scheduler_proto_rawDesc), len(file_memos_scheduler_v1_scheduler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
