@@ -18,6 +18,8 @@ help:
 	@echo "make bench-scheduler - scheduler throughput vs raw Redis Streams (needs redis-server)"
 	@echo "make chart-test - helm lint/template the chart under every ci/ values file, validate against the Kubernetes schemas"
 	@echo "make bench-locomo - LoCoMo retrieval recall at 250/500/1000 words, ablation side by side (LOCOMO=path)"
+	@echo "make bench-dedupe - add cost with dedupe on vs off, and what re-adding 1,000 messages creates"
+	@echo "make bench-embedder - the local embedder on torch vs ONNX Runtime (query latency, batch throughput)"
 	@echo "make docs   - regenerate docs/reference/ (API and configuration) from protos/ and the settings classes"
 	@echo "make clients - generate the Go (committed) and TypeScript clients from protos/ and compile both"
 	@echo "make neo4j-deps - fetch Neo4j from Maven Central and build the test server (tests do it lazily)"
@@ -119,3 +121,10 @@ bench-load: $(STAMP)
 LOCOMO ?= ../shared/data/locomo10.json
 bench-locomo: $(STAMP)
 	$(PY) benchmarks/bench_locomo.py --data $(LOCOMO) --window-size 1 --window-overlap 0
+
+.PHONY: bench-dedupe bench-embedder
+bench-dedupe: $(STAMP)
+	$(PY) benchmarks/bench_dedupe.py --calibrate
+
+bench-embedder: $(STAMP)
+	$(PY) benchmarks/bench_embedder.py
