@@ -27,7 +27,7 @@ from services.gateway.ingest_client import IngestClient
 from services.gateway.scheduler_client import SchedulerClient
 from services.gateway.settings import GatewaySettings
 from services.gateway.textmem_client import TextMemClient
-from shared.errors import DeadlineExceeded, InvalidArgument, MemosError, NotFound, PermissionDenied
+from shared.errors import DeadlineExceeded, InvalidArgument, MemosError, NotFound, PermissionDenied, Unavailable
 from shared.grpc_errors import to_status_proto
 
 log = logging.getLogger(__name__)
@@ -634,16 +634,65 @@ class Gateway:
     async def delete_cube(
         self, req: gateway_pb2.DeleteCubeRequest, timeout: float | None
     ) -> gateway_pb2.DeleteCubeResponse:
+        """Deletes the cube with its memories and, with a scheduler, every task queued for it (any
+        user's): purged before the cube is deleted (a failure there leaves everything as it was:
+        UNAVAILABLE, retry) and once more after it (tasks queued meanwhile)."""
         require_user(req.user_id)
         check_cube_ids([req.cube_id], "cube_id", 1)
         self._forget(req.cube_id)
+        request_id = req.request_id or uuid.uuid4().hex
+        if self.scheduler is not None:
+            # Only the owner may purge the cube's queue: checked here first, as textmem will.
+            cube = await self._get_cube(req.cube_id, timeout)
+            self._forget(req.cube_id)
+            if cube is None:
+                raise NotFound(
+                    f"cube {req.cube_id!r} does not exist", reason="CUBE_NOT_FOUND", metadata={"cube_id": req.cube_id}
+                )
+            if cube.owner_id != req.user_id:
+                raise PermissionDenied("only the cube's owner can delete it", reason="NOT_CUBE_OWNER")
+            await self._purge_tasks(request_id, timeout, cube_ids=[req.cube_id])
         resp = await self.textmem.call(
             self.textmem.cubes.DeleteCube,
             textmem_pb2.DeleteCubeRequest(request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id),
             timeout,
         )
         self._forget(req.cube_id)
+        await self._purge_tasks(request_id, timeout, cube_ids=[req.cube_id], after=True)
         return gateway_pb2.DeleteCubeResponse(deleted_memories=resp.deleted_memories)
+
+    async def _purge_tasks(
+        self,
+        request_id: str,
+        timeout: float | None,
+        *,
+        user_id: str = "",
+        cube_ids: Sequence[str] = (),
+        after: bool = False,
+    ) -> None:
+        """Removes the scheduler's tasks of ``user_id`` (every cube) and of each of ``cube_ids`` (every
+        user), when a scheduler is configured. A failure is UNAVAILABLE (retriable: a purge repeated
+        removes what is left): a deletion never succeeds with the deleted data's work still queued.
+        ``after``: the data is deleted already, this purge catches what was queued meanwhile."""
+        if self.scheduler is None:
+            return
+        reqs = [scheduler_pb2.PurgeTasksRequest(request_id=request_id, user_id=user_id)] if user_id else []
+        reqs += [scheduler_pb2.PurgeTasksRequest(request_id=request_id, cube_id=c) for c in dict.fromkeys(cube_ids)]
+        if not reqs:
+            return
+        try:
+            await asyncio.gather(*(self.scheduler.purge(r, timeout) for r in reqs))
+        except MemosError as exc:
+            log.error(
+                "queued tasks not purged", extra={"request_id": request_id, "error": str(exc)[:200], "after": after}
+            )
+            what = "the data is deleted, but tasks queued for it meanwhile" if after else "nothing was deleted: tasks"
+            raise Unavailable(
+                f"{what} could not be removed from the scheduler; retry the request",
+                reason="TASK_PURGE_FAILED",
+                metadata={"scheduler_reason": exc.reason, "request_id": request_id},
+                retriable=True,
+            ) from None
 
     async def delete_user_data(
         self, req: gateway_pb2.DeleteUserDataRequest, timeout: float | None
@@ -654,6 +703,14 @@ class Gateway:
         require_user(req.user_id)
         request_id = req.request_id or uuid.uuid4().hex
         log.info("deleting a user's data", extra={"request_id": request_id})
+        if self.scheduler is not None:
+            # The user's tasks, and every task queued for the cubes the user owns (they go too),
+            # before anything is deleted: a failure leaves all as it was (UNAVAILABLE, retry).
+            cubes = await self.textmem.call(
+                self.textmem.cubes.ListCubes, textmem_pb2.ListCubesRequest(user_id=req.user_id), timeout
+            )
+            owned = [c.cube_id for c in cubes.cubes if c.owner_id == req.user_id]
+            await self._purge_tasks(request_id, timeout, user_id=req.user_id, cube_ids=owned)
         resp = await self.textmem.call(
             self.textmem.cubes.DeleteUserData,
             textmem_pb2.DeleteUserDataRequest(request_id=request_id, user_id=req.user_id),
@@ -661,6 +718,7 @@ class Gateway:
         )
         for cube_id in (*resp.deleted_cube_ids, *resp.revoked_cube_ids):
             self._forget(cube_id)
+        await self._purge_tasks(request_id, timeout, user_id=req.user_id, cube_ids=resp.deleted_cube_ids, after=True)
         return gateway_pb2.DeleteUserDataResponse(
             deleted_memories=resp.deleted_memories,
             deleted_cube_ids=resp.deleted_cube_ids,

@@ -9,8 +9,12 @@ from shared.channels import open_channel
 from shared.grpc_errors import from_rpc_error
 from shared.settings import ClientSettings
 
-# Submits carry a request id and item ids, so the scheduler stores a retried one once.
-_IDEMPOTENT = ["/memos.scheduler.v1.SchedulerService/SubmitMessages"]
+# Submits carry a request id and item ids, so the scheduler stores a retried one once; a purge
+# repeated removes what is left.
+_IDEMPOTENT = [
+    "/memos.scheduler.v1.SchedulerService/SubmitMessages",
+    "/memos.scheduler.v1.SchedulerService/PurgeTasks",
+]
 
 
 class SchedulerClient:
@@ -24,6 +28,14 @@ class SchedulerClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         return list(resp.item_ids)
+
+    async def purge(
+        self, request: scheduler_pb2.PurgeTasksRequest, timeout: float | None
+    ) -> scheduler_pb2.PurgeTasksResponse:
+        try:
+            return await self.stub.PurgeTasks(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
         await self._channel.close()

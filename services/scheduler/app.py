@@ -20,6 +20,8 @@ def build_queue(settings: SchedulerSettings) -> TaskQueue:
         visibility_timeout_s=settings.visibility_timeout_s,
         max_content_bytes=settings.max_content_bytes,
         max_batch=settings.max_messages_per_submit,
+        task_retention_s=settings.task_retention_s,
+        dead_letter_retention_s=settings.dead_letter_retention_s,
     )
     queue: TaskQueue
     if settings.redis_url:
@@ -41,6 +43,7 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
         poll_interval_s=settings.poll_interval_s,
         max_in_flight=settings.max_in_flight_per_worker,
         visibility_timeout_s=settings.visibility_timeout_s,
+        max_wait_s=settings.wait_for_tasks_max_s,
     )
     server = GrpcServer(
         name="scheduler",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_WAIT_S = 3600.0
+# WaitForTasks answers this long before the call's deadline, so the answer arrives in time.
+DEADLINE_MARGIN_S = 0.05
 # WaitForTasks looks again when woken, but no more often than this.
 WAIT_RECHECK_S = 0.01
 # A worker stream held this long in sending a response applies the verdicts that arrive apart.
@@ -123,9 +126,16 @@ class _Wakeup:
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     def __init__(
-        self, queue: TaskQueue, *, poll_interval_s: float = 0.2, max_in_flight: int = 256, visibility_timeout_s: float
+        self,
+        queue: TaskQueue,
+        *,
+        poll_interval_s: float = 0.2,
+        max_in_flight: int = 256,
+        visibility_timeout_s: float,
+        max_wait_s: float = MAX_WAIT_S,
     ) -> None:
         self._q = queue
+        self._max_wait = max_wait_s
         self._poll = poll_interval_s
         self._max_in_flight = max_in_flight
         self._vt = visibility_timeout_s
@@ -154,10 +164,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgument(
                 "timeout_seconds must be >= 0", reason="BAD_TIMEOUT", metadata={"field": "timeout_seconds"}
             )
-        timeout = min(timeout or MAX_WAIT_S, MAX_WAIT_S)
+        # 0 (unset) or +inf: until the call's deadline. Whatever ends first of the timeout, the
+        # deadline and the cap ends the wait; capped says when the cap did (so the caller knows a
+        # second call would wait on).
         remaining = context.time_remaining()
+        wanted = math.inf if timeout == 0 else timeout
         if remaining is not None:
-            timeout = min(timeout, max(remaining - 0.05, 0.0))
+            wanted = min(wanted, max(remaining - DEADLINE_MARGIN_S, 0.0))
+        capped = wanted > self._max_wait
+        timeout = min(wanted, self._max_wait)
         deadline = time.monotonic() + timeout
         while True:
             event = self._wake.current()
@@ -169,7 +184,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             if not busy or left <= 0:
                 pending = await _in_thread(self._q.unfinished_count, request.user_id, request.cube_id)
                 if pending == 0 or left <= 0:
-                    return scheduler_pb2.WaitForTasksResponse(all_done=pending == 0, pending_count=pending)
+                    return scheduler_pb2.WaitForTasksResponse(
+                        all_done=pending == 0, pending_count=pending, capped=capped and pending > 0
+                    )
             try:
                 await asyncio.wait_for(event.wait(), timeout=min(self._poll, left))
             except TimeoutError:
@@ -190,6 +207,39 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         n = await _in_thread(self._q.replay_dead_letters, list(request.item_ids))
         self._wake.notify()
         return scheduler_pb2.ReplayDeadLettersResponse(replayed_count=n)
+
+    async def PurgeTasks(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.user_id and not request.cube_id:
+            raise InvalidArgument(
+                "user_id or cube_id is required", reason="MISSING_SELECTOR", metadata={"field": "user_id"}
+            )
+        counts = await _in_thread(self._q.purge_tasks, request.user_id, request.cube_id)
+        self._wake.notify()  # WaitForTasks of the user may be done now; their groups' next messages are free
+        log.info(
+            "tasks purged",
+            extra={
+                "request_id": request.request_id,
+                "pending": counts.pending,
+                "running": counts.running,
+                "dead_lettered": counts.dead_lettered,
+                "finished": counts.finished,
+            },
+        )
+        return scheduler_pb2.PurgeTasksResponse(
+            pending_count=counts.pending,
+            running_count=counts.running,
+            dead_lettered_count=counts.dead_lettered,
+            finished_count=counts.finished,
+        )
+
+    async def _rejection_reasons(self, failed: list[str]) -> dict[str, str]:
+        """Why verdicts this stream held were not applied: PURGED when their task is gone, else
+        LEASE_LOST (their lease ran out). Asked only when some failed."""
+        try:
+            gone = await _in_thread(self._q.missing, list({d.rpartition("/")[0] for d in failed}))
+        except MemosError:
+            gone = set()
+        return {d: "PURGED" if d.rpartition("/")[0] in gone else "LEASE_LOST" for d in failed}
 
     # -- the worker stream ----------------------------------------------------
     async def _exchange(self, verdicts: list[Verdict], labels: list[str], count: int) -> tuple[list[str], list]:
@@ -255,8 +305,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
                     return
                 self._wake.notify()
-                for delivery_id in failed:
-                    reject(delivery_id, "LEASE_LOST")
+                if failed and batch_mode:
+                    for delivery_id, reason in (await self._rejection_reasons(failed)).items():
+                        reject(delivery_id, reason)
 
         def stalled() -> None:
             nonlocal applier
@@ -355,8 +406,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                         self._wake.notify()  # WaitForTasks, and fallback streams blocked by an order group
                     if failed:  # e.g. their lease ran out and they went to another worker
                         log.warning("verdicts not applied", extra={"worker": worker, "count": len(failed)})
-                        for delivery_id in failed:
-                            reject(delivery_id, "LEASE_LOST")
+                        if batch_mode:
+                            for delivery_id, reason in (await self._rejection_reasons(failed)).items():
+                                reject(delivery_id, reason)
                     for d in deliveries:
                         in_flight[d.delivery_id] = False
                 if deliveries or rejected:

@@ -31,6 +31,20 @@ class SchedulerSettings(ServerSettings, ClientSettings):
     visibility_timeout_s: float = Field(default=60.0, gt=0.0)
     """How long a worker may hold a message without ack or nack before it is redelivered."""
 
+    task_retention_s: float = Field(default=7 * 24 * 3600.0, gt=0.0)
+    """How long a done task (with its message body) is kept after it finished, for GetTask and to
+    make resubmitting its item id a no-op; then it is purged. Without a bound the queue's store (the
+    SQLite file, Redis memory) grows with every message ever handled, and bodies hold user content."""
+
+    dead_letter_retention_s: float = Field(default=30 * 24 * 3600.0, gt=0.0)
+    """How long a dead-lettered or failed task is kept (for ListDeadLetters, ReplayDeadLetters and a
+    look at its error) before it is purged; longer than ``task_retention_s``: an operator needs time
+    to notice, fix and replay."""
+
+    wait_for_tasks_max_s: float = Field(default=3600.0, gt=0.0)
+    """Longest one WaitForTasks call waits, whatever its timeout or deadline (the reply says
+    ``capped`` when this ended it)."""
+
     max_content_bytes: int = Field(default=1024 * 1024, ge=1)
     """Largest content of one message (UTF-8 bytes)."""
 

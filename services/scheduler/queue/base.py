@@ -20,6 +20,12 @@ Semantics every backend keeps (checked by ``tests/scheduler/test_queue_conforman
   would pass that is refused whole with RESOURCE_EXHAUSTED, nothing is dropped.
 - **Task state**: pending, running, done, failed (nacked with ``retry=False``),
   dead_lettered; with attempts and the last error.
+- **Retention**: a done task is kept ``task_retention_s`` after it finished, a failed or
+  dead-lettered one ``dead_letter_retention_s`` (a replay makes it pending again: no longer
+  subject to it); then it is purged, body and all: :meth:`TaskQueue.get_task` answers
+  NotFound as for an id never submitted, and a resubmitted item id is a new task.
+- **Purge**: :meth:`TaskQueue.purge_tasks` removes every task of a user (and cube), or of a
+  cube, in any state; a verdict on a withdrawn delivery is refused as for a stale one.
 """
 
 from __future__ import annotations
@@ -149,6 +155,31 @@ class QueueLimits:
     """Largest ``content`` (UTF-8 bytes) of one message."""
     max_batch: int = 10_000
     """Messages one submit may carry."""
+    task_retention_s: float = 7 * 24 * 3600.0
+    """How long a done task is kept after it finished."""
+    dead_letter_retention_s: float = 30 * 24 * 3600.0
+    """How long a failed or dead-lettered task is kept after it ended so."""
+
+
+@dataclass
+class PurgeCounts:
+    """Tasks :meth:`TaskQueue.purge_tasks` removed, by the state they were in."""
+
+    pending: int = 0
+    running: int = 0
+    dead_lettered: int = 0
+    finished: int = 0
+    """Done or failed."""
+
+    def count(self, state: int) -> None:
+        if state == TaskState.PENDING:
+            self.pending += 1
+        elif state == TaskState.RUNNING:
+            self.running += 1
+        elif state == TaskState.DEAD_LETTERED:
+            self.dead_lettered += 1
+        else:
+            self.finished += 1
 
 
 def new_delivery_id(item_id: str) -> str:
@@ -160,6 +191,14 @@ def not_in_flight(delivery_id: str) -> NotFound:
         "no such delivery in flight (unknown, already answered, or its lease ran out)",
         reason="DELIVERY_NOT_FOUND",
         metadata={"delivery_id": delivery_id},
+    )
+
+
+def task_not_found(item_id: str) -> NotFound:
+    return NotFound(
+        "no such task: never submitted, or finished longer ago than the scheduler keeps tasks (then purged)",
+        reason="TASK_NOT_FOUND",
+        metadata={"item_id": item_id},
     )
 
 
@@ -372,6 +411,23 @@ class TaskQueue(ABC):
     @abstractmethod
     def replay_dead_letters(self, item_ids: Sequence[str]) -> int:
         """Makes dead-lettered messages pending again with fresh attempts; returns how many."""
+
+    @abstractmethod
+    def purge_tasks(self, user_id: str = "", cube_id: str = "") -> PurgeCounts:
+        """Removes every task of ``user_id`` (only of ``cube_id`` if given), or with no user, every
+        task of ``cube_id``, in any state: pending ones are never delivered, running ones are
+        withdrawn (an ack, nack or release of their delivery is refused, NotFound), dead-lettered and
+        finished ones are deleted. Tasks submitted while it runs may stay."""
+
+    def missing(self, item_ids: Sequence[str]) -> set[str]:
+        """Those of ``item_ids`` that are not stored (never submitted, purged)."""
+        out = set()
+        for item_id in item_ids:
+            try:
+                self.get_task(item_id)
+            except NotFound:
+                out.add(item_id)
+        return out
 
     @abstractmethod
     def close(self) -> None: ...

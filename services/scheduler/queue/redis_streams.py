@@ -17,6 +17,17 @@ Layout (every key under ``prefix``):
 - ``open``, ``u:{user}``: counters for the bound and for WaitForTasks; ``dead``: the
   dead letters by dead-letter sequence; ``labels``: registered labels.
 
+Retention: a task's hash is the only key left of it once it is finished, and the script that
+finishes it sets its ``PEXPIRE`` (done: ``task_retention_s``; failed and dead-lettered:
+``dead_letter_retention_s``; a replay ``PERSIST``s it), so Redis itself frees finished tasks, on
+every replica's behalf, with no sweeper to run or coordinate. A dead letter is also a member of
+``dead``: members whose hash expired are dropped from its oldest end (by every worker exchange,
+count and listing), and a listing skips any other one it meets.
+
+:meth:`RedisTaskQueue.purge_tasks` finds a user's or a cube's tasks with a ``SCAN`` of the task
+hashes (no per-user index is kept on the hot path): an administrative call, a few seconds per
+million tasks kept, that never blocks Redis for long.
+
 State changes are Lua scripts (a worker stream's acks and its next receive: one round trip), so they are atomic,
 survive a crash of the scheduler at any point, and replicas may share one Redis.
 A Redis that cannot be reached is UNAVAILABLE; a submit is acknowledged only after its
@@ -28,6 +39,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -38,6 +50,7 @@ from services.scheduler.queue.base import (
     BUILTIN_LABELS,
     Delivery,
     Message,
+    PurgeCounts,
     QueueLimits,
     Task,
     TaskQueue,
@@ -45,8 +58,9 @@ from services.scheduler.queue.base import (
     Verdict,
     not_in_flight,
     split_delivery_id,
+    task_not_found,
 )
-from shared.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from shared.errors import InvalidArgument, ResourceExhausted, Unavailable
 
 GROUP = "scheduler"
 CONSUMER = "scheduler"
@@ -62,8 +76,17 @@ local function promote(pfx, item)
   local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
   if st[1]=='1' then ready_add(pfx, st[2], st[3], st[4], item) end
 end
+-- Dead letters whose hash expired (dead_letter_retention_s), from the oldest end of 'dead'.
+local function sweep_dead(pfx, limit)
+  for _=1,limit do
+    local head=redis.call('ZRANGE', pfx..':dead', 0, 0)
+    if #head==0 or redis.call('EXISTS', pfx..':t:'..head[1])==1 then return end
+    redis.call('ZREM', pfx..':dead', head[1])
+  end
+end
 -- action: ack | nack | fail | release | unlease (release, not counting the attempt) | expire
-local function finish(pfx, item, lease, action, err, now, max)
+-- keep: {milliseconds a done task is kept, milliseconds a failed or dead-lettered one is kept}
+local function finish(pfx, item, lease, action, err, now, max, keep)
   local k=pfx..':t:'..item
   local st=redis.call('HMGET', k, 'state', 'lease', 'attempts', 'lease_until', 'grp', 'label', 'sid', 'user', 'cube',
     'prio', 'seq')
@@ -91,6 +114,7 @@ local function finish(pfx, item, lease, action, err, now, max)
       redis.call('ZADD', pfx..':dead', d, item)
       redis.call('HSET', k, 'dead_seq', d)
     end
+    redis.call('PEXPIRE', k, new==3 and keep[1] or keep[2])
     local nxt=redis.call('LINDEX', pfx..':g:'..st[5], 0)
     if nxt then promote(pfx, nxt) end
   end
@@ -137,13 +161,14 @@ return {0, #new}
 # ready messages of the labels, best first: a worker stream's whole exchange in one round trip.
 # The acks are one batch: one ZREM, XACK, XTRIM per label and counter update for all of them.
 # ARGV: pfx, now, lease_until, count, max_attempts, lease_prefix, then JSON arrays: labels, acks
-# (delivery ids), nacks ([item, delivery id, "nack" or "fail", error]).
+# (delivery ids), nacks ([item, delivery id, "nack" or "fail", error]), then the retention of done
+# tasks and of failed or dead-lettered ones (milliseconds).
 # Returns: the (1-based) positions of the acks and of the nacks not applied, and the deliveries
 # as one JSON array of [delivery id, attempt, message] (the stored bodies spliced in as they are).
 _ANSWER_RECEIVE = """
 local pfx=ARGV[1]; local now=ARGV[2]; local untl=ARGV[3]; local count=tonumber(ARGV[4]); local max=tonumber(ARGV[5])
 local rnd=ARGV[6]; local labels=cjson.decode(ARGV[7]); local acks=cjson.decode(ARGV[8])
-local nacks=cjson.decode(ARGV[9])
+local nacks=cjson.decode(ARGV[9]); local keep={tonumber(ARGV[10]), tonumber(ARGV[11])}
 local bad_acks={}; local bad_nacks={}
 local done={}; local sids={}; local users={}
 for i,d in ipairs(acks) do
@@ -154,6 +179,7 @@ for i,d in ipairs(acks) do
     table.insert(bad_acks, i)
   else
     redis.call('HSET', k, 'state', 3, 'lease', '', 'lease_until', 0, 'updated_at', now)
+    redis.call('PEXPIRE', k, keep[1])
     done[#done+1]=item
     local l=sids[st[4]]; if not l then l={}; sids[st[4]]=l end
     l[#l+1]=st[5]
@@ -181,12 +207,13 @@ if #done > 0 then
   end
 end
 for i,n in ipairs(nacks) do
-  if finish(pfx, n[1], n[2], n[3], n[4], now, max) < 0 then table.insert(bad_nacks, i) end
+  if finish(pfx, n[1], n[2], n[3], n[4], now, max, keep) < 0 then table.insert(bad_nacks, i) end
 end
 if count <= 0 then return {bad_acks, bad_nacks, '[]'} end
 for _,item in ipairs(redis.call('ZRANGEBYSCORE', pfx..':running', '-inf', now, 'LIMIT', 0, 1000)) do
-  finish(pfx, item, '', 'expire', 'visibility timeout: no ack or nack in time', now, max)
+  finish(pfx, item, '', 'expire', 'visibility timeout: no ack or nack in time', now, max, keep)
 end
+sweep_dead(pfx, 100)
 local members={}
 if #labels==1 then
   local rows=redis.call('ZPOPMIN', pfx..':r:'..labels[1], count)
@@ -220,7 +247,50 @@ return {bad_acks, bad_nacks, '['..table.concat(out, ',')..']'}
 """
 
 _FINISH = """
-return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]))
+return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]),
+  {tonumber(ARGV[8]), tonumber(ARGV[9])})
+"""
+
+# ARGV: pfx, limit.
+_SWEEP_DEAD = """
+sweep_dead(ARGV[1], tonumber(ARGV[2]))
+return redis.call('ZCARD', ARGV[1]..':dead')
+"""
+
+# Removes tasks whatever their state (PurgeTasks). ARGV: pfx, then the item ids as one JSON array.
+# Returns how many were removed while pending, running, dead-lettered, finished (done or failed).
+_PURGE = """
+local pfx=ARGV[1]; local n={0, 0, 0, 0}
+for _,item in ipairs(cjson.decode(ARGV[2])) do
+  local k=pfx..':t:'..item
+  local st=redis.call('HMGET', k, 'state', 'label', 'grp', 'sid', 'user', 'cube', 'seq')
+  if st[1] then
+    if st[1]=='1' or st[1]=='2' then
+      local s=pfx..':s:'..st[2]
+      redis.call('XACK', s, 'scheduler', st[4])
+      redis.call('XDEL', s, st[4])
+      redis.call('ZREM', pfx..':r:'..st[2], string.format('%016d', tonumber(st[7]))..'|'..item)
+      redis.call('ZREM', pfx..':running', item)
+      local g=pfx..':g:'..st[3]
+      local head=redis.call('LINDEX', g, 0)
+      redis.call('LREM', g, 1, item)
+      redis.call('DECR', pfx..':open')
+      if redis.call('HINCRBY', pfx..':u:'..st[5], st[6], -1) <= 0 then redis.call('HDEL', pfx..':u:'..st[5], st[6]) end
+      if head==item then
+        local nxt=redis.call('LINDEX', g, 0)
+        if nxt then promote(pfx, nxt) end
+      end
+      if st[1]=='1' then n[1]=n[1]+1 else n[2]=n[2]+1 end
+    elseif st[1]=='5' then
+      redis.call('ZREM', pfx..':dead', item)
+      n[3]=n[3]+1
+    else
+      n[4]=n[4]+1
+    end
+    redis.call('DEL', k)
+  end
+end
+return n
 """
 
 _REPLAY = """
@@ -232,6 +302,7 @@ redis.call('XREADGROUP', 'GROUP', 'scheduler', 'scheduler', 'COUNT', 1, 'STREAMS
 -- A replayed message goes behind the open ones (a new sequence number), like a new submission.
 local seq=redis.call('INCR', pfx..':seq')
 redis.call('HSET', k, 'state', 1, 'attempts', 0, 'sid', sid, 'seq', seq, 'dead_seq', 0, 'updated_at', now)
+redis.call('PERSIST', k)
 if redis.call('RPUSH', pfx..':g:'..st[3], item)==1 then promote(pfx, item) end
 redis.call('INCR', pfx..':open')
 redis.call('HINCRBY', pfx..':u:'..st[4], st[5], 1)
@@ -274,6 +345,8 @@ class RedisTaskQueue(TaskQueue):
         self._answer_receive = self._r.register_script(_FUNCS + _ANSWER_RECEIVE)
         self._finish = self._r.register_script(_FUNCS + _FINISH)
         self._replay = self._r.register_script(_FUNCS + _REPLAY)
+        self._sweep_dead = self._r.register_script(_FUNCS + _SWEEP_DEAD)
+        self._purge = self._r.register_script(_FUNCS + _PURGE)
         self._groups: set[str] = set()
         self._seen_labels: set[str] = set()
 
@@ -310,10 +383,16 @@ class RedisTaskQueue(TaskQueue):
             self._groups.add(stream)
         return stream
 
+    def _keep(self) -> list[int]:
+        """PEXPIRE's milliseconds for a done task, and for a failed or dead-lettered one."""
+        return [
+            max(1, round(self.limits.task_retention_s * 1000)),
+            max(1, round(self.limits.dead_letter_retention_s * 1000)),
+        ]
+
     def _run_finish(self, item_id: str, lease: str, action: str, error: str = "") -> int:
-        return int(
-            self._finish(args=[self.prefix, item_id, lease, action, error, time.time(), self.limits.max_attempts])
-        )
+        args = [self.prefix, item_id, lease, action, error, time.time(), self.limits.max_attempts, *self._keep()]
+        return int(self._finish(args=args))
 
     # -- operations -----------------------------------------------------------
     @_unavailable
@@ -377,7 +456,7 @@ class RedisTaskQueue(TaskQueue):
             now = time.time()
             # Each lease is this random prefix and the delivery's position: 16 hex digits, as new_delivery_id.
             args = [self.prefix, now, now + self._vt(visibility_timeout_s), count, self.limits.max_attempts]
-            args += [os.urandom(6).hex(), _json(labels), _json(acks), _json(nacks)]
+            args += [os.urandom(6).hex(), _json(labels), _json(acks), _json(nacks), *self._keep()]
             bad_acks, bad_nacks, out = self._answer_receive(args=args)
             for positions, failed in zip(placed, (bad_acks, bad_nacks), strict=True):
                 for pos in failed:
@@ -423,7 +502,7 @@ class RedisTaskQueue(TaskQueue):
             self._run_finish(item_id, "", "expire", "visibility timeout: no ack or nack in time")
         row = self._r.hmget(key, *_TASK_FIELDS)
         if row[0] is None:
-            raise NotFound("no such task", reason="TASK_NOT_FOUND", metadata={"item_id": item_id})
+            raise task_not_found(item_id)
         return self._task(item_id, row)
 
     @_unavailable
@@ -460,7 +539,7 @@ class RedisTaskQueue(TaskQueue):
 
     @_unavailable
     def dead_letter_count(self) -> int:
-        return int(self._r.zcard(self._k("dead")))
+        return int(self._sweep_dead(args=[self.prefix, 1000]))
 
     @_unavailable
     def list_dead_letters(self, label: str = "", page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
@@ -469,6 +548,7 @@ class RedisTaskQueue(TaskQueue):
             after = int(page_token) if page_token else 0
         except ValueError:
             raise InvalidArgument("bad page token", reason="BAD_PAGE_TOKEN", metadata={"field": "page_token"}) from None
+        self._sweep_dead(args=[self.prefix, 1000])
         tasks: list[Task] = []
         last = after
         while True:
@@ -481,6 +561,10 @@ class RedisTaskQueue(TaskQueue):
             for item, _score in chunk:
                 pipe.hmget(self._k("t", item), *_TASK_FIELDS, "label")
             for (item, score), row in zip(chunk, pipe.execute(), strict=True):
+                if row[0] is None:  # expired (dead_letter_retention_s) or purged meanwhile
+                    self._r.zrem(self._k("dead"), item)
+                    last = int(score)
+                    continue
                 if label and row[-1] != label:
                     last = int(score)
                     continue
@@ -495,6 +579,42 @@ class RedisTaskQueue(TaskQueue):
     def replay_dead_letters(self, item_ids: Sequence[str]) -> int:
         now = time.time()
         return sum(int(self._replay(args=[self.prefix, item, now])) for item in dict.fromkeys(item_ids))
+
+    @_unavailable
+    def purge_tasks(self, user_id: str = "", cube_id: str = "") -> PurgeCounts:
+        if not user_id and not cube_id:
+            raise InvalidArgument("user_id or cube_id is required", reason="MISSING_SELECTOR")
+        counts = PurgeCounts()
+        head = self._k("t", "")
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", head) + "*"
+        batch: list[str] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            pipe = self._r.pipeline(transaction=False)
+            for item in batch:
+                pipe.hmget(head + item, "user", "cube")
+            mine = [
+                item
+                for item, (user, cube) in zip(batch, pipe.execute(), strict=True)
+                if (not user_id or user == user_id) and (not cube_id or cube == cube_id)
+            ]
+            batch.clear()
+            if mine:
+                # The script reads each task's state again: whatever happened since, it is removed.
+                p, r, x, f = self._purge(args=[self.prefix, _json(mine)])
+                counts.pending += int(p)
+                counts.running += int(r)
+                counts.dead_lettered += int(x)
+                counts.finished += int(f)
+
+        for key in self._r.scan_iter(match=pattern, count=1000):
+            batch.append(key[len(head) :])
+            if len(batch) >= 500:
+                flush()
+        flush()
+        return counts
 
     def close(self) -> None:
         self._r.close()

@@ -7,11 +7,18 @@ was acknowledged to a submitter.
 
 A worker stream's exchange (the verdicts that arrived, then the next deliveries) is one
 transaction (:meth:`SqliteTaskQueue.answer_and_receive`), whatever the batch size.
+
+Retention: the checkpointing thread also deletes finished tasks past their retention (done:
+``task_retention_s``; failed and dead-lettered: ``dead_letter_retention_s``) in batches of
+:data:`_PURGE_BATCH` rows, each its own short transaction, found through the partial index
+``tasks_finished`` (so a round that finds nothing reads nothing). Deleted rows' pages are
+reused by new ones: the file stops growing once submissions and purges balance.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +28,7 @@ from pathlib import Path
 from services.scheduler.queue.base import (
     Delivery,
     Message,
+    PurgeCounts,
     QueueLimits,
     Task,
     TaskQueue,
@@ -29,8 +37,11 @@ from services.scheduler.queue.base import (
     new_delivery_id,
     not_in_flight,
     split_delivery_id,
+    task_not_found,
 )
 from shared.errors import InvalidArgument, NotFound, ResourceExhausted
+
+log = logging.getLogger(__name__)
 
 P, R, D, F, X = (
     int(s) for s in (TaskState.PENDING, TaskState.RUNNING, TaskState.DONE, TaskState.FAILED, TaskState.DEAD_LETTERED)
@@ -47,6 +58,13 @@ _CHUNK = 500
 # only restarted at the backstop: the WAL file may reach 64 MiB, and only then is a commit delayed.
 _CHECKPOINT_EVERY_S = 0.2
 _BACKSTOP_CHECKPOINT_PAGES = 16384
+# Retention: rows deleted per transaction (the lock is let go between them), and the longest
+# time between two purge rounds (a tenth of the shortest retention when that is less).
+_PURGE_BATCH = 500
+_PURGE_EVERY_MAX_S = 60.0
+# PurgeTasks reads the table in ranges of this many rows, one transaction each.
+_PURGE_SCAN = 5000
+_FINISHED = f"state IN ({D}, {F}, {X})"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tasks (
@@ -78,6 +96,8 @@ CREATE INDEX IF NOT EXISTS tasks_ord ON tasks(ord);
 -- user, then the cube): a separate index on them cost every state change one more index update.
 DROP INDEX IF EXISTS tasks_user;
 CREATE INDEX IF NOT EXISTS tasks_dead ON tasks(dead_seq) WHERE state = {X};
+-- Finished tasks by when they finished: what retention purges.
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(state, updated_at) WHERE state IN ({D}, {F}, {X});
 CREATE TABLE IF NOT EXISTS labels (label TEXT PRIMARY KEY);
 -- "open": the tasks pending or running (the bound of a submit), kept by every transaction that
 -- changes it, and counted afresh whenever the queue is opened.
@@ -115,8 +135,17 @@ class SqliteTaskQueue(TaskQueue):
 
     def _checkpoints(self) -> None:
         db = sqlite3.connect(str(self.path), isolation_level=None)
+        shortest = min(self.limits.task_retention_s, self.limits.dead_letter_retention_s)
+        purge_every = min(_PURGE_EVERY_MAX_S, max(_CHECKPOINT_EVERY_S, shortest / 10))
+        next_purge = time.monotonic() + purge_every
         try:
             while not self._closed.wait(_CHECKPOINT_EVERY_S):
+                if time.monotonic() >= next_purge:
+                    try:
+                        self.purge_expired()
+                    except sqlite3.Error:
+                        log.warning("purging expired tasks failed; retrying next round", exc_info=True)
+                    next_purge = time.monotonic() + purge_every
                 try:
                     # PASSIVE: copies what no reader still needs, never waits for or blocks a writer.
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -124,6 +153,27 @@ class SqliteTaskQueue(TaskQueue):
                     pass  # e.g. busy; the next round (or the backstop) catches up
         finally:
             db.close()
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Deletes the finished tasks past their retention, :data:`_PURGE_BATCH` rows per
+        transaction; returns how many. Run by the checkpointing thread."""
+        now = time.time() if now is None else now
+        done_before = now - self.limits.task_retention_s
+        dead_before = now - self.limits.dead_letter_retention_s
+        total = 0
+        for state, before in ((D, done_before), (F, dead_before), (X, dead_before)):
+            while not self._closed.is_set():
+                with self._lock, self._tx():
+                    # _FINISHED named literally: the partial index tasks_finished serves the query.
+                    n = self._db.execute(
+                        f"DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE {_FINISHED} AND state = ?"
+                        f" AND updated_at < ? LIMIT {_PURGE_BATCH})",
+                        (state, before),
+                    ).rowcount
+                total += n
+                if n < _PURGE_BATCH:
+                    break
+        return total
 
     # -- labels ---------------------------------------------------------------
     def registered_labels(self) -> set[str]:
@@ -365,7 +415,7 @@ class SqliteTaskQueue(TaskQueue):
                 "SELECT item_id, body, state, attempts, last_error, updated_at FROM tasks WHERE item_id=?", (item_id,)
             ).fetchone()
         if row is None:
-            raise NotFound("no such task", reason="TASK_NOT_FOUND", metadata={"item_id": item_id})
+            raise task_not_found(item_id)
         return self._task(row)
 
     @staticmethod
@@ -448,6 +498,46 @@ class SqliteTaskQueue(TaskQueue):
                 )
             self._count_open(len(cur))
             return len(cur)
+
+    def purge_tasks(self, user_id: str = "", cube_id: str = "") -> PurgeCounts:
+        if not user_id and not cube_id:
+            raise InvalidArgument("user_id or cube_id is required", reason="MISSING_SELECTOR")
+        where, args = [], []
+        if user_id:
+            where.append("user_id = ?")
+            args.append(user_id)
+        if cube_id:
+            where.append("cube_id = ?")
+            args.append(cube_id)
+        cond = " AND ".join(where)
+        counts = PurgeCounts()
+        with self._lock:
+            top = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM tasks").fetchone()[0]
+        after = 0
+        # No index leads to a user's or a cube's tasks in every state: the table is read in ranges
+        # of rows, each range one short transaction (the queue keeps serving between them).
+        while after < top:
+            with self._lock, self._tx():
+                end = self._db.execute(
+                    f"SELECT MAX(seq) FROM (SELECT seq FROM tasks WHERE seq > ? ORDER BY seq LIMIT {_PURGE_SCAN})",
+                    (after,),
+                ).fetchone()[0]
+                if end is None:
+                    break
+                end = min(end, top)
+                rows = self._db.execute(
+                    f"SELECT seq, state FROM tasks WHERE seq > ? AND seq <= ? AND {cond}", (after, end, *args)
+                ).fetchall()
+                for k in range(0, len(rows), _CHUNK):
+                    chunk = rows[k : k + _CHUNK]
+                    self._db.execute(
+                        f"DELETE FROM tasks WHERE seq IN ({','.join('?' * len(chunk))})", [r[0] for r in chunk]
+                    )
+                for _, state in rows:
+                    counts.count(state)
+                self._count_open(-sum(1 for _, state in rows if state in (P, R)))
+            after = end
+        return counts
 
     def close(self) -> None:
         self._closed.set()

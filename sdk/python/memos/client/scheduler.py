@@ -47,6 +47,8 @@ TASK_STATES = {1: "pending", 2: "running", 3: "done", 4: "failed", 5: "dead_lett
 ACK_FLUSH_S = 0.05
 """Longest a batch-mode worker holds a verdict before sending it (while its handlers work on the
 rest of a response)."""
+# wait_for_tasks(timeout_s=0): the wire's 0 means "until the deadline", so "no wait" is sent as this.
+_NO_WAIT_S = 0.001
 
 
 @dataclass
@@ -311,9 +313,12 @@ class SchedulerClient:
         return _task(self._unary("GetTask", scheduler_pb2.GetTaskRequest(item_id=item_id)).task)
 
     def wait_for_tasks(self, user_id: str, cube_id: str = "", timeout_s: float = 30.0) -> bool:
-        """Blocks until the user's (cube's) tasks are all finished; False if the timeout passed first."""
-        req = scheduler_pb2.WaitForTasksRequest(user_id=user_id, cube_id=cube_id, timeout_seconds=timeout_s)
-        return self._unary("WaitForTasks", req, timeout=timeout_s + 10.0).all_done
+        """Blocks until the user's (cube's) tasks are all finished; False if the timeout passed first
+        (or the scheduler's cap on one wait, wait_for_tasks_max_s). ``timeout_s=0`` does not wait: whether
+        they are finished now (on the wire 0 would mean "until the deadline"); negative: InvalidArgument."""
+        wire = _NO_WAIT_S if timeout_s == 0 else timeout_s
+        req = scheduler_pb2.WaitForTasksRequest(user_id=user_id, cube_id=cube_id, timeout_seconds=wire)
+        return self._unary("WaitForTasks", req, timeout=max(timeout_s, 0.0) + 10.0).all_done
 
     def list_dead_letters(
         self, label: str = "", page_size: int = 100, page_token: str = ""
@@ -327,6 +332,21 @@ class SchedulerClient:
     def replay_dead_letters(self, item_ids: Sequence[str]) -> int:
         req = scheduler_pb2.ReplayDeadLettersRequest(request_id=uuid.uuid4().hex, item_ids=list(item_ids))
         return self._unary("ReplayDeadLetters", req).replayed_count
+
+    def purge_tasks(self, user_id: str = "", cube_id: str = "", request_id: str = "") -> dict[str, int]:
+        """Removes every task of a user (only of ``cube_id`` if given), or of a cube (every user), in
+        any state; returns how many by the state they were in (pending, running, dead_lettered,
+        finished). Idempotent: a retry removes what is left."""
+        req = scheduler_pb2.PurgeTasksRequest(
+            request_id=request_id or uuid.uuid4().hex, user_id=user_id, cube_id=cube_id
+        )
+        resp = self._unary("PurgeTasks", req)
+        return {
+            "pending": resp.pending_count,
+            "running": resp.running_count,
+            "dead_lettered": resp.dead_lettered_count,
+            "finished": resp.finished_count,
+        }
 
     def register_handlers(
         self,

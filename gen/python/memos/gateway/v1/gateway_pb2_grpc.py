@@ -166,7 +166,10 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCube(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes a cube (its owner only) with every memory in it and, where a scheduler is
+        configured, every task queued for it (any user's). If those tasks cannot be removed
+        the call fails UNAVAILABLE (reason TASK_PURGE_FAILED), and is safe to retry.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -175,7 +178,10 @@ class GatewayServiceServicer:
         """Erases everything of one user (the right to erasure): the cubes the user owns with
         all their memories, the user's memories in other users' cubes, and the user's access
         to cubes shared with them. Other users' memories in shared cubes stay. Only the user
-        may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise).
+        may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise). Where a
+        scheduler is configured, the user's queued tasks go too, and every task queued for
+        the cubes the user owned; if they cannot be removed the call fails UNAVAILABLE
+        (reason TASK_PURGE_FAILED), and is safe to retry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

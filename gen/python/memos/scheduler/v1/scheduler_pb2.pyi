@@ -177,12 +177,14 @@ class WaitForTasksRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class WaitForTasksResponse(_message.Message):
-    __slots__ = ("all_done", "pending_count")
+    __slots__ = ("all_done", "pending_count", "capped")
     ALL_DONE_FIELD_NUMBER: _ClassVar[int]
     PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CAPPED_FIELD_NUMBER: _ClassVar[int]
     all_done: bool
     pending_count: int
-    def __init__(self, all_done: _Optional[bool] = ..., pending_count: _Optional[int] = ...) -> None: ...
+    capped: bool
+    def __init__(self, all_done: _Optional[bool] = ..., pending_count: _Optional[int] = ..., capped: _Optional[bool] = ...) -> None: ...
 
 class ListDeadLettersRequest(_message.Message):
     __slots__ = ("label", "page_size", "page_token")
@@ -215,3 +217,25 @@ class ReplayDeadLettersResponse(_message.Message):
     REPLAYED_COUNT_FIELD_NUMBER: _ClassVar[int]
     replayed_count: int
     def __init__(self, replayed_count: _Optional[int] = ...) -> None: ...
+
+class PurgeTasksRequest(_message.Message):
+    __slots__ = ("request_id", "user_id", "cube_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    cube_id: str
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., cube_id: _Optional[str] = ...) -> None: ...
+
+class PurgeTasksResponse(_message.Message):
+    __slots__ = ("pending_count", "running_count", "dead_lettered_count", "finished_count")
+    PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    pending_count: int
+    running_count: int
+    dead_lettered_count: int
+    finished_count: int
+    def __init__(self, pending_count: _Optional[int] = ..., running_count: _Optional[int] = ..., dead_lettered_count: _Optional[int] = ..., finished_count: _Optional[int] = ...) -> None: ...

@@ -66,6 +66,11 @@ class SchedulerServiceStub:
                 request_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.PurgeTasks = channel.unary_unary(
+                '/memos.scheduler.v1.SchedulerService/PurgeTasks',
+                request_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.SerializeToString,
+                response_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -94,7 +99,8 @@ class SchedulerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WaitForTasks(self, request, context):
-        """Blocks until every task of a user (and cube) is done or failed.
+        """Blocks until every task of a user (and cube) is done or failed, or the wait ends
+        (see WaitForTasksRequest.timeout_seconds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +114,17 @@ class SchedulerServiceServicer:
 
     def ReplayDeadLetters(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeTasks(self, request, context):
+        """Removes every task of a user (and cube), or of a cube (every user), in any state:
+        pending ones are never delivered, in-flight ones are withdrawn (their worker's verdict
+        is rejected with reason PURGED), dead-lettered and finished ones are deleted with their
+        bodies. For data rights: deleting a cube or a user removes the work queued for it.
+        Idempotent: a retry, with this request id or another, removes what is left.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -144,6 +161,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetters,
                     request_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'PurgeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeTasks,
+                    request_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.FromString,
+                    response_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +332,33 @@ class SchedulerService:
             '/memos.scheduler.v1.SchedulerService/ReplayDeadLetters',
             memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ReplayDeadLettersRequest.SerializeToString,
             memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.scheduler.v1.SchedulerService/PurgeTasks',
+            memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.SerializeToString,
+            memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

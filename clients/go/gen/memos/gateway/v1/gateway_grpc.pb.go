@@ -57,11 +57,17 @@ type GatewayServiceClient interface {
 	CreateCube(ctx context.Context, in *CreateCubeRequest, opts ...grpc.CallOption) (*CreateCubeResponse, error)
 	ListCubes(ctx context.Context, in *ListCubesRequest, opts ...grpc.CallOption) (*ListCubesResponse, error)
 	ShareCube(ctx context.Context, in *ShareCubeRequest, opts ...grpc.CallOption) (*ShareCubeResponse, error)
+	// Deletes a cube (its owner only) with every memory in it and, where a scheduler is
+	// configured, every task queued for it (any user's). If those tasks cannot be removed
+	// the call fails UNAVAILABLE (reason TASK_PURGE_FAILED), and is safe to retry.
 	DeleteCube(ctx context.Context, in *DeleteCubeRequest, opts ...grpc.CallOption) (*DeleteCubeResponse, error)
 	// Erases everything of one user (the right to erasure): the cubes the user owns with
 	// all their memories, the user's memories in other users' cubes, and the user's access
 	// to cubes shared with them. Other users' memories in shared cubes stay. Only the user
-	// may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise).
+	// may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise). Where a
+	// scheduler is configured, the user's queued tasks go too, and every task queued for
+	// the cubes the user owned; if they cannot be removed the call fails UNAVAILABLE
+	// (reason TASK_PURGE_FAILED), and is safe to retry.
 	DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error)
 	// Answers a query with the user's memories: retrieves from the readable cubes,
 	// streams the answer, and optionally stores the exchange in the writable cubes.
@@ -229,11 +235,17 @@ type GatewayServiceServer interface {
 	CreateCube(context.Context, *CreateCubeRequest) (*CreateCubeResponse, error)
 	ListCubes(context.Context, *ListCubesRequest) (*ListCubesResponse, error)
 	ShareCube(context.Context, *ShareCubeRequest) (*ShareCubeResponse, error)
+	// Deletes a cube (its owner only) with every memory in it and, where a scheduler is
+	// configured, every task queued for it (any user's). If those tasks cannot be removed
+	// the call fails UNAVAILABLE (reason TASK_PURGE_FAILED), and is safe to retry.
 	DeleteCube(context.Context, *DeleteCubeRequest) (*DeleteCubeResponse, error)
 	// Erases everything of one user (the right to erasure): the cubes the user owns with
 	// all their memories, the user's memories in other users' cubes, and the user's access
 	// to cubes shared with them. Other users' memories in shared cubes stay. Only the user
-	// may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise).
+	// may ask, or an admin API key acting for them (PERMISSION_DENIED otherwise). Where a
+	// scheduler is configured, the user's queued tasks go too, and every task queued for
+	// the cubes the user owned; if they cannot be removed the call fails UNAVAILABLE
+	// (reason TASK_PURGE_FAILED), and is safe to retry.
 	DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error)
 	// Answers a query with the user's memories: retrieves from the readable cubes,
 	// streams the answer, and optionally stores the exchange in the writable cubes.

@@ -840,7 +840,8 @@ type RejectedAck struct {
 	DeliveryId string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
 	// NOT_IN_FLIGHT: this stream holds no such delivery (unknown, or already
 	// answered). LEASE_LOST: its lease ran out before the verdict arrived; the
-	// message is, or will be, delivered again.
+	// message is, or will be, delivered again. PURGED: the task was removed
+	// meanwhile (PurgeTasks); it is not delivered again, nothing is left to do.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -890,6 +891,10 @@ func (x *RejectedAck) GetReason() string {
 	return ""
 }
 
+// A task is kept after it finishes for the scheduler's retention (task_retention_s for
+// done tasks, dead_letter_retention_s for failed and dead-lettered ones), then purged:
+// GetTask then answers NOT_FOUND (reason TASK_NOT_FOUND), as for an id never submitted,
+// and a resubmitted item id is a new task.
 type GetTaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ItemId        string                 `protobuf:"bytes,1,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
@@ -982,7 +987,14 @@ type WaitForTasksRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Empty means every cube of the user.
-	CubeId         string  `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	CubeId string `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	// How long to wait, in seconds. 0 (or unset: proto3 cannot tell them apart): until
+	// the call's deadline, answered just before it. Above 0: that long, or until the
+	// deadline if it comes first. Either way the wait is capped by the scheduler's maximum
+	// (its wait_for_tasks_max_s; WaitForTasksResponse.capped says when the cap ended it).
+	// A call without a deadline and without a timeout waits for the cap. For the counts
+	// without waiting, send a short timeout (such as 0.001). Negative, NaN: INVALID_ARGUMENT
+	// (reason BAD_TIMEOUT).
 	TimeoutSeconds float64 `protobuf:"fixed64,3,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -1041,9 +1053,14 @@ func (x *WaitForTasksRequest) GetTimeoutSeconds() float64 {
 
 type WaitForTasksResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// False when the timeout passed first.
-	AllDone       bool  `protobuf:"varint,1,opt,name=all_done,json=allDone,proto3" json:"all_done,omitempty"`
-	PendingCount  int64 `protobuf:"varint,2,opt,name=pending_count,json=pendingCount,proto3" json:"pending_count,omitempty"`
+	// True when every task of the user (cube) is done or failed; false when the wait
+	// ended first (it timed out: the timeout, the call's deadline or the cap passed).
+	AllDone bool `protobuf:"varint,1,opt,name=all_done,json=allDone,proto3" json:"all_done,omitempty"`
+	// Tasks of the user (cube) still pending or running.
+	PendingCount int64 `protobuf:"varint,2,opt,name=pending_count,json=pendingCount,proto3" json:"pending_count,omitempty"`
+	// The wait ended at the scheduler's maximum (wait_for_tasks_max_s), before the
+	// requested timeout or the call's deadline: call again to wait longer.
+	Capped        bool `protobuf:"varint,3,opt,name=capped,proto3" json:"capped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1090,6 +1107,13 @@ func (x *WaitForTasksResponse) GetPendingCount() int64 {
 		return x.PendingCount
 	}
 	return 0
+}
+
+func (x *WaitForTasksResponse) GetCapped() bool {
+	if x != nil {
+		return x.Capped
+	}
+	return false
 }
 
 type ListDeadLettersRequest struct {
@@ -1300,6 +1324,141 @@ func (x *ReplayDeadLettersResponse) GetReplayedCount() int64 {
 	return 0
 }
 
+type PurgeTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the purge in logs.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Whose tasks go. Empty: every user's tasks of cube_id.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Only this cube's tasks; empty: every cube of user_id. One of the two is required
+	// (INVALID_ARGUMENT, reason MISSING_SELECTOR).
+	CubeId        string `protobuf:"bytes,3,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeTasksRequest) Reset() {
+	*x = PurgeTasksRequest{}
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeTasksRequest) ProtoMessage() {}
+
+func (x *PurgeTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeTasksRequest.ProtoReflect.Descriptor instead.
+func (*PurgeTasksRequest) Descriptor() ([]byte, []int) {
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PurgeTasksRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PurgeTasksRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *PurgeTasksRequest) GetCubeId() string {
+	if x != nil {
+		return x.CubeId
+	}
+	return ""
+}
+
+// How many tasks were removed, by the state they were in.
+type PurgeTasksResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	PendingCount int64                  `protobuf:"varint,1,opt,name=pending_count,json=pendingCount,proto3" json:"pending_count,omitempty"`
+	// Leased to a worker: its verdict is rejected (RejectedAck.reason PURGED).
+	RunningCount      int64 `protobuf:"varint,2,opt,name=running_count,json=runningCount,proto3" json:"running_count,omitempty"`
+	DeadLetteredCount int64 `protobuf:"varint,3,opt,name=dead_lettered_count,json=deadLetteredCount,proto3" json:"dead_lettered_count,omitempty"`
+	// Done or failed (kept for the retention).
+	FinishedCount int64 `protobuf:"varint,4,opt,name=finished_count,json=finishedCount,proto3" json:"finished_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeTasksResponse) Reset() {
+	*x = PurgeTasksResponse{}
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeTasksResponse) ProtoMessage() {}
+
+func (x *PurgeTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeTasksResponse.ProtoReflect.Descriptor instead.
+func (*PurgeTasksResponse) Descriptor() ([]byte, []int) {
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PurgeTasksResponse) GetPendingCount() int64 {
+	if x != nil {
+		return x.PendingCount
+	}
+	return 0
+}
+
+func (x *PurgeTasksResponse) GetRunningCount() int64 {
+	if x != nil {
+		return x.RunningCount
+	}
+	return 0
+}
+
+func (x *PurgeTasksResponse) GetDeadLetteredCount() int64 {
+	if x != nil {
+		return x.DeadLetteredCount
+	}
+	return 0
+}
+
+func (x *PurgeTasksResponse) GetFinishedCount() int64 {
+	if x != nil {
+		return x.FinishedCount
+	}
+	return 0
+}
+
 var File_memos_scheduler_v1_scheduler_proto protoreflect.FileDescriptor
 
 const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
@@ -1377,10 +1536,11 @@ const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\x13WaitForTasksRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x17\n" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12'\n" +
-	"\x0ftimeout_seconds\x18\x03 \x01(\x01R\x0etimeoutSeconds\"V\n" +
+	"\x0ftimeout_seconds\x18\x03 \x01(\x01R\x0etimeoutSeconds\"n\n" +
 	"\x14WaitForTasksResponse\x12\x19\n" +
 	"\ball_done\x18\x01 \x01(\bR\aallDone\x12#\n" +
-	"\rpending_count\x18\x02 \x01(\x03R\fpendingCount\"j\n" +
+	"\rpending_count\x18\x02 \x01(\x03R\fpendingCount\x12\x16\n" +
+	"\x06capped\x18\x03 \x01(\bR\x06capped\"j\n" +
 	"\x16ListDeadLettersRequest\x12\x14\n" +
 	"\x05label\x18\x01 \x01(\tR\x05label\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -1394,21 +1554,33 @@ const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x19\n" +
 	"\bitem_ids\x18\x02 \x03(\tR\aitemIds\"B\n" +
 	"\x19ReplayDeadLettersResponse\x12%\n" +
-	"\x0ereplayed_count\x18\x01 \x01(\x03R\rreplayedCount*\xa1\x01\n" +
+	"\x0ereplayed_count\x18\x01 \x01(\x03R\rreplayedCount\"d\n" +
+	"\x11PurgeTasksRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x17\n" +
+	"\acube_id\x18\x03 \x01(\tR\x06cubeId\"\xb5\x01\n" +
+	"\x12PurgeTasksResponse\x12#\n" +
+	"\rpending_count\x18\x01 \x01(\x03R\fpendingCount\x12#\n" +
+	"\rrunning_count\x18\x02 \x01(\x03R\frunningCount\x12.\n" +
+	"\x13dead_lettered_count\x18\x03 \x01(\x03R\x11deadLetteredCount\x12%\n" +
+	"\x0efinished_count\x18\x04 \x01(\x03R\rfinishedCount*\xa1\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_RUNNING\x10\x02\x12\x13\n" +
 	"\x0fTASK_STATE_DONE\x10\x03\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x04\x12\x1c\n" +
-	"\x18TASK_STATE_DEAD_LETTERED\x10\x052\xee\x04\n" +
+	"\x18TASK_STATE_DEAD_LETTERED\x10\x052\xcb\x05\n" +
 	"\x10SchedulerService\x12g\n" +
 	"\x0eSubmitMessages\x12).memos.scheduler.v1.SubmitMessagesRequest\x1a*.memos.scheduler.v1.SubmitMessagesResponse\x12\\\n" +
 	"\tSubscribe\x12$.memos.scheduler.v1.SubscribeRequest\x1a%.memos.scheduler.v1.SubscribeResponse(\x010\x01\x12R\n" +
 	"\aGetTask\x12\".memos.scheduler.v1.GetTaskRequest\x1a#.memos.scheduler.v1.GetTaskResponse\x12a\n" +
 	"\fWaitForTasks\x12'.memos.scheduler.v1.WaitForTasksRequest\x1a(.memos.scheduler.v1.WaitForTasksResponse\x12j\n" +
 	"\x0fListDeadLetters\x12*.memos.scheduler.v1.ListDeadLettersRequest\x1a+.memos.scheduler.v1.ListDeadLettersResponse\x12p\n" +
-	"\x11ReplayDeadLetters\x12,.memos.scheduler.v1.ReplayDeadLettersRequest\x1a-.memos.scheduler.v1.ReplayDeadLettersResponseB\xdb\x01\n" +
+	"\x11ReplayDeadLetters\x12,.memos.scheduler.v1.ReplayDeadLettersRequest\x1a-.memos.scheduler.v1.ReplayDeadLettersResponse\x12[\n" +
+	"\n" +
+	"PurgeTasks\x12%.memos.scheduler.v1.PurgeTasksRequest\x1a&.memos.scheduler.v1.PurgeTasksResponseB\xdb\x01\n" +
 	"\x16com.memos.scheduler.v1B\x0eSchedulerProtoP\x01ZGgithub.com/memos-os/memos/clients/go/gen/memos/scheduler/v1;schedulerv1\xa2\x02\x03MSX\xaa\x02\x12Memos.Scheduler.V1\xca\x02\x12Memos\\Scheduler\\V1\xe2\x02\x1eMemos\\Scheduler\\V1\\GPBMetadata\xea\x02\x14Memos::Scheduler::V1b\x06proto3"
 
 var (
@@ -1424,7 +1596,7 @@ func file_memos_scheduler_v1_scheduler_proto_rawDescGZIP() []byte {
 }
 
 var file_memos_scheduler_v1_scheduler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_memos_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_memos_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_memos_scheduler_v1_scheduler_proto_goTypes = []any{
 	(TaskState)(0),                    // 0: memos.scheduler.v1.TaskState
 	(*ScheduleMessage)(nil),           // 1: memos.scheduler.v1.ScheduleMessage
@@ -1446,15 +1618,17 @@ var file_memos_scheduler_v1_scheduler_proto_goTypes = []any{
 	(*ListDeadLettersResponse)(nil),   // 17: memos.scheduler.v1.ListDeadLettersResponse
 	(*ReplayDeadLettersRequest)(nil),  // 18: memos.scheduler.v1.ReplayDeadLettersRequest
 	(*ReplayDeadLettersResponse)(nil), // 19: memos.scheduler.v1.ReplayDeadLettersResponse
-	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 21: google.protobuf.Struct
+	(*PurgeTasksRequest)(nil),         // 20: memos.scheduler.v1.PurgeTasksRequest
+	(*PurgeTasksResponse)(nil),        // 21: memos.scheduler.v1.PurgeTasksResponse
+	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 23: google.protobuf.Struct
 }
 var file_memos_scheduler_v1_scheduler_proto_depIdxs = []int32{
-	20, // 0: memos.scheduler.v1.ScheduleMessage.timestamp:type_name -> google.protobuf.Timestamp
-	21, // 1: memos.scheduler.v1.ScheduleMessage.info:type_name -> google.protobuf.Struct
+	22, // 0: memos.scheduler.v1.ScheduleMessage.timestamp:type_name -> google.protobuf.Timestamp
+	23, // 1: memos.scheduler.v1.ScheduleMessage.info:type_name -> google.protobuf.Struct
 	1,  // 2: memos.scheduler.v1.Task.message:type_name -> memos.scheduler.v1.ScheduleMessage
 	0,  // 3: memos.scheduler.v1.Task.state:type_name -> memos.scheduler.v1.TaskState
-	20, // 4: memos.scheduler.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 4: memos.scheduler.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: memos.scheduler.v1.SubmitMessagesRequest.messages:type_name -> memos.scheduler.v1.ScheduleMessage
 	7,  // 6: memos.scheduler.v1.SubscribeRequest.subscription:type_name -> memos.scheduler.v1.Subscription
 	8,  // 7: memos.scheduler.v1.SubscribeRequest.ack:type_name -> memos.scheduler.v1.Acknowledgement
@@ -1472,14 +1646,16 @@ var file_memos_scheduler_v1_scheduler_proto_depIdxs = []int32{
 	14, // 19: memos.scheduler.v1.SchedulerService.WaitForTasks:input_type -> memos.scheduler.v1.WaitForTasksRequest
 	16, // 20: memos.scheduler.v1.SchedulerService.ListDeadLetters:input_type -> memos.scheduler.v1.ListDeadLettersRequest
 	18, // 21: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:input_type -> memos.scheduler.v1.ReplayDeadLettersRequest
-	4,  // 22: memos.scheduler.v1.SchedulerService.SubmitMessages:output_type -> memos.scheduler.v1.SubmitMessagesResponse
-	9,  // 23: memos.scheduler.v1.SchedulerService.Subscribe:output_type -> memos.scheduler.v1.SubscribeResponse
-	13, // 24: memos.scheduler.v1.SchedulerService.GetTask:output_type -> memos.scheduler.v1.GetTaskResponse
-	15, // 25: memos.scheduler.v1.SchedulerService.WaitForTasks:output_type -> memos.scheduler.v1.WaitForTasksResponse
-	17, // 26: memos.scheduler.v1.SchedulerService.ListDeadLetters:output_type -> memos.scheduler.v1.ListDeadLettersResponse
-	19, // 27: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:output_type -> memos.scheduler.v1.ReplayDeadLettersResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
+	20, // 22: memos.scheduler.v1.SchedulerService.PurgeTasks:input_type -> memos.scheduler.v1.PurgeTasksRequest
+	4,  // 23: memos.scheduler.v1.SchedulerService.SubmitMessages:output_type -> memos.scheduler.v1.SubmitMessagesResponse
+	9,  // 24: memos.scheduler.v1.SchedulerService.Subscribe:output_type -> memos.scheduler.v1.SubscribeResponse
+	13, // 25: memos.scheduler.v1.SchedulerService.GetTask:output_type -> memos.scheduler.v1.GetTaskResponse
+	15, // 26: memos.scheduler.v1.SchedulerService.WaitForTasks:output_type -> memos.scheduler.v1.WaitForTasksResponse
+	17, // 27: memos.scheduler.v1.SchedulerService.ListDeadLetters:output_type -> memos.scheduler.v1.ListDeadLettersResponse
+	19, // 28: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:output_type -> memos.scheduler.v1.ReplayDeadLettersResponse
+	21, // 29: memos.scheduler.v1.SchedulerService.PurgeTasks:output_type -> memos.scheduler.v1.PurgeTasksResponse
+	23, // [23:30] is the sub-list for method output_type
+	16, // [16:23] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1501,7 +1677,7 @@ func file_memos_scheduler_v1_scheduler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memos_scheduler_v1_scheduler_proto_rawDesc), len(file_memos_scheduler_v1_scheduler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

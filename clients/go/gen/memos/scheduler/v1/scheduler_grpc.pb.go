@@ -25,6 +25,7 @@ const (
 	SchedulerService_WaitForTasks_FullMethodName      = "/memos.scheduler.v1.SchedulerService/WaitForTasks"
 	SchedulerService_ListDeadLetters_FullMethodName   = "/memos.scheduler.v1.SchedulerService/ListDeadLetters"
 	SchedulerService_ReplayDeadLetters_FullMethodName = "/memos.scheduler.v1.SchedulerService/ReplayDeadLetters"
+	SchedulerService_PurgeTasks_FullMethodName        = "/memos.scheduler.v1.SchedulerService/PurgeTasks"
 )
 
 // SchedulerServiceClient is the client API for SchedulerService service.
@@ -39,10 +40,17 @@ type SchedulerServiceClient interface {
 	// A worker's stream: it names labels, receives messages, acks or nacks each.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeResponse], error)
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
-	// Blocks until every task of a user (and cube) is done or failed.
+	// Blocks until every task of a user (and cube) is done or failed, or the wait ends
+	// (see WaitForTasksRequest.timeout_seconds).
 	WaitForTasks(ctx context.Context, in *WaitForTasksRequest, opts ...grpc.CallOption) (*WaitForTasksResponse, error)
 	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
 	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
+	// Removes every task of a user (and cube), or of a cube (every user), in any state:
+	// pending ones are never delivered, in-flight ones are withdrawn (their worker's verdict
+	// is rejected with reason PURGED), dead-lettered and finished ones are deleted with their
+	// bodies. For data rights: deleting a cube or a user removes the work queued for it.
+	// Idempotent: a retry, with this request id or another, removes what is left.
+	PurgeTasks(ctx context.Context, in *PurgeTasksRequest, opts ...grpc.CallOption) (*PurgeTasksResponse, error)
 }
 
 type schedulerServiceClient struct {
@@ -116,6 +124,16 @@ func (c *schedulerServiceClient) ReplayDeadLetters(ctx context.Context, in *Repl
 	return out, nil
 }
 
+func (c *schedulerServiceClient) PurgeTasks(ctx context.Context, in *PurgeTasksRequest, opts ...grpc.CallOption) (*PurgeTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeTasksResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_PurgeTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SchedulerServiceServer is the server API for SchedulerService service.
 // All implementations must embed UnimplementedSchedulerServiceServer
 // for forward compatibility.
@@ -128,10 +146,17 @@ type SchedulerServiceServer interface {
 	// A worker's stream: it names labels, receives messages, acks or nacks each.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeResponse]) error
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
-	// Blocks until every task of a user (and cube) is done or failed.
+	// Blocks until every task of a user (and cube) is done or failed, or the wait ends
+	// (see WaitForTasksRequest.timeout_seconds).
 	WaitForTasks(context.Context, *WaitForTasksRequest) (*WaitForTasksResponse, error)
 	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
 	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
+	// Removes every task of a user (and cube), or of a cube (every user), in any state:
+	// pending ones are never delivered, in-flight ones are withdrawn (their worker's verdict
+	// is rejected with reason PURGED), dead-lettered and finished ones are deleted with their
+	// bodies. For data rights: deleting a cube or a user removes the work queued for it.
+	// Idempotent: a retry, with this request id or another, removes what is left.
+	PurgeTasks(context.Context, *PurgeTasksRequest) (*PurgeTasksResponse, error)
 	mustEmbedUnimplementedSchedulerServiceServer()
 }
 
@@ -159,6 +184,9 @@ func (UnimplementedSchedulerServiceServer) ListDeadLetters(context.Context, *Lis
 }
 func (UnimplementedSchedulerServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
+}
+func (UnimplementedSchedulerServiceServer) PurgeTasks(context.Context, *PurgeTasksRequest) (*PurgeTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeTasks not implemented")
 }
 func (UnimplementedSchedulerServiceServer) mustEmbedUnimplementedSchedulerServiceServer() {}
 func (UnimplementedSchedulerServiceServer) testEmbeddedByValue()                          {}
@@ -278,6 +306,24 @@ func _SchedulerService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SchedulerService_PurgeTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).PurgeTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_PurgeTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).PurgeTasks(ctx, req.(*PurgeTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SchedulerService_ServiceDesc is the grpc.ServiceDesc for SchedulerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -304,6 +350,10 @@ var SchedulerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplayDeadLetters",
 			Handler:    _SchedulerService_ReplayDeadLetters_Handler,
+		},
+		{
+			MethodName: "PurgeTasks",
+			Handler:    _SchedulerService_PurgeTasks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
