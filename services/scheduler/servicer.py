@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_WAIT_S = 3600.0
-# WaitForTasks answers this long before the call's deadline, so the answer arrives in time.
+# WaitForTasks answers a tenth of the call's remaining time before its deadline (at least
+# 50 ms, at most 1 s), so the answer arrives in time even on a busy machine.
 DEADLINE_MARGIN_S = 0.05
+DEADLINE_MARGIN_SHARE = 0.1
+DEADLINE_MARGIN_MAX_S = 1.0
 # WaitForTasks looks again when woken, but no more often than this.
 WAIT_RECHECK_S = 0.01
 # A worker stream held this long in sending a response applies the verdicts that arrive apart.
@@ -170,7 +173,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         remaining = context.time_remaining()
         wanted = math.inf if timeout == 0 else timeout
         if remaining is not None:
-            wanted = min(wanted, max(remaining - DEADLINE_MARGIN_S, 0.0))
+            margin = min(max(DEADLINE_MARGIN_S, remaining * DEADLINE_MARGIN_SHARE), DEADLINE_MARGIN_MAX_S)
+            wanted = min(wanted, max(remaining - margin, 0.0))
         capped = wanted > self._max_wait
         timeout = min(wanted, self._max_wait)
         deadline = time.monotonic() + timeout
