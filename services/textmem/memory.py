@@ -245,19 +245,18 @@ class TextMemory:
                 VectorRecord(m.id, m.cube_id, m.user_id, m.session_id, m.memory_type, m.status, m.created_at, v)
                 for m, v in zip(plan.new, plan.new_vectors, strict=True)
             ]
-            marks = self._vector_writes(cube_id, [m.id for m in plan.new])
-            marks.__enter__()
-            if records:
-                self.vectors.upsert(records)
             try:
-                self.graph.insert_memories(
-                    cube_id,
-                    plan.new,
-                    plan.edges(memories, edges),
-                    request_id=request_id,
-                    merges=plan.merges,
-                    result_ids=plan.result_ids,
-                )
+                with self._vector_writes(cube_id, [m.id for m in plan.new]):
+                    if records:
+                        self.vectors.upsert(records)
+                    self.graph.insert_memories(
+                        cube_id,
+                        plan.new,
+                        plan.edges(memories, edges),
+                        request_id=request_id,
+                        merges=plan.merges,
+                        result_ids=plan.result_ids,
+                    )
             except AlreadyExists:
                 # A concurrent retry of the same request won the race: undo ours, return theirs.
                 self._undo_vectors(cube_id, plan.new)
@@ -274,7 +273,6 @@ class TextMemory:
             except BaseException:
                 self._undo_vectors(cube_id, plan.new)
                 raise
-            marks.__exit__(None, None, None)
             break
         targets = self.graph.get_memories(cube_id, plan.merged_ids) if plan.merges else {}
         new = {m.id: m for m in plan.new}
