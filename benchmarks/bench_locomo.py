@@ -24,8 +24,12 @@ cold caches; the query embedding cache is shared, so every recipe after the firs
 cached query embeddings (latencies are comparable among those; the first pass includes
 embedding each query once).
 
-Prints one table per recipe and the ablation side by side; writes JSON to
-``benchmarks/results/locomo-<time>.json`` (and ``locomo-latest.json``).
+Prints one table per recipe and the ablation side by side, with R@500w on the first
+``--split`` conversations (those the recipes' parameters were tuned on) and on the rest (held
+out), so that a gain that only holds where it was tuned shows; writes JSON to
+``benchmarks/results/locomo-<time>.json`` (and ``locomo-latest.json``). A ``--data-dir`` that
+a previous run filled is reused (the adds are replayed by request id in seconds), so comparing
+recipes again costs only the searches.
 """
 
 from __future__ import annotations
@@ -183,12 +187,22 @@ class RecipeResult:
     words_returned_mean: float
 
 
-def summarise(recipe: str, rows: list[tuple[int, list[float], float, int]]) -> RecipeResult:
+def split_names(split: int) -> tuple[str, str]:
+    """Names of the two conversation groups (first ``split`` conversations, the rest)."""
+    return f"convs<{split}", f"convs>={split}"
+
+
+def summarise(recipe: str, rows: list[tuple[int, list[float], float, int, int]], split: int = 0) -> RecipeResult:
+    """rows: (category, recalls, seconds, words returned, conversation index)."""
     recall: dict[str, list[float]] = {}
     count: dict[str, int] = {}
     groups: dict[str, list[list[float]]] = {"all": [r[1] for r in rows]}
     for cat, name in CATEGORIES.items():
         groups[name] = [r[1] for r in rows if r[0] == cat]
+    if split:
+        first, rest = split_names(split)
+        groups[first] = [r[1] for r in rows if r[4] < split]
+        groups[rest] = [r[1] for r in rows if r[4] >= split]
     for name, vals in groups.items():
         count[name] = len(vals)
         recall[name] = [round(float(x), 4) for x in np.mean(vals, axis=0)] if vals else [0.0] * len(BUDGETS)
@@ -317,24 +331,25 @@ def ask(client: MemosClient, conv: Conversation, q: Question, top_k: int) -> tup
 
 
 def run_recipe(
-    client: MemosClient, suite: Suite, recipe: str, conversations: Sequence[Conversation], top_k: int
+    client: MemosClient, suite: Suite, recipe: str, conversations: Sequence[Conversation], top_k: int, split: int = 0
 ) -> RecipeResult:
     suite.memory.recipe = RECIPES[recipe]
-    rows: list[tuple[int, list[float], float, int]] = []
-    for conv in conversations:
+    rows: list[tuple[int, list[float], float, int, int]] = []
+    for index, conv in enumerate(conversations):
         for q in conv.questions:
             memories, elapsed = ask(client, conv, q, top_k)
             words = sum(len(m.split()) for m in memories)
-            rows.append((q.category, recall_at_budgets(memories, q.gold), elapsed, words))
-    return summarise(recipe, rows)
+            rows.append((q.category, recall_at_budgets(memories, q.gold), elapsed, words, index))
+    return summarise(recipe, rows, split)
 
 
 def fmt_row(label: str, vals: Sequence[float]) -> str:
     return f"{label:<34}" + "".join(f"{v:>9.3f}" for v in vals)
 
 
-def print_report(results: list[RecipeResult], questions: int) -> None:
+def print_report(results: list[RecipeResult], questions: int, split: int = 0) -> None:
     cats = ["all", *CATEGORIES.values()]
+    halves = [h for h in split_names(split) if split and h in results[0].recall]
     for r in results:
         print(f"\nrecipe {r.recipe}: recall at 250/500/1000 words ({questions} questions)")
         print(f"{'':<34}{'R@250w':>9}{'R@500w':>9}{'R@1000w':>9}{'n':>7}")
@@ -346,10 +361,18 @@ def print_report(results: list[RecipeResult], questions: int) -> None:
         )
     print("\nablation (same memories, same questions, same run): R@250w / R@500w / R@1000w")
     header = f"{'recipe':<28}" + "".join(f"{c:>20}" for c in cats) + f"{'p50 ms':>9}{'p99 ms':>9}"
+    header += "".join(f"{'R@500 ' + h:>16}" for h in halves)
     print(header)
     for r in results:
         cells = "".join(f"{'/'.join(f'{v:.3f}' for v in r.recall[c]):>20}" for c in cats)
-        print(f"{r.recipe:<28}{cells}{r.latency_ms['p50']:>9.1f}{r.latency_ms['p99']:>9.1f}")
+        cells += f"{r.latency_ms['p50']:>9.1f}{r.latency_ms['p99']:>9.1f}"
+        cells += "".join(f"{r.recall[h][1]:>16.3f}" for h in halves)
+        print(f"{r.recipe:<28}{cells}")
+    if halves:
+        print(
+            f"(R@500 {halves[0]} / {halves[1]}: the conversations parameters were tuned on / held out;"
+            " --split sets where the two groups part)"
+        )
     best = max(results, key=lambda r: r.recall["all"][1])
     met = "met" if best.recall["all"][1] >= TARGET_R500 else "missed"
     print(
@@ -370,7 +393,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=100, help="memories per search (enough to fill 1000 words)")
     ap.add_argument("--window-size", type=int, default=None, help="fast-mode window size (default: the setting's)")
     ap.add_argument("--window-overlap", type=int, default=None, help="fast-mode window overlap (default: setting's)")
-    ap.add_argument("--data-dir", type=Path, default=None, help="where the stores live (default: a temporary dir)")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the stores live (default: a temporary dir); a directory a previous run with the same\n"
+        "window settings filled is reused: its adds are replayed (request ids), so comparing recipes\n"
+        "again costs only the searches",
+    )
+    ap.add_argument(
+        "--split",
+        type=int,
+        default=5,
+        help="also report R@500w on the first N conversations and on the rest (tuning vs held out; 0: off)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="JSON results (default: benchmarks/results/locomo-*.json)")
     args = ap.parse_args(argv)
 
@@ -384,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit_conversations:
         conversations = conversations[: args.limit_conversations]
     questions = sum(len(c.questions) for c in conversations)
+    split = args.split if 0 < args.split < len(conversations) else 0
     turns = sum(len(m) for c in conversations for _, m in c.sessions)
     log(f"{len(conversations)} conversations, {turns} turns, {questions} questions")
 
@@ -407,14 +444,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = []
             for name in recipes:
                 started = time.perf_counter()
-                results.append(run_recipe(client, suite, name, conversations, args.top_k))
+                results.append(run_recipe(client, suite, name, conversations, args.top_k, split))
                 log(f"  recipe {name}: {time.perf_counter() - started:.0f} s")
     finally:
         suite.stop()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print_report(results, questions)
+    print_report(results, questions, split)
     payload = {
         "benchmark": "locomo-retrieval",
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -39,9 +39,11 @@ from services.textmem.ranking import (
     ranked,
     rrf_fuse,
     says_when,
+    session_spread,
     speakers_of,
     spread_to_neighbours,
 )
+from services.textmem.rerank import pool_bm25, query_terms
 from services.textmem.stores.graph import GraphStore
 from services.textmem.stores.vector import VectorRecord, VectorStore
 from services.textmem.windowing import build_window_memories
@@ -738,16 +740,44 @@ class TextMemory:
         hydrated memories it names (neighbours that do not pass the filter are dropped)."""
         recipe = self.recipe
         fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]], k=recipe.rrf_k)[:depth]
+        hydrated: dict[str, Memory] = {}
+        speakers: dict[str, set[str]] = {}
+
+        def speakers_of_memory(mid: str) -> set[str]:
+            if mid not in speakers:
+                speakers[mid] = speakers_of(hydrated[mid].memory)
+            return speakers[mid]
+
+        if recipe.lexical_rescore and recipe.lexical and fused:
+            # Stemmed BM25 over the fused candidates' own words replaces the store's ranking.
+            hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused])
+            names = set().union(*(speakers_of_memory(mid) for mid in hydrated))
+            rescored = pool_bm25(query_terms(query, names), {i: _own_text(m) for i, m in hydrated.items()})
+            dense_ids = [i for i, _ in dense if i in hydrated]
+            fused = rrf_fuse([dense_ids, [i for i, _ in rescored]], k=recipe.rrf_k)[:depth]
         scores = dict(fused)
         if recipe.neighbour_weight > 0:
             seeds = fused[: recipe.neighbour_seeds]
-            links = {mid: self.graph.neighbours(cube_id, mid, "FOLLOWS") for mid, _ in seeds}
+            links: dict[str, list[str]] = {}
+
+            def neighbours(mid: str) -> list[str]:
+                if mid not in links:
+                    links[mid] = self.graph.neighbours(cube_id, mid, "FOLLOWS")
+                return links[mid]
+
             scores = spread_to_neighbours(
-                seeds, lambda mid: links.get(mid, ()), recipe.neighbour_weight, recipe.neighbour_seeds
+                seeds,
+                neighbours,
+                recipe.neighbour_weight,
+                recipe.neighbour_seeds,
+                hops=recipe.neighbour_hops,
+                decay=recipe.neighbour_decay,
             )
             for mid, score in fused[recipe.neighbour_seeds :]:
                 scores[mid] = scores.get(mid, 0.0) + score
-        hydrated = self.graph.get_memories(cube_id, list(scores))
+        missing = [mid for mid in scores if mid not in hydrated]
+        if missing:
+            hydrated.update(self.graph.get_memories(cube_id, missing))
         candidates = set(i for i, _ in fused)
         for mid in list(scores):
             m = hydrated.get(mid)
@@ -755,16 +785,20 @@ class TextMemory:
             if m is None or (mid not in candidates and not _in_filter(m, flt)):
                 scores.pop(mid)
         if recipe.speaker_boost > 0:
-            speakers = {mid: speakers_of(hydrated[mid].memory) for mid in scores}
-            named = named_speakers(query, set().union(*speakers.values()) if speakers else set())
+            said_by = {mid: speakers_of_memory(mid) for mid in scores}
+            named = named_speakers(query, set().union(*said_by.values()) if said_by else set())
             if len(named) == 1:
-                boost(scores, [mid for mid, who in speakers.items() if who & named], recipe.speaker_boost)
+                boost(scores, [mid for mid, who in said_by.items() if who & named], recipe.speaker_boost)
         if recipe.temporal_boost > 0:
             if asks_when(query):
                 boost(scores, [mid for mid in scores if says_when(_own_text(hydrated[mid]))], recipe.temporal_boost)
             periods = named_periods(query)
             if periods:
                 boost(scores, [mid for mid in scores if _happened_in(hydrated[mid], periods)], recipe.temporal_boost)
+        if recipe.session_boost > 0:
+            scores = session_spread(
+                scores, lambda mid: hydrated[mid].session_id, recipe.session_boost, recipe.session_seeds
+            )
         return ranked(scores), hydrated
 
     def lexical_candidates(self, cube_id: str, query: str, top_k: int, flt: MemoryFilter) -> list[tuple[str, float]]:

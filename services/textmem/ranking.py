@@ -19,6 +19,17 @@ Signals, in the order they apply (all pure functions here, so they are unit-test
    (their sources, not the time stamp every rendered line carries) says when are scaled by
    ``1 + temporal_boost``; when the query names a year or a month of a year, memories whose
    event time falls in it are scaled by the same factor.
+
+Later steps (measured on LoCoMo, see ``benchmarks/bench_locomo.py``):
+
+- **lexical rescoring** (applies before fusion): the fused candidates are scored again by
+  stemmed BM25 over their own words, question words and speaker names left out of the query
+  (``rerank.py``), and that ranking replaces the store's full-text ranking in the fusion.
+- **two-hop neighbours**: neighbours of neighbours receive ``neighbour_decay`` times a
+  neighbour's share (the answer is often two turns after the question it answers).
+- **session**: memories of the conversation sessions that hold most of the best
+  ``session_seeds`` memories are scaled by up to ``1 + session_boost`` (the evidence of a
+  question tends to sit in one session).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import calendar
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 RRF_K = 60
 
@@ -44,6 +55,17 @@ class RetrievalRecipe:
     """How many of the best fused memories pass score to their neighbours."""
     speaker_boost: float = 0.0
     temporal_boost: float = 0.0
+    lexical_rescore: bool = False
+    """Score the fused candidates again with stemmed BM25 (rerank.py) and fuse that ranking
+    with the dense one instead of the store's full-text ranking."""
+    neighbour_hops: int = 1
+    """How far along FOLLOWS edges score spreads (2: neighbours of neighbours too)."""
+    neighbour_decay: float = 0.5
+    """Each further hop passes on this share of what the hop before received."""
+    session_boost: float = 0.0
+    """Up to this factor for memories of the sessions holding most of the best memories (0: off)."""
+    session_seeds: int = 10
+    """How many of the best memories vote for their session."""
 
 
 _RECIPE_LIST = [
@@ -55,8 +77,32 @@ _RECIPE_LIST = [
     RetrievalRecipe("+speaker", rrf_k=20, neighbour_weight=0.3, speaker_boost=0.5),
     RetrievalRecipe("+temporal", rrf_k=20, neighbour_weight=0.3, speaker_boost=0.5, temporal_boost=0.6),
 ]
+_TEMPORAL = _RECIPE_LIST[-1]
+_RECIPE_LIST += [
+    replace(_TEMPORAL, name="+lexical-rescore", lexical_rescore=True),
+    replace(_TEMPORAL, name="+two-hop", lexical_rescore=True, neighbour_hops=2, neighbour_weight=0.45),
+    replace(
+        _TEMPORAL,
+        name="+boosts",
+        lexical_rescore=True,
+        neighbour_hops=2,
+        neighbour_weight=0.45,
+        speaker_boost=1.0,
+        temporal_boost=1.0,
+    ),
+    replace(
+        _TEMPORAL,
+        name="+session",
+        lexical_rescore=True,
+        neighbour_hops=2,
+        neighbour_weight=0.45,
+        speaker_boost=1.0,
+        temporal_boost=1.0,
+        session_boost=0.6,
+    ),
+]
 RECIPES: dict[str, RetrievalRecipe] = {r.name: r for r in _RECIPE_LIST}
-DEFAULT_RECIPE = "+temporal"
+DEFAULT_RECIPE = "+session"
 RecipeName = str
 
 
@@ -79,8 +125,12 @@ def spread_to_neighbours(
     neighbours: Callable[[str], Iterable[str]],
     weight: float,
     seeds: int,
+    hops: int = 1,
+    decay: float = 0.5,
 ) -> dict[str, float]:
-    """Each of the ``seeds`` best items gives ``weight`` times its score to each neighbour.
+    """Each of the ``seeds`` best items gives ``weight`` times its score to each neighbour,
+    and, with ``hops`` > 1, ``decay`` times that to each neighbour's neighbours further out
+    (each item reached once per seed, at its shortest distance).
 
     Neighbours not among the candidates join with what they received. Scores are taken
     from ``fused`` (before spreading), so the result does not depend on visiting order.
@@ -89,10 +139,39 @@ def spread_to_neighbours(
     if weight <= 0:
         return out
     for item, score in list(fused)[:seeds]:
-        for other in neighbours(item):
-            if other != item:
-                out[other] = out.get(other, 0.0) + weight * score
+        seen = {item}
+        frontier = [item]
+        share = weight * score
+        for _ in range(max(hops, 1)):
+            reached = []
+            for node in frontier:
+                for other in neighbours(node):
+                    if other not in seen:
+                        seen.add(other)
+                        reached.append(other)
+                        out[other] = out.get(other, 0.0) + share
+            frontier = reached
+            share *= decay
     return out
+
+
+def session_spread(
+    scores: dict[str, float], session_of: Callable[[str], str], factor: float, seeds: int
+) -> dict[str, float]:
+    """Scales every item by ``1 + factor * mass(session) / mass(best session)``, where a
+    session's mass is the summed score of the ``seeds`` best items in it. Items whose session
+    holds none of the seeds keep their score; items without a session ("") get no boost."""
+    if factor <= 0 or not scores:
+        return scores
+    mass: dict[str, float] = {}
+    for item, score in ranked(scores)[:seeds]:
+        session = session_of(item)
+        if session:
+            mass[session] = mass.get(session, 0.0) + score
+    top = max(mass.values(), default=0.0)
+    if top <= 0:
+        return scores
+    return {item: s * (1.0 + factor * mass.get(session_of(item), 0.0) / top) for item, s in scores.items()}
 
 
 # speakers -----------------------------------------------------------------------------------

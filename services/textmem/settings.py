@@ -168,14 +168,28 @@ class TextMemSettings(ServerSettings):
     metrics_stats_ttl_s: float = Field(default=15.0, ge=0.0)
     """With metrics on: how long textmem's memory and cube counts are reused between scrapes."""
 
-    retrieval_recipe: Literal["lexical", "dense", "fused", "fused-k20", "+neighbours", "+speaker", "+temporal"] = (
-        "+temporal"
-    )
+    retrieval_recipe: Literal[
+        "lexical",
+        "dense",
+        "fused",
+        "fused-k20",
+        "+neighbours",
+        "+speaker",
+        "+temporal",
+        "+lexical-rescore",
+        "+two-hop",
+        "+boosts",
+        "+session",
+    ] = "+session"
     """Retrieval signals searches use (services/textmem/ranking.py RECIPES): "lexical" (BM25
     only), "dense" (vectors only), "fused" (reciprocal rank fusion, k=60), "fused-k20" (k=20),
     then each adding one signal: "+neighbours" (adjacent windows of the same conversation),
     "+speaker" (memories spoken by the person the query names), "+temporal" (when-questions
-    prefer memories that say when; a named year or month prefers memories from it)."""
+    prefer memories that say when; a named year or month prefers memories from it),
+    "+lexical-rescore" (the candidates scored again by stemmed BM25 without question words and
+    speaker names), "+two-hop" (neighbours of neighbours too), "+boosts" (stronger speaker and
+    time boosts), "+session" (memories of the sessions holding the best hits preferred; the
+    default)."""
 
     @model_validator(mode="after")
     def _window_is_usable(self) -> TextMemSettings:
