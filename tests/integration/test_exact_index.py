@@ -186,3 +186,32 @@ def test_a_failing_prewarm_leaves_the_store_usable(milvus: MilvusVectorStore) ->
     cube = f"after-{uuid.uuid4().hex}"
     exact.upsert(records(cube, 3, np.random.default_rng(2)))
     assert exact.count(cube) == 3
+
+
+def test_a_new_cube_is_copied_on_write_without_a_scan(milvus: MilvusVectorStore) -> None:
+    durable = ScanCounter(milvus)
+    exact = ExactIndexVectorStore(durable)  # type: ignore[arg-type]
+    cube = f"fresh-{uuid.uuid4().hex}"
+    recs = records(cube, 5, np.random.default_rng(4))
+    exact.upsert(recs)
+    everything = MemoryFilter(include_archived=True, memory_types=tuple(TYPES))
+    assert {i for i, _ in exact.search(cube, recs[0].vector, everything, 10)} == {r.id for r in recs}
+    assert durable.scans == 0
+    # A cube that already held rows before this process wrote to it is loaded by a scan.
+    old = f"old-{uuid.uuid4().hex}"
+    milvus.upsert(records(old, 3, np.random.default_rng(5)))
+    exact.upsert(records(old, 2, np.random.default_rng(6)))
+    assert exact.count(old) == 5 and durable.scans == 1
+
+
+class ScanCounter:
+    def __init__(self, inner: MilvusVectorStore) -> None:
+        self._inner = inner
+        self.scans = 0
+
+    def scan(self, cube_id):  # type: ignore[no-untyped-def]
+        self.scans += 1
+        return self._inner.scan(cube_id)
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self._inner, name)

@@ -76,7 +76,8 @@ async def test_a_slow_or_failing_cube_gets_a_status_not_a_failed_request(client:
     await client.create_cube(user, down)  # adds to down- cubes fail by design
     loop = asyncio.get_running_loop()
     started = loop.time()
-    resp = await client.search_memories(user, [ok, slow, down], "hotels", timeout=0.8)
+    # Well under the slow cube's 2 s, with room for a loaded CI machine to answer the others.
+    resp = await client.search_memories(user, [ok, slow, down], "hotels", timeout=1.2)
     elapsed = loop.time() - started
     by_cube = {b.cube_id: b for b in resp.text_mem}
     assert by_cube[ok].status.code == 0 and by_cube[ok].memories
@@ -84,7 +85,7 @@ async def test_a_slow_or_failing_cube_gets_a_status_not_a_failed_request(client:
     assert by_cube[down].status.code == 14  # UNAVAILABLE
     assert not by_cube[slow].memories and not by_cube[down].memories
     # The caller's deadline held although one cube would have taken 2 s.
-    assert elapsed < 1.5
+    assert elapsed < 1.9
 
 
 async def test_include_preference_returns_preference_buckets(client: AsyncMemosClient, unique: str, suite) -> None:  # type: ignore[no-untyped-def]

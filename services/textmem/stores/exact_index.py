@@ -62,6 +62,8 @@ class ScannableVectorStore(Protocol):
 
     def scan(self, cube_id: str) -> Iterator[ScannedRow]: ...
 
+    def count(self, cube_id: str) -> int: ...
+
     def upsert(self, records: Sequence[VectorRecord]) -> None: ...
 
     def get_vectors(self, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
@@ -298,6 +300,10 @@ class ExactIndexVectorStore:
                     self._cubes.pop(cube_id, None)
                     raise
                 index = self._cubes.get(cube_id)
+                if index is None and self._durable.count(cube_id) == len({r.id for r in recs}):
+                    # The cube holds exactly what was just written (a new cube): start its copy
+                    # from these rows instead of scanning them back on its first search.
+                    index = self._cubes[cube_id] = _CubeIndex(self.dim)
                 if index is not None:
                     key = self._durable.key_of
                     index.put(
