@@ -32,7 +32,9 @@ TEXT = "text/plain"
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 DOCUMENT_TYPES = {PDF, DOCX, HTML, MARKDOWN, TEXT}
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# An ATX heading line is one to six "#" and whitespace; its title is the rest without closing "#"s.
+# (A lazy "(.*?)\s*#*\s*$" title group backtracks at every character: a microsecond a heading.)
+_HEADING = re.compile(r"(#{1,6})\s+")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？;；])\s+")
@@ -97,7 +99,7 @@ def decode_text(data: bytes, charset: str = "") -> str:
 
 
 # units ---------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Unit:
     text: str
     path: tuple[str, ...]
@@ -110,40 +112,54 @@ class Unit:
 
 def markdown_units(text: str, page: int = 0, base_path: tuple[str, ...] = ()) -> list[Unit]:
     """Headings (ATX ``#``) and paragraphs (blank-line separated; fenced code kept whole)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     units: list[Unit] = []
-    levels: list[tuple[int, str]] = []
+    append = units.append
+    levels: list[int] = []
+    titles: list[str] = []
     path = base_path
 
     def heading(line: str, m: re.Match) -> None:
         nonlocal path
-        level, title = len(m.group(1)), m.group(2).strip()
-        while levels and levels[-1][0] >= level:
+        level = len(m.group(1))
+        while levels and levels[-1] >= level:
             levels.pop()
-        levels.append((level, title))
-        path = base_path + tuple(h for _, h in levels)
-        units.append(Unit(line.strip(), path, heading=True, page=page))
+            titles.pop()
+        levels.append(level)
+        titles.append(line[m.end() :].rstrip().rstrip("#").strip())
+        path = base_path + tuple(titles)
+        append(Unit(line.strip(), path, True, page))
 
     if "```" not in text and "~~~" not in text:
         # Fast path: paragraphs are blank-line separated blocks; only blocks with a heading line are split.
+        # This loop runs once per paragraph of megabyte files, so it does as little per block as it can.
         for block in _BLANK_LINES.split(text):
-            if not block.strip():
+            body = block.strip()
+            if not body:
                 continue
-            if not (block.lstrip().startswith("#") or "\n#" in block):
-                units.append(Unit(block.strip(), path, page=page))
+            if body[0] != "#" and "\n#" not in body:
+                append(Unit(body, path, False, page))
+                continue
+            if "\n" not in block:
+                m = _HEADING.match(block)
+                if m:
+                    heading(block, m)
+                else:
+                    append(Unit(body, path, False, page))
                 continue
             para: list[str] = []
             for line in block.split("\n"):
-                m = _HEADING.match(line)
+                m = _HEADING.match(line) if line[:1] == "#" else None
                 if m:
                     if para:
-                        units.append(Unit("\n".join(para).strip(), path, page=page))
+                        append(Unit("\n".join(para).strip(), path, False, page))
                         para = []
                     heading(line, m)
                 else:
                     para.append(line.rstrip())
             if any(p.strip() for p in para):
-                units.append(Unit("\n".join(para).strip(), path, page=page))
+                append(Unit("\n".join(para).strip(), path, False, page))
         return units
 
     para = []
@@ -153,17 +169,18 @@ def markdown_units(text: str, page: int = 0, base_path: tuple[str, ...] = ()) ->
         body = "\n".join(para).strip()
         para.clear()
         if body:
-            units.append(Unit(body, path, page=page))
+            append(Unit(body, path, False, page))
 
     for line in text.split("\n"):
-        if _FENCE.match(line):
+        # Cheap character tests first: most lines are neither fences nor headings.
+        if ("`" in line or "~" in line) and _FENCE.match(line):
             in_fence = not in_fence
             para.append(line)
             continue
         if in_fence:
             para.append(line)
             continue
-        m = _HEADING.match(line)
+        m = _HEADING.match(line) if line[:1] == "#" else None
         if m:
             flush()
             heading(line, m)
@@ -317,6 +334,10 @@ def docx_units(data: bytes, max_total: int, max_ratio: int) -> list[Unit]:
 
     try:
         document = docx.Document(io.BytesIO(data))
+        # python-docx resolves Paragraph.style by scanning every style in the document (and, for a
+        # paragraph without one, converting each style's type to find the default) on every access:
+        # that lookup was most of the time on a long document, so it runs once per distinct style id.
+        markers: dict[str | None, str | None] = {}
         lines: list[str] = []
         for block in document.iter_inner_content():
             if isinstance(block, Table):
@@ -326,21 +347,35 @@ def docx_units(data: bytes, max_total: int, max_ratio: int) -> list[Unit]:
             text = block.text.strip()
             if not text:
                 continue
-            style = (block.style.name if block.style is not None else "") or ""
-            m = re.match(r"Heading (\d)", style)
-            if m:
-                lines.append("#" * min(int(m.group(1)), 6) + " " + text.replace("\n", " "))
-            elif style == "Title":
-                lines.append("# " + text.replace("\n", " "))
-            elif style.startswith("List"):
-                lines.append("- " + text)
+            style_id = block._p.style
+            if style_id in markers:
+                marker = markers[style_id]
             else:
+                marker = markers[style_id] = _docx_marker(block.style)
+            if marker is None:
                 lines.append(text)
+            elif marker == "- ":
+                lines.append(marker + text)
+            else:
+                lines.append(marker + text.replace("\n", " "))
     except MemosError:
         raise
     except Exception as exc:  # noqa: BLE001 - untrusted input: any parser failure means a corrupt file
         raise InvalidArgument(f"the docx is corrupt: {exc}", reason="DOCX_CORRUPT") from None
     return markdown_units("\n\n".join(lines))
+
+
+def _docx_marker(style: object) -> str | None:
+    """The markdown prefix for paragraphs of a docx paragraph style: "# ".."###### ", "- ", or None."""
+    name = (getattr(style, "name", None) if style is not None else "") or ""
+    m = re.match(r"Heading (\d)", name)
+    if m:
+        return "#" * min(int(m.group(1)), 6) + " "
+    if name == "Title":
+        return "# "
+    if name.startswith("List"):
+        return "- "
+    return None
 
 
 def parse_document(
@@ -420,47 +455,50 @@ def chunk_units(units: Iterable[Unit], chunk_chars: int = 1200, overlap_chars: i
     start_page = 0
     trailing_headings: list[Unit] = []  # headings at the end of the open chunk, not yet followed by text
 
-    def flush() -> None:
-        nonlocal body, size
-        if body:
-            chunks.append(Chunk("\n\n".join(body), start_path, start_page))
-        body, size = [], 0
-
-    def begin(unit: Unit, continued: bool) -> None:
-        nonlocal size, start_path, start_page
-        start_path, start_page = unit.path, unit.page
+    def opening(unit: Unit, continued: bool) -> list[str]:
+        """What a chunk starting at ``unit`` holds before it: its heading path and the overlap."""
+        head = []
         if not unit.heading and unit.path:
-            body.append(" > ".join(unit.path))
+            head.append(" > ".join(unit.path))
         if continued and chunks:
             tail = _tail(chunks[-1].text, overlap_chars)
             if tail:
-                body.append(tail)
-        size = sum(len(b) + 2 for b in body)
-
-    def add(unit: Unit) -> None:
-        nonlocal size
-        body.append(unit.text)
-        size += len(unit.text) + 2
+                head.append(tail)
+        return head
 
     budget = max(chunk_chars - overlap_chars, chunk_chars // 2)
+    half = chunk_chars // 2
+    # This loop runs once per paragraph of megabyte files: its state lives in local variables, and it
+    # calls helpers or builds lists only where a chunk ends or a unit is too long for one.
     for unit in units:
-        for piece in _split_long(unit.text, budget):
-            u = Unit(piece, unit.path, unit.heading, unit.page)
-            if body and (size + len(piece) > chunk_chars or (u.heading and size >= chunk_chars // 2)):
+        pieces: Iterable[Unit] = (
+            (unit,)
+            if len(unit.text) <= budget
+            else [Unit(piece, unit.path, unit.heading, unit.page) for piece in _split_long(unit.text, budget)]
+        )
+        for u in pieces:
+            text = u.text
+            if body and (size + len(text) > chunk_chars or (u.heading and size >= half)):
                 # Headings never end a chunk: they move on with the text they head.
                 moved = trailing_headings if len(trailing_headings) < len(body) else []
                 if moved:
                     del body[-len(moved) :]
-                flush()
-                if moved:
-                    begin(moved[0], continued=False)
-                    for h in moved:
-                        add(h)
-                else:
-                    begin(u, continued=not u.heading)
+                chunks.append(Chunk("\n\n".join(body), start_path, start_page))
+                first = moved[0] if moved else u
+                start_path, start_page = first.path, first.page
+                body = opening(first, continued=not moved and not u.heading)
+                body.extend(h.text for h in moved)
+                size = sum(len(b) + 2 for b in body)
             elif not body:
-                begin(u, continued=False)
-            add(u)
-            trailing_headings = [*trailing_headings, u] if u.heading else []
-    flush()
+                start_path, start_page = u.path, u.page
+                body = opening(u, continued=False)
+                size = sum(len(b) + 2 for b in body)
+            body.append(text)
+            size += len(text) + 2
+            if u.heading:
+                trailing_headings = [*trailing_headings, u]
+            elif trailing_headings:
+                trailing_headings = []
+    if body:
+        chunks.append(Chunk("\n\n".join(body), start_path, start_page))
     return chunks
