@@ -61,6 +61,7 @@ def build_memory(settings: ActMemSettings, backend: Backend | None = None) -> Ac
         spill_dir=settings.data_dir / "spill",
         device=backend.device,
         checksum=settings.checksum,
+        max_bytes_per_cube=settings.max_kv_bytes_per_cube,
     )
     dump_root = settings.resolved_dump_root
     dump_root.mkdir(parents=True, exist_ok=True)

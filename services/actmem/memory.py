@@ -122,8 +122,10 @@ class ActMemory:
         *,
         add_generation_prompt: bool = False,
         metadata: Mapping[str, str] | None = None,
+        to_store: bool = False,
     ) -> tuple[CacheMeta, KV]:
-        """Runs the model over the prompt; stores nothing."""
+        """Runs the model over the prompt; stores nothing. ``to_store``: the caller stores the
+        result, so a cache past the cube's quota is refused before the model runs."""
         check_id(cube_id, "cube_id")
         text = self.prompt_text(prompt, add_generation_prompt)
         ids = self.backend.tokenize(text)
@@ -131,6 +133,8 @@ class ActMemory:
             raise InvalidArgument("the prompt is empty", reason="EMPTY_PROMPT")
         self._check_length(len(ids), "the prompt")
         self.store.check_fits(self._cache_size(len(ids)))
+        if to_store:
+            self.store.check_quota(cube_id, self._cache_size(len(ids)))
         t0 = time.perf_counter()
         kv = self.backend.prefill(ids)
         meta = CacheMeta(
@@ -164,7 +168,9 @@ class ActMemory:
         replay = self._replayed(cube_id, request_id)
         if replay is not None:
             return replay
-        meta, kv = self.compute(cube_id, prompt, add_generation_prompt=add_generation_prompt, metadata=metadata)
+        meta, kv = self.compute(
+            cube_id, prompt, add_generation_prompt=add_generation_prompt, metadata=metadata, to_store=True
+        )
         self.store.put(meta, kv)
         self._remember(cube_id, request_id, meta.cache_id)
         return meta
@@ -189,6 +195,8 @@ class ActMemory:
             )
         meta.size_bytes = sum(s.nbytes for s in expected)
         self.store.check_fits(meta.size_bytes)
+        # Before a byte of tensors arrives; put checks again, atomically, when it is stored.
+        self.store.check_quota(meta.cube_id, meta.size_bytes, replacing=[meta.cache_id])
         return codec.PayloadDecoder(expected, payload_bytes, checksum, source=f"cache {meta.cache_id}")
 
     def add(self, meta: CacheMeta, kv: KV) -> CacheMeta:
@@ -254,6 +262,7 @@ class ActMemory:
         self._check_length(total, "the merged cache")
         if store:
             self.store.check_fits(self._cache_size(total))
+            self.store.check_quota(cube_id, self._cache_size(total))
         for m in metas:
             self.fingerprint.require_same(m.fingerprint, f"cache {m.cache_id}")
         parts = [self.get(cube_id, cid) for cid in cache_ids]
@@ -377,6 +386,13 @@ class ActMemory:
             meta = self._read_manifest(manifest)
             self.fingerprint.require_same(meta.fingerprint, f"{manifest.name}")
             self.store.check_fits(meta.size_bytes)
+            # The dump so far against the cube's quota, before this cache's tensors are read
+            # (put_many checks each cache again, and takes back what it stored if one does not fit).
+            self.store.check_quota(
+                cube_id,
+                sum(m.size_bytes for m, _ in loaded) + meta.size_bytes,
+                replacing=[m.cache_id for m, _ in loaded] + [meta.cache_id],
+            )
             specs = codec.expected_specs(self.fingerprint, meta.num_tokens)
             kv = codec.read_file(target / f"{meta.cache_id}.safetensors", specs, meta.checksum, self.store.device)
             meta.cube_id = cube_id

@@ -39,6 +39,15 @@ class ActMemSettings(ServerSettings):
     max_spill_bytes: int = Field(default=64 * 1024**3, ge=0)
     """Budget for evicted caches on disk; past it, adds fail with RESOURCE_EXHAUSTED. 0: no budget."""
 
+    max_kv_bytes_per_cube: int = Field(default=0, ge=0)
+    """Bytes of KV caches one cube may store, resident and evicted together (0: no limit). The
+    cube is actmem's tenant: its API names no user, so a per-user quota is this one with a cube
+    per user. Storing a cache (ExtractCache, AddCache, MergeCaches with store, LoadCaches) that
+    would pass it fails with RESOURCE_EXHAUSTED (reason KV_QUOTA_EXCEEDED; the limit, the cube's
+    usage, the cache's size and the cube id in its details) before the model runs or the tensors
+    arrive, and stores nothing; deleting caches frees quota. The vllm backend keeps the caches in
+    the vLLM server, not here: there the quota does not apply."""
+
     data_dir: Path = Field(default_factory=lambda: default_data_dir() / "actmem")
     """Working directory of the service (evicted caches under spill/, emptied at start)."""
 

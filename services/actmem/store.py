@@ -6,6 +6,10 @@ the next time they are used, transparently for callers. A single cache larger
 than the whole budget, or a spill past the disk budget, is refused with
 RESOURCE_EXHAUSTED rather than evicting everything else for it.
 
+A cube may also be held to a quota of stored bytes (``max_bytes_per_cube``), resident and spilled
+together: a cache that would take the cube past it is refused with RESOURCE_EXHAUSTED (the limit,
+the cube's usage and the cube in the details) and nothing is stored; deleting frees quota.
+
 Caches handed out by :meth:`get` stay alive while the caller holds them even if
 they are evicted meanwhile, so the budget bounds what the store keeps, not
 short-lived copies in flight.
@@ -17,6 +21,7 @@ import logging
 import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +40,17 @@ class _Entry:
 
 class CacheStore:
     def __init__(
-        self, *, max_bytes: int, spill_dir: Path, max_spill_bytes: int = 0, device: str = "cpu", checksum: str = "crc32"
+        self,
+        *,
+        max_bytes: int,
+        spill_dir: Path,
+        max_spill_bytes: int = 0,
+        device: str = "cpu",
+        checksum: str = "crc32",
+        max_bytes_per_cube: int = 0,
     ) -> None:
         self.max_bytes = max_bytes
+        self.max_bytes_per_cube = max_bytes_per_cube
         self.max_spill_bytes = max_spill_bytes
         self.device = device
         self.checksum = checksum
@@ -48,6 +61,8 @@ class CacheStore:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._resident = 0
         self._spilled = 0
+        # Bytes stored per cube (resident or spilled), for the per-cube quota.
+        self._cube_bytes: dict[str, int] = {}
         self._lock = threading.RLock()
 
     # -- accounting --------------------------------------------------------
@@ -68,6 +83,40 @@ class CacheStore:
                 reason="CACHE_BUDGET_EXCEEDED",
                 metadata={"size_bytes": str(size), "max_cache_bytes": str(self.max_bytes)},
             )
+
+    def cube_bytes(self, cube_id: str) -> int:
+        """Bytes of the caches stored for the cube, resident or spilled."""
+        with self._lock:
+            return self._cube_bytes.get(cube_id, 0)
+
+    def check_quota(self, cube_id: str, size: int, replacing: Sequence[str] = ()) -> None:
+        """Refuses caches of ``size`` bytes that would take the cube past ``max_bytes_per_cube``
+        (caches they replace, ids in ``replacing``, give their room back). Called before a cache
+        is received or computed, and again by :meth:`put` under the store's lock, so concurrent
+        puts cannot pass the quota together."""
+        if not self.max_bytes_per_cube:
+            return
+        with self._lock:
+            usage = self._cube_bytes.get(cube_id, 0)
+            for cache_id in dict.fromkeys(replacing):
+                old = self._entries.get((cube_id, cache_id))
+                if old is not None:
+                    usage -= old.meta.size_bytes
+            if size > 0 and usage + size > self.max_bytes_per_cube:
+                raise ResourceExhausted(
+                    f"cube {cube_id!r} stores {usage} of its {self.max_bytes_per_cube} bytes of caches"
+                    f" (MEMOS_MAX_KV_BYTES_PER_CUBE); a cache of {size} bytes does not fit",
+                    reason="KV_QUOTA_EXCEEDED",
+                    metadata={
+                        "cube_id": cube_id,
+                        "quota": "kv_bytes",
+                        "limit": str(self.max_bytes_per_cube),
+                        "usage": str(usage),
+                        "requested": str(size),
+                    },
+                    # Only deleting caches (or a higher quota) makes room.
+                    retriable=False,
+                )
 
     def _spill_path(self, key: tuple[str, str]) -> Path:
         return self.spill_dir / key[0] / f"{key[1]}.safetensors"
@@ -113,11 +162,13 @@ class CacheStore:
         key = (meta.cube_id, meta.cache_id)
         with self._lock:
             self.check_fits(meta.size_bytes)
+            self.check_quota(meta.cube_id, meta.size_bytes, replacing=[meta.cache_id])
             self._remove(key)
             self._make_room(meta.size_bytes)
             meta.resident = True
             self._entries[key] = _Entry(meta, kv)
             self._resident += meta.size_bytes
+            self._cube_bytes[meta.cube_id] = self._cube_bytes.get(meta.cube_id, 0) + meta.size_bytes
 
     def put_many(self, items: list[tuple[CacheMeta, KV]]) -> None:
         """All or nothing: on failure, the caches stored before it are removed again."""
@@ -170,6 +221,11 @@ class CacheStore:
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
+        left = self._cube_bytes.get(key[0], 0) - entry.meta.size_bytes
+        if left > 0:
+            self._cube_bytes[key[0]] = left
+        else:
+            self._cube_bytes.pop(key[0], None)
         if entry.kv is None:
             self._spill_path(key).unlink(missing_ok=True)
             self._spilled -= entry.meta.size_bytes
