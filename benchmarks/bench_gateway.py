@@ -707,6 +707,7 @@ def search_breakdown(
     from services.textmem.memory import rrf_fuse
     from services.textmem.models import MemoryFilter
     from services.textmem.settings import TextMemSettings
+    from services.textmem.stores.sqlite_graph import SqliteGraphStore
 
     # The suite's defaults (the suite ran without MEMOS_* variables), on its data directory.
     settings = TextMemSettings.model_construct(data_dir=data_dir, listen_addr="127.0.0.1:0")
@@ -714,8 +715,11 @@ def search_breakdown(
     try:
         flt = MemoryFilter()
         depth = TOP_K * 3
-        names = ["embed query", "milvus search", "fts (bm25)", "rrf fuse", "hydrate (sqlite)", "count (sqlite)"]
-        steps: dict[str, list[float]] = {k: [] for k in [*names, "sum of the steps"]}
+        names = ["embed query", "vector search", "lexical (bm25)", "rrf fuse", "hydrate (sqlite)", "count (sqlite)"]
+        steps: dict[str, list[float]] = {k: [] for k in [*names, "sum of the steps", "fts5 bm25 (for comparison)"]}
+        # The same full-text query answered by SQLite's FTS5 index instead of the per-cube copies
+        # (MEMOS_SQLITE_LEXICAL_INDEX=false), timed beside the steps, not counted in their sum.
+        fts5 = SqliteGraphStore(settings.data_dir / "graph.sqlite3", lexical_index=False)
         for i, q in enumerate(queries):
             t = [time.perf_counter()]
             qvec = embedder.embed([q])[0]
@@ -730,11 +734,16 @@ def search_breakdown(
             t.append(time.perf_counter())
             mem.graph.count(cube_id, flt)
             t.append(time.perf_counter())
+            t_fts5 = time.perf_counter()
+            fts5.search_lexical(cube_id, q, flt, depth)
+            t_fts5 = time.perf_counter() - t_fts5
             if i < WARMUP_QUERIES:
                 continue
             for k, a, b in zip(names, t, t[1:], strict=False):
                 steps[k].append(b - a)
             steps["sum of the steps"].append(t[-1] - t[0])
+            steps["fts5 bm25 (for comparison)"].append(t_fts5)
+        fts5.close()
         out: dict[str, Any] = {
             "cube_id": cube_id,
             "vectors_in_cube": mem.vectors.count(cube_id),

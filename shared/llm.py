@@ -103,6 +103,17 @@ class ChatClient:
                 tally.append(1)
             return await asyncio.to_thread(self._post, body)
 
+    def complete_blocking(self, messages: list[dict[str, Any]], *, json_output: bool = False) -> str:
+        """:meth:`complete` for code that already runs on a worker thread (textmem's domain).
+
+        Not bounded by the client's semaphore, which belongs to an event loop: the caller
+        bounds concurrency (a thread semaphore)."""
+        body = self._body(messages, None)
+        if json_output:
+            body["response_format"] = {"type": "json_object"}
+        self.calls += 1
+        return self._post(body)
+
     async def stream(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None) -> AsyncIterator[str]:
         """The answer's text as it arrives (server-sent events, ``stream: true``).
 

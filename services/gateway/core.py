@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import field_mask_pb2, json_format, struct_pb2
 from google.rpc import status_pb2
 
 from memos.common.v1 import memory_pb2
@@ -288,6 +288,8 @@ class Gateway:
                 for e in parsed.part_errors
             ]
         written: dict[str, list[str]] = {}
+        # Existing memories the add archived (textmem's conflict resolution): a roll-back revives them.
+        archived: dict[str, list[str]] = {}
         added: list[gateway_pb2.AddedMemory] = []
         try:
             for cube_id in cube_ids:
@@ -323,6 +325,14 @@ class Gateway:
                 # refinement (which replaces what the add wrote) must leave them be.
                 merged = set(resp.merged_ids)
                 written[cube_id] = [m.id for m in resp.memories if m.id not in merged]
+                returned = {m.id for m in resp.memories}
+                archived[cube_id] = [i for i in resp.archived_ids if i not in returned]
+                notices.extend(f"cube {cube_id}: {n}" for n in resp.notices)
+                if resp.archived_ids:
+                    notices.append(
+                        f"cube {cube_id}: archived {len(resp.archived_ids)} memories that a newer fact contradicts"
+                        f" (linked by SUPERSEDES): {', '.join(resp.archived_ids)}"
+                    )
                 added.extend(
                     gateway_pb2.AddedMemory(
                         memory_id=m.id,
@@ -334,7 +344,7 @@ class Gateway:
                     for m in resp.memories
                 )
         except MemosError:
-            await self._roll_back(written)
+            await self._roll_back(written, archived)
             raise
         task_ids: list[str] = []
         # Only what the add stored anew is refined: merged-into memories are older than the add.
@@ -398,8 +408,27 @@ class Gateway:
             notices.append(f"refinement not queued ({err.reason or err.code.name}): the fast memories stay as they are")
             return []
 
-    async def _roll_back(self, written: dict[str, list[str]]) -> None:
-        """A multi-cube add failed part-way: remove what the earlier cubes got."""
+    async def _roll_back(self, written: dict[str, list[str]], archived: dict[str, list[str]] | None = None) -> None:
+        """A multi-cube add failed part-way: remove what the earlier cubes got, and set the
+        memories their adds archived (conflict resolution) live again."""
+        for cube_id, ids in (archived or {}).items():
+            for memory_id in ids:
+                try:
+                    await self.textmem.call(
+                        self.textmem.memories.UpdateMemory,
+                        textmem_pb2.UpdateMemoryRequest(
+                            request_id=uuid.uuid4().hex,
+                            cube_id=cube_id,
+                            memory=memory_pb2.MemoryItem(
+                                id=memory_id,
+                                metadata=memory_pb2.MemoryMetadata(status=memory_pb2.MEMORY_STATUS_ACTIVATED),
+                            ),
+                            update_mask=field_mask_pb2.FieldMask(paths=["metadata.status"]),
+                        ),
+                        self.settings.search_timeout_s,
+                    )
+                except MemosError:
+                    log.error("could not revive a memory a rolled-back add archived", extra={"cube_id": cube_id})
         for cube_id, ids in written.items():
             if not ids:
                 continue

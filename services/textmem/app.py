@@ -7,6 +7,7 @@ import logging
 import threading
 
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
+from services.textmem.conflicts import ConflictJudge
 from services.textmem.embedders import Embedder, build_embedder
 from services.textmem.memory import TextMemory, VectorRepair
 from services.textmem.servicer import CubeServicer, TextMemServicer
@@ -16,6 +17,7 @@ from services.textmem.stores.graph import GraphStore, MemoryStats
 from services.textmem.stores.milvus_vector import MilvusVectorStore
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
 from services.textmem.stores.vector import VectorStore
+from shared.llm import ChatClient
 from shared.metrics import TEXTMEM_CUBE_MEMORIES, TEXTMEM_CUBES, TEXTMEM_MEMORIES, Reading
 from shared.server import GrpcServer, ServiceBinding
 
@@ -36,7 +38,36 @@ def build_graph_store(settings: TextMemSettings) -> GraphStore:
             settings.neo4j_database,
             retry_time_s=settings.neo4j_retry_s,
         )
-    return SqliteGraphStore(settings.sqlite_path or settings.data_dir / "graph.sqlite3")
+    graph = SqliteGraphStore(
+        settings.sqlite_path or settings.data_dir / "graph.sqlite3", lexical_index=settings.sqlite_lexical_index
+    )
+    if settings.sqlite_lexical_index and settings.sqlite_lexical_prewarm_cubes:
+        graph.start_lexical_prewarm(
+            lambda: [c for c, _ in graph.memory_stats(settings.sqlite_lexical_prewarm_cubes).largest]
+        )
+    return graph
+
+
+def build_conflict_judge(settings: TextMemSettings) -> ConflictJudge | None:
+    """The LLM that resolves conflicting facts on add; None when none is configured."""
+    if not settings.conflict_llm_base_url:
+        return None
+    client = ChatClient(
+        settings.conflict_llm_base_url,
+        settings.conflict_llm_model,
+        api_key=settings.conflict_llm_api_key,
+        timeout_s=settings.conflict_llm_timeout_s,
+        max_tokens=settings.conflict_llm_max_tokens,
+    )
+    return ConflictJudge(
+        client,
+        max_concurrency=settings.conflict_llm_max_concurrency,
+        timeout_s=settings.conflict_llm_timeout_s,
+        min_similarity=settings.conflict_min_similarity,
+        candidates=settings.conflict_candidates,
+        max_pairs=settings.conflict_max_pairs,
+        max_chars=settings.conflict_max_chars,
+    )
 
 
 def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) -> TextMemory:
@@ -71,6 +102,9 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         recipe=settings.retrieval_recipe,
         dedupe=settings.dedupe,
         dedupe_threshold=settings.dedupe_threshold,
+        max_memories_per_cube=settings.max_memories_per_cube,
+        max_bytes_per_cube=settings.max_bytes_per_cube,
+        conflicts=build_conflict_judge(settings),
     )
     if milvus.is_lite:
         # This process is the Milvus Lite file's only writer: every mark left is from a crash.

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.textmem import conflicts as conflict_rules
 from services.textmem import dedupe as dedupe_rules
 from services.textmem.embedders import Embedder, QueryCache
 from services.textmem.models import MEMORY_TYPES, STATUSES, ChatMessage, Cube, Edge, Memory, MemoryFilter
+from services.textmem.quota import CubeQuota, CubeUsage, update_growth
 from services.textmem.ranking import (
     DEFAULT_RECIPE,
     RECIPES,
@@ -99,6 +101,11 @@ class AddResult:
     replayed: bool = False
     # Among memories: those that existed before the add and got some of its content (dedupe).
     merged_ids: list[str] = field(default_factory=list)
+    # Memories the add archived: a newer fact contradicted them (conflicts.py). Existing ones, or
+    # new ones of this add that an existing newer fact contradicted. Not recorded for a replay.
+    archived_ids: list[str] = field(default_factory=list)
+    # What the caller should know that did not fail the add (e.g. conflict resolution skipped).
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +134,9 @@ class TextMemory:
         recipe: RetrievalRecipe | str = DEFAULT_RECIPE,
         dedupe: bool = True,
         dedupe_threshold: float = dedupe_rules.DEFAULT_THRESHOLD,
+        max_memories_per_cube: int = 0,
+        max_bytes_per_cube: int = 0,
+        conflicts: conflict_rules.ConflictJudge | None = None,
     ) -> None:
         if vectors.dim != embedder.dim:
             raise ValueError(f"vector store dimension {vectors.dim} != embedder dimension {embedder.dim}")
@@ -144,6 +154,10 @@ class TextMemory:
         # Adds (fast-mode windows, written candidates) merge repeats of live memories (dedupe.py).
         self.dedupe = dedupe
         self.dedupe_threshold = dedupe_threshold
+        # Per-cube quotas (quota.py; 0: none), checked by the graph store in each write's transaction.
+        self.quota = CubeQuota(max_memories_per_cube, max_bytes_per_cube)
+        # With an LLM, adds that dedupe stores anew archive the live memories they contradict.
+        self.conflicts = conflicts
         self._lexical_pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="textmem-lexical")
 
     def close(self) -> None:
@@ -196,6 +210,15 @@ class TextMemory:
         merged = self.graph.merged_ids_for_request(cube_id, request_id)
         return AddResult([found[i] for i in ids if i in found], replayed=True, merged_ids=merged)
 
+    def _check_quota(self, cube_id: str, memories: Sequence[Memory]) -> None:
+        """Refuses an add past the cube's quota before it is embedded and its vectors written.
+        Advisory: the graph store checks again in the write's transaction, which concurrent adds
+        cannot both pass."""
+        if self.quota.enabled:
+            adding = CubeUsage.of(memories)
+            if adding.memories:
+                self.quota.check(cube_id, self.graph.cube_usage(cube_id), adding)
+
     def _store(
         self, cube_id: str, memories: list[Memory], edges: list[Edge], request_id: str, dedupe: bool = False
     ) -> AddResult:
@@ -203,6 +226,7 @@ class TextMemory:
             return AddResult([])
         if dedupe:
             return self._store_deduped(cube_id, memories, edges, request_id)
+        self._check_quota(cube_id, memories)
         vectors = self.embedder.embed([m.memory for m in memories])
         records = [
             VectorRecord(m.id, m.cube_id, m.user_id, m.session_id, m.memory_type, m.status, m.created_at, v)
@@ -216,7 +240,7 @@ class TextMemory:
     ) -> AddResult:
         self.vectors.upsert(records)
         try:
-            self.graph.insert_memories(cube_id, memories, edges, request_id=request_id)
+            self.graph.insert_memories(cube_id, memories, edges, request_id=request_id, quota=self.quota)
         except AlreadyExists:
             # A concurrent retry of the same request won the race: undo ours, return theirs.
             self.vectors.delete(cube_id, [m.id for m in memories])
@@ -240,46 +264,127 @@ class TextMemory:
                 embedded.update(zip(missing, self.embedder.embed(missing), strict=True))
             return np.stack([embedded[t] for t in texts])
 
+        # With an LLM: asked once per add, its verdicts kept across the retried plans below.
+        step = conflict_rules.ConflictStep(self.conflicts) if self.conflicts is not None else None
         attempts = 3
         for attempt in range(attempts):
             plan = dedupe_rules.plan_add(cube_id, memories, self.graph, self.vectors, embed, self.dedupe_threshold)
+            # Only what the add stores anew counts: a re-add merged into existing memories passes.
+            self._check_quota(cube_id, plan.new)
+            resolution = self._resolve_conflicts(step, cube_id, plan)
             records = [
                 VectorRecord(m.id, m.cube_id, m.user_id, m.session_id, m.memory_type, m.status, m.created_at, v)
                 for m, v in zip(plan.new, plan.new_vectors, strict=True)
             ]
+            archiving, restoring = self._archive_records(cube_id, resolution)
+
+            def undo(new: list[Memory] = plan.new, restore: list[VectorRecord] = restoring) -> None:
+                self._undo_vectors(cube_id, new)
+                self._restore_vectors(cube_id, restore)
+
             try:
-                with self._vector_writes(cube_id, [m.id for m in plan.new]):
-                    if records:
-                        self.vectors.upsert(records)
+                with self._vector_writes(cube_id, [m.id for m in plan.new] + [r.id for r in archiving]):
+                    if records or archiving:
+                        self.vectors.upsert(records + archiving)
                     self.graph.insert_memories(
                         cube_id,
                         plan.new,
-                        plan.edges(memories, edges),
+                        plan.edges(memories, edges) + resolution.edge_list(cube_id),
                         request_id=request_id,
                         merges=plan.merges,
                         result_ids=plan.result_ids,
+                        quota=self.quota,
+                        archives=resolution.archives,
                     )
             except AlreadyExists:
                 # A concurrent retry of the same request won the race: undo ours, return theirs.
-                self._undo_vectors(cube_id, plan.new)
+                undo()
                 replay = self._replay(cube_id, request_id)
                 if replay is None:
                     raise
                 return replay
             except NotFound as exc:
-                # A merge target was deleted or archived since the plan: plan again.
-                self._undo_vectors(cube_id, plan.new)
-                if exc.reason != "MERGE_TARGET_GONE" or attempt == attempts - 1:
+                # A merge target was deleted or archived since the plan, or a memory to archive
+                # is no longer live: plan again (the LLM's verdicts are kept).
+                undo()
+                if exc.reason not in ("MERGE_TARGET_GONE", "ARCHIVE_TARGET_GONE") or attempt == attempts - 1:
                     raise
                 continue
             except BaseException:
-                self._undo_vectors(cube_id, plan.new)
+                undo()
                 raise
             break
         targets = self.graph.get_memories(cube_id, plan.merged_ids) if plan.merges else {}
         new = {m.id: m for m in plan.new}
         stored = [new.get(i) or targets.get(i) for i in plan.result_ids]
-        return AddResult([m for m in stored if m is not None], merged_ids=plan.merged_ids)
+        return AddResult(
+            [m for m in stored if m is not None],
+            merged_ids=plan.merged_ids,
+            archived_ids=resolution.archived_ids,
+            notices=resolution.notices,
+        )
+
+    def _resolve_conflicts(
+        self, step: conflict_rules.ConflictStep | None, cube_id: str, plan: dedupe_rules.Plan
+    ) -> conflict_rules.Resolution:
+        """Which memories the add archives (conflicts.py); marks the new ones that lose archived."""
+        if step is None or not plan.new:
+            return conflict_rules.Resolution()
+
+        def skipped(exc: MemosError) -> None:
+            log.warning(
+                "conflict resolution skipped; the add is stored without it",
+                extra={"cube_id": cube_id, "reason": exc.reason, "error": exc.message},
+            )
+
+        resolution = step.resolve(
+            cube_id,
+            plan.new,
+            plan.new_vectors,
+            self.graph,
+            self.vectors,
+            self.dedupe_threshold,
+            exclude=set(plan.merged_ids),
+            on_skip=skipped,
+        )
+        for m in plan.new:
+            winner = resolution.archived_new.get(m.id)
+            if winner is not None:
+                m.status = "archived"
+                m.info[conflict_rules.SUPERSEDED_BY_KEY] = winner
+        return resolution
+
+    def _archive_records(
+        self, cube_id: str, resolution: conflict_rules.Resolution
+    ) -> tuple[list[VectorRecord], list[VectorRecord]]:
+        """The vector records of the existing memories an add archives: as archived (search
+        filters vectors by status), and as they are now (to put back if the add fails)."""
+        if not resolution.archives:
+            return [], []
+        ids = [a.memory_id for a in resolution.archives]
+        found = self.vectors.get_vectors(cube_id, ids)
+        olds = [resolution.losers[i] for i in ids]
+        missing = [m for m in olds if m.id not in found]
+        if missing:
+            found.update(zip([m.id for m in missing], self.embedder.embed([m.memory for m in missing]), strict=True))
+        archiving, restoring = [], []
+        for m in olds:
+            for status, out in (("archived", archiving), (m.status, restoring)):
+                out.append(
+                    VectorRecord(
+                        m.id, cube_id, m.user_id, m.session_id, m.memory_type, status, m.created_at, found[m.id]
+                    )
+                )
+        return archiving, restoring
+
+    def _restore_vectors(self, cube_id: str, records: list[VectorRecord]) -> None:
+        if not records:
+            return
+        try:
+            self.vectors.upsert(records)
+        except MemosError:
+            # The write-ahead marks stay (the add failed): the repair rewrites them from the graph.
+            log.error("could not restore the vectors of memories a failed add archived", extra={"cube_id": cube_id})
 
     @contextmanager
     def _vector_writes(self, cube_id: str, ids: Sequence[str]) -> Iterator[WriteMarks]:
@@ -451,6 +556,10 @@ class TextMemory:
             if changes.memory_type not in MEMORY_TYPES:
                 raise InvalidArgument("unknown memory type", reason="UNKNOWN_MEMORY_TYPE")
             new.memory_type = changes.memory_type
+        if self.quota.enabled:
+            # Before the embedding; the graph store checks again in the update's transaction.
+            growth = update_growth(current.memory_type, current.memory, new)
+            self.quota.check(cube_id, self.graph.cube_usage(cube_id), growth)
         new.version = current.version + 1
         new.updated_at = time.time()
         if new.memory != current.memory:
@@ -471,7 +580,7 @@ class TextMemory:
     ) -> None:
         self.vectors.upsert([record])
         try:
-            self.graph.update_memory(new)
+            self.graph.update_memory(new, quota=self.quota)
         except BaseException:
             # Put the old vector state back so the two stores agree.
             old_vec = vector if new.memory == current.memory else self.embedder.embed([current.memory])[0]
@@ -759,6 +868,15 @@ class TextMemory:
         if recipe.neighbour_weight > 0:
             seeds = fused[: recipe.neighbour_seeds]
             links: dict[str, list[str]] = {}
+            # One store round trip per hop for all seeds (one per memory cost ~0.25 ms each, ~20 ms
+            # a search at 10 seeds and 2 hops).
+            frontier = [mid for mid, _ in seeds]
+            for _ in range(max(recipe.neighbour_hops, 1)):
+                todo = [mid for mid in dict.fromkeys(frontier) if mid not in links]
+                if not todo:
+                    break
+                links.update(self.graph.neighbours_many(cube_id, todo, "FOLLOWS"))
+                frontier = [other for mid in todo for other in links[mid]]
 
             def neighbours(mid: str) -> list[str]:
                 if mid not in links:
@@ -777,7 +895,10 @@ class TextMemory:
                 scores[mid] = scores.get(mid, 0.0) + score
         missing = [mid for mid in scores if mid not in hydrated]
         if missing:
-            hydrated.update(self.graph.get_memories(cube_id, missing))
+            # Neighbours are read without their sources (most of a search's reads, and most of
+            # them never make the answer) unless the temporal signals need what the sources say.
+            timed = recipe.temporal_boost > 0 and (asks_when(query) or bool(named_periods(query)))
+            hydrated.update(self.graph.get_memories(cube_id, missing, with_sources=timed))
         candidates = set(i for i, _ in fused)
         for mid in list(scores):
             m = hydrated.get(mid)
@@ -840,6 +961,12 @@ class TextMemory:
             results.append((m, score))
             if len(results) == top_k:
                 break
+        # Neighbours that made the answer were read without their sources: read them in full.
+        # (A memory with no sources at all is read again too, harmlessly.)
+        lean = [m.id for m, _ in results if not m.sources]
+        if lean:
+            full = self.graph.get_memories(cube_id, lean)
+            results = [(full.get(m.id, m) if not m.sources else m, score) for m, score in results]
         # Working memory first: what the scheduler judged relevant to the recent queries.
         results.sort(key=lambda r: r[0].memory_type != "WorkingMemory")
         return results, self.graph.count(cube_id, flt)

@@ -77,6 +77,8 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             memories=[convert.memory_to_proto(m) for m in result.memories],
             replayed=result.replayed,
             merged_ids=result.merged_ids,
+            archived_ids=result.archived_ids,
+            notices=result.notices,
         )
 
     async def WriteMemories(self, request, context):  # type: ignore[no-untyped-def]
@@ -93,6 +95,8 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             memories=[convert.memory_to_proto(m) for m in result.memories],
             replayed=result.replayed,
             merged_ids=result.merged_ids,
+            archived_ids=result.archived_ids,
+            notices=result.notices,
         )
 
     async def SearchMemories(self, request, context):  # type: ignore[no-untyped-def]

@@ -61,6 +61,19 @@ class TextMemSettings(ServerSettings):
     sqlite_path: Path | None = None
     """SQLite graph file; data_dir/graph.sqlite3 when unset."""
 
+    sqlite_lexical_index: bool = True
+    """SQLite only: answer full-text searches from per-cube BM25 copies held in process, kept
+    current from a change log that triggers write in every transaction (so writes by any process
+    are seen by the next search). SQLite's FTS5 index spans every cube and scores every matching
+    row of all of them (19 ms per search next to a 10,000-memory cube, and as much again for each
+    cube of a fan-out); a copy costs what its own cube's matches cost. FTS5 still answers
+    tag-filtered searches. Memory: about 10 bytes per word of stored text."""
+
+    sqlite_lexical_prewarm_cubes: int = Field(default=32, ge=0)
+    """With sqlite_lexical_index: how many of the largest cubes are loaded into it in the
+    background at start, so that their first searches do not wait for the load (about a second
+    per 10,000 memories). Other cubes load on first search."""
+
     neo4j_uri: str = "bolt://127.0.0.1:7687"
     """Neo4j server for graph_store="neo4j": bolt://host:7687 (one server) or neo4j://host:7687
     (routing, for a cluster); add +s/+ssc for TLS (bolt+s://…)."""
@@ -158,8 +171,65 @@ class TextMemSettings(ServerSettings):
     0.92 with the bundled MiniLM; changed facts score up to 0.996, which is why the wording
     must match too."""
 
+    # conflict resolution (services/textmem/conflicts.py) --------------------------------
+    conflict_llm_base_url: str = ""
+    """Base URL (…/v1) of an OpenAI-compatible chat-completions API that judges, on add, whether
+    a new memory contradicts or updates a live one of the same cube, user and type ("I live in
+    Beijing" / "I moved to Shanghai"); the older fact (by chat time, else arrival) is archived
+    and linked from the newer by a SUPERSEDES relation. Needs dedupe. Empty: no conflict
+    resolution (near duplicates are still merged)."""
+
+    conflict_llm_model: str = ""
+    """Model name sent to conflict_llm_base_url (required with it)."""
+
+    conflict_llm_api_key: str = Field(default="", repr=False)
+    """Bearer token for conflict_llm_base_url."""
+
+    conflict_llm_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest one conflict-judging LLM call may take, and longest an add waits for a free call
+    slot; past either the add is stored without conflict resolution and says why. An add makes
+    one call, and a second when the first answer is not the JSON asked for."""
+
+    conflict_llm_max_concurrency: int = Field(default=4, ge=1, le=256)
+    """Conflict-judging LLM calls in flight at once, across all adds of this process."""
+
+    conflict_llm_max_tokens: int = Field(default=2048, ge=16)
+    """max_tokens of a conflict-judging call (the answer is one short verdict per pair)."""
+
+    conflict_min_similarity: float = Field(default=0.55, ge=0.0, le=1.0)
+    """Cosine similarity from which a live memory is judged against a new one: below it the two
+    are taken to be about different things and never reach the LLM. There is no upper bound: a
+    changed fact can score as high as a restatement (dedupe merges only those with the same
+    wording). With the bundled MiniLM, updates of a fact score 0.67 to 0.83 and unrelated facts
+    of one user below 0.45."""
+
+    conflict_candidates: int = Field(default=3, ge=1, le=20)
+    """Nearest live memories (at least conflict_min_similarity alike) judged per new memory."""
+
+    conflict_max_pairs: int = Field(default=48, ge=1, le=1000)
+    """Pairs one add sends to the LLM at most, the most similar first; the add says how many
+    more were left unchecked."""
+
+    conflict_max_chars: int = Field(default=2000, ge=100, le=100_000)
+    """Characters of each memory's text shown to the LLM."""
+
     working_memory_capacity: int = Field(default=20, ge=1, le=1000)
     """WorkingMemory items a cube keeps; a replace with more ids keeps the first (most relevant) ones."""
+
+    max_memories_per_cube: int = Field(default=0, ge=0)
+    """Memories a cube may hold (0: no limit). Every memory counts whatever its status, except
+    WorkingMemory copies (bounded by working_memory_capacity). An add or write that would pass it
+    is refused whole with RESOURCE_EXHAUSTED (reason CUBE_MEMORY_QUOTA_EXCEEDED; the limit, the
+    cube's usage, what was asked and the cube id in its details) and stores nothing; a re-add
+    merged into existing memories (dedupe) stores nothing new and is never refused. Checked in
+    the graph write's transaction, so concurrent adds cannot pass it together."""
+
+    max_bytes_per_cube: int = Field(default=0, ge=0)
+    """UTF-8 bytes of memory text a cube may hold (0: no limit), counted like
+    max_memories_per_cube; sources (the messages a memory's text already renders) and the
+    versions updates replaced are not counted. Adds, writes and updates that would grow the
+    cube past it fail with RESOURCE_EXHAUSTED (reason CUBE_BYTES_QUOTA_EXCEEDED) and change
+    nothing; deleting memories frees room."""
 
     metrics_top_cubes: int = Field(default=10, ge=0, le=1000)
     """With metrics on (MEMOS_METRICS_ADDR): the largest cubes reported one by one in
@@ -198,4 +268,6 @@ class TextMemSettings(ServerSettings):
             raise ValueError(
                 f"window_overlap ({self.window_overlap}) must be smaller than window_size ({self.window_size})"
             )
+        if self.conflict_llm_base_url and not self.conflict_llm_model:
+            raise ValueError("conflict_llm_model is required when conflict_llm_base_url is set")
         return self

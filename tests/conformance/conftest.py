@@ -40,6 +40,11 @@ def _sqlite_graph(request: pytest.FixtureRequest, tmp: Path) -> GraphStore:
     return SqliteGraphStore(tmp / "graph.sqlite3")
 
 
+def _sqlite_graph_fts5(request: pytest.FixtureRequest, tmp: Path) -> GraphStore:
+    # Lexical search straight from FTS5, as deployments that turn the in-process copies off get it.
+    return SqliteGraphStore(tmp / "graph.sqlite3", lexical_index=False)
+
+
 def _neo4j_graph(request: pytest.FixtureRequest, tmp: Path) -> GraphStore:
     server: Neo4jServer = request.getfixturevalue("neo4j_server")
     server.wipe()
@@ -57,6 +62,7 @@ def _exact_index_over_milvus_lite(tmp: Path) -> VectorStore:
 # name -> factory(test request, empty directory) -> store. Add implementations here.
 GRAPH_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], GraphStore]] = {
     "sqlite": _sqlite_graph,
+    "sqlite-fts5": _sqlite_graph_fts5,
     "neo4j": _neo4j_graph,
 }
 VECTOR_STORES: dict[str, Callable[[Path], VectorStore]] = {

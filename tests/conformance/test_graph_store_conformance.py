@@ -548,6 +548,22 @@ def test_neighbours_follow_edges_of_one_type_in_both_directions(graph_store: Gra
     assert graph_store.neighbours("N", "missing", "FOLLOWS") == []
 
 
+def test_neighbours_many_answers_each_id_as_neighbours_does(graph_store: GraphStore) -> None:
+    a, b, c, d = (mem("N", name) for name in "abcd")
+    other = mem("O", "other cube")
+    edges = [Edge("N", a.id, b.id, "FOLLOWS"), Edge("N", c.id, a.id, "FOLLOWS"), Edge("N", a.id, d.id, "RELATED")]
+    graph_store.insert_memories("N", [a, b, c, d], edges)
+    graph_store.insert_memories("O", [other])
+    ids = [a.id, b.id, d.id, a.id, "missing", other.id]
+    many = graph_store.neighbours_many("N", ids, "FOLLOWS")
+    assert set(many) == set(ids)
+    for mid in ids:
+        assert sorted(many[mid]) == sorted(graph_store.neighbours("N", mid, "FOLLOWS"))
+    assert sorted(many[a.id]) == sorted([b.id, c.id])
+    assert many[d.id] == [] and many["missing"] == [] and many[other.id] == []
+    assert graph_store.neighbours_many("N", [], "FOLLOWS") == {}
+
+
 def test_repeated_edges_are_stored_once(graph_store: GraphStore) -> None:
     a, b = mem("N"), mem("N")
     graph_store.insert_memories("N", [a, b], [Edge("N", a.id, b.id, "FOLLOWS")] * 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -128,8 +129,13 @@ class _Graph:
         assert edge_type == "FOLLOWS"
         return self.links.get(memory_id, [])
 
-    def get_memories(self, cube_id: str, ids: list[str]) -> dict[str, Memory]:
-        return {i: self.memories[i] for i in ids if i in self.memories}
+    def neighbours_many(self, cube_id: str, memory_ids: list[str], edge_type: str) -> dict[str, list[str]]:
+        return {mid: self.neighbours(cube_id, mid, edge_type) for mid in memory_ids}
+
+    def get_memories(self, cube_id: str, ids: list[str], with_sources: bool = True) -> dict[str, Memory]:
+        found = {i: self.memories[i] for i in ids if i in self.memories}
+        # As the stores do: without sources when not asked for them.
+        return found if with_sources else {i: dataclasses.replace(m, sources=[]) for i, m in found.items()}
 
 
 def _turn(i: str, speaker: str, text: str, when: float | None = None, **kw: object) -> Memory:

@@ -3,6 +3,8 @@ neighbours, the session prior, and how TextMemory.rank_candidates applies them."
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from services.textmem.memory import TextMemory
@@ -69,9 +71,14 @@ class _Graph:
     def neighbours(self, cube_id: str, memory_id: str, edge_type: str) -> list[str]:
         return self.links.get(memory_id, [])
 
-    def get_memories(self, cube_id: str, ids: list[str]) -> dict[str, Memory]:
+    def neighbours_many(self, cube_id: str, memory_ids: list[str], edge_type: str) -> dict[str, list[str]]:
+        return {mid: self.neighbours(cube_id, mid, edge_type) for mid in memory_ids}
+
+    def get_memories(self, cube_id: str, ids: list[str], with_sources: bool = True) -> dict[str, Memory]:
         self.hydrations.append(list(ids))
-        return {i: self.memories[i] for i in ids if i in self.memories}
+        found = {i: self.memories[i] for i in ids if i in self.memories}
+        # As the stores do: without sources when not asked for them.
+        return found if with_sources else {i: dataclasses.replace(m, sources=[]) for i, m in found.items()}
 
 
 def _turn(i: str, speaker: str, text: str, session: str = "s1") -> Memory:

@@ -272,6 +272,10 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
   value: {{ .root.Values.memory.windowOverlap | quote }}
 - name: MEMOS_EMBEDDING_THREADS
   value: {{ .svc.embeddingThreads | quote }}
+- name: MEMOS_MAX_MEMORIES_PER_CUBE
+  value: {{ .svc.maxMemoriesPerCube | int64 | quote }}
+- name: MEMOS_MAX_BYTES_PER_CUBE
+  value: {{ .svc.maxBytesPerCube | int64 | quote }}
 {{- if $e.milvus.enabled }}
 - name: MEMOS_MILVUS_URI
   value: {{ $e.milvus.uri | quote }}
@@ -328,6 +332,8 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
   value: {{ .svc.dtype | quote }}
 - name: MEMOS_MAX_CACHE_BYTES
   value: {{ .svc.maxCacheBytes | int64 | quote }}
+- name: MEMOS_MAX_KV_BYTES_PER_CUBE
+  value: {{ .svc.maxKvBytesPerCube | int64 | quote }}
 {{- if .svc.vllm.enabled }}
 - name: MEMOS_VLLM_URL
   value: {{ printf "http://127.0.0.1:%d/v1" (int .svc.vllm.port) | quote }}

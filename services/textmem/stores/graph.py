@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from services.textmem.conflicts import Archive
 from services.textmem.dedupe import Merge
 from services.textmem.models import Cube, Edge, Memory, MemoryFilter
+from services.textmem.quota import CubeQuota, CubeUsage
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,25 @@ class GraphStore(Protocol):
         request_id: str = "",
         merges: Sequence[Merge] = (),
         result_ids: Sequence[str] | None = None,
+        quota: CubeQuota | None = None,
+        archives: Sequence[Archive] = (),
     ) -> None:
         """Stores memories, their sources and edges, and applies ``merges`` (dedupe: sources
         appended to existing memories of the cube as :func:`~services.textmem.dedupe.merged_fields`
         says), in one transaction. A merge whose target is absent, archived or a working-memory
         copy raises ``NotFound`` with reason ``MERGE_TARGET_GONE`` and nothing is written.
+
+        ``archives`` (conflict resolution, services/textmem/conflicts.py) sets each named memory's
+        status to archived, records ``info["superseded_by"]``, bumps its version and keeps the
+        version it replaces in its history, in the same transaction; one that is absent, no longer
+        live (activated or resolving) or a working-memory copy raises ``NotFound`` with reason
+        ``ARCHIVE_TARGET_GONE`` and nothing is written. Edges are written after the memories and
+        archives, so a SUPERSEDES edge to an archived memory is kept.
+
+        With ``quota``, the cube's :meth:`cube_usage` plus the new memories is checked against
+        it inside the transaction, with the cube's inserts serialised, so that concurrent inserts
+        cannot overshoot it together; past it, ``CubeQuota.check``'s ``ResourceExhausted`` is
+        raised and nothing is written.
 
         With ``request_id``, records it with ``result_ids`` (default: the new memories' ids) and
         the merge targets' ids; a second insert with the same (cube, request id) raises
@@ -57,15 +73,18 @@ class GraphStore(Protocol):
         """For each hash that a live (activated or resolving) memory of the cube and type has, the
         oldest such memory's id: an indexed lookup. Working-memory copies are never returned."""
 
-    def get_memories(self, cube_id: str, ids: Sequence[str]) -> dict[str, Memory]:
-        """The memories of this cube among ``ids`` (others are absent)."""
+    def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
+        """The memories of this cube among ``ids`` (others are absent); without their sources
+        (``sources == []``) when ``with_sources`` is False, which ranking uses to read less."""
 
     def list_memories(self, cube_id: str, flt: MemoryFilter, limit: int, after: int = 0) -> tuple[list[Memory], int]:
         """A page in insertion order and the cursor to pass as ``after`` next (0: no more)."""
 
-    def update_memory(self, memory: Memory) -> None:
+    def update_memory(self, memory: Memory, quota: CubeQuota | None = None) -> None:
         """Replaces a memory's text and metadata (sources kept), keeping the version it replaces
-        in the memory's history, in one transaction. NotFound if absent."""
+        in the memory's history, in one transaction. NotFound if absent. With ``quota``, what
+        the change adds to the cube's usage (longer text; a working-memory copy becoming counted)
+        is checked in the transaction as :meth:`insert_memories` does."""
 
     def memory_history(self, cube_id: str, memory_id: str) -> list[Memory]:
         """The versions updates replaced, newest first, each as it was (without sources); [] for
@@ -90,6 +109,10 @@ class GraphStore(Protocol):
 
     def count(self, cube_id: str, flt: MemoryFilter | None = None) -> int: ...
 
+    def cube_usage(self, cube_id: str) -> CubeUsage:
+        """The cube's memories and UTF-8 bytes of memory text, working-memory copies aside
+        (services/textmem/quota.py); cheap enough to read before every add."""
+
     def mark_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
         """Write-ahead mark: these memories' vectors are about to change (add, update, delete).
         A mark left behind by a crash tells the repair which vectors to check against the graph."""
@@ -102,6 +125,9 @@ class GraphStore(Protocol):
 
     def neighbours(self, cube_id: str, memory_id: str, edge_type: str) -> list[str]:
         """Ids linked to ``memory_id`` by an edge of ``edge_type``, either direction."""
+
+    def neighbours_many(self, cube_id: str, memory_ids: Sequence[str], edge_type: str) -> dict[str, list[str]]:
+        """:meth:`neighbours` of each id in one round trip (every id is a key, [] if it has none)."""
 
     # cubes ----------------------------------------------------------------
     def create_cube(self, cube: Cube) -> Cube:

@@ -62,8 +62,10 @@ from neo4j.exceptions import (
     TransientError,
 )
 
+from services.textmem.conflicts import SUPERSEDED_BY_KEY, Archive
 from services.textmem.dedupe import Merge, is_merge_target, merged_fields, text_hash
 from services.textmem.models import SEARCHABLE_STATUSES, Cube, Edge, Memory, MemoryFilter, Source
+from services.textmem.quota import UNCOUNTED_TYPE, CubeQuota, CubeUsage, text_bytes, update_growth
 from services.textmem.stores.graph import MemoryStats
 from shared.errors import AlreadyExists, NotFound, Unavailable
 
@@ -76,6 +78,9 @@ FULLTEXT_INDEX = "memory_text"
 # (a query of only stop words, "to be", must still match). Diacritics are folded in Python.
 FULLTEXT_ANALYZER = "standard-no-stop-words"
 TEXT_HASH_INDEX = "memory_text_hash"
+# Quotas: each memory's UTF-8 text size (quota.text_bytes), summed per cube. The index's absence
+# tells a database from before it, whose memories get the property first.
+TEXT_BYTES_INDEX = "memory_text_bytes"
 
 _SCHEMA = [
     "CREATE CONSTRAINT memory_id IF NOT EXISTS FOR (m:Memory) REQUIRE m.id IS UNIQUE",
@@ -88,6 +93,7 @@ _SCHEMA = [
     "CREATE INDEX source_cube IF NOT EXISTS FOR (s:Source) ON (s.cube_id)",
     # Exact dedupe on add: memories of a cube by dedupe.text_hash of their text.
     f"CREATE INDEX {TEXT_HASH_INDEX} IF NOT EXISTS FOR (m:Memory) ON (m.cube_id, m.text_hash)",
+    f"CREATE INDEX {TEXT_BYTES_INDEX} IF NOT EXISTS FOR (m:Memory) ON (m.cube_id, m.text_bytes)",
     # Finds the cubes holding a user's memories (erasure of a user's data).
     "CREATE INDEX memory_user IF NOT EXISTS FOR (m:Memory) ON (m.user_id)",
     # Write-ahead marks of vector writes (TextMemory.repair_vector_writes).
@@ -111,6 +117,7 @@ _SCHEMA_NAMES = frozenset(
         "pending_vector_write",
         "pending_vector_write_at",
         TEXT_HASH_INDEX,
+        TEXT_BYTES_INDEX,
         FULLTEXT_INDEX,
     }
 )
@@ -190,6 +197,7 @@ def _memory_props(m: Memory) -> dict[str, Any]:
         "memory": m.memory,
         "search_text": fold(m.memory),
         "text_hash": text_hash(m.memory),
+        "text_bytes": text_bytes(m.memory),
         "memory_type": m.memory_type,
         "status": m.status,
         "key": m.key,
@@ -301,6 +309,8 @@ class Neo4jGraphStore:
                     return
                 if TEXT_HASH_INDEX not in online:
                     _backfill_text_hash(session)
+                if TEXT_BYTES_INDEX not in online:
+                    _backfill_text_bytes(session)
                 for stmt in _SCHEMA:
                     session.run(stmt).consume()  # type: ignore[arg-type]  # constant text
                 # A new index is populated in the background; searches need it online.
@@ -342,12 +352,16 @@ class Neo4jGraphStore:
         request_id: str = "",
         merges: Sequence[Merge] = (),
         result_ids: Sequence[str] | None = None,
+        quota: CubeQuota | None = None,
+        archives: Sequence[Archive] = (),
     ) -> None:
         for m in memories:
             if m.cube_id != cube_id:
                 raise ValueError("memory of another cube in insert")
         memories = list(memories)
         ids = [m.id for m in memories] if result_ids is None else list(result_ids)
+        adding = CubeUsage.of(memories)
+        checked = quota is not None and quota.enabled and adding.memories > 0
         edge_rows = [{"src": e.src_id, "dst": e.dst_id, "type": e.type} for e in edges]
 
         def work(tx: ManagedTransaction) -> None:
@@ -365,8 +379,16 @@ class Neo4jGraphStore:
                     ).consume()
                 except ConstraintError as exc:
                     raise AlreadyExists("request id already used", reason="DUPLICATE_REQUEST") from exc
+            if checked:
+                assert quota is not None
+                # The cube's counter is locked before the count: a concurrent insert into the cube
+                # (which bumps the counter first) has committed, or waits until this one has.
+                _lock_cube(tx, cube_id)
+                quota.check(cube_id, _usage(tx, cube_id), adding)
             for g in merges:
                 _apply_merge(tx, cube_id, g)
+            for a in archives:
+                _apply_archive(tx, cube_id, a)
             if not memories:
                 return
             rows = [{"props": _memory_props(m), "sources": [_source_props(m, s) for s in m.sources]} for m in memories]
@@ -443,14 +465,15 @@ class Neo4jGraphStore:
 
         return self._read(work)
 
-    def get_memories(self, cube_id: str, ids: Sequence[str]) -> dict[str, Memory]:
+    def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return {}
+        returned = _RETURN_MEMORY if with_sources else "RETURN properties(m) AS m, [] AS sources"
 
         def work(tx: ManagedTransaction) -> dict[str, Memory]:
             result = tx.run(
-                f"MATCH (m:Memory) WHERE m.id IN $ids AND m.cube_id = $cube {_RETURN_MEMORY}",
+                f"MATCH (m:Memory) WHERE m.id IN $ids AND m.cube_id = $cube {returned}",
                 ids=unique,
                 cube=cube_id,
             )
@@ -476,8 +499,19 @@ class Neo4jGraphStore:
         cursor = rows[-1][1] if more and rows else 0
         return [m for m, _ in rows], cursor
 
-    def update_memory(self, memory: Memory) -> None:
+    def update_memory(self, memory: Memory, quota: CubeQuota | None = None) -> None:
         def work(tx: ManagedTransaction) -> int:
+            if quota is not None and quota.enabled:
+                # Serialised with the cube's inserts (see insert_memories).
+                _lock_cube(tx, memory.cube_id)
+                old = tx.run(
+                    "MATCH (m:Memory {id: $id}) WHERE m.cube_id = $cube RETURN m.memory_type AS t, m.memory AS text",
+                    id=memory.id,
+                    cube=memory.cube_id,
+                ).single()
+                if old is not None:
+                    growth = update_growth(old["t"], old["text"], memory)
+                    quota.check(memory.cube_id, _usage(tx, memory.cube_id), growth)
             record = tx.run(
                 "MATCH (m:Memory {id: $id}) WHERE m.cube_id = $cube"
                 # The version being replaced, kept as it is (not in the full-text index: another label).
@@ -485,7 +519,7 @@ class Neo4jGraphStore:
                 " REMOVE v.search_text, v.cube_key, v.seq"
                 " WITH m"
                 " SET m.memory = $memory, m.search_text = $search_text, m.text_hash = $text_hash,"
-                " m.memory_type = $memory_type,"
+                " m.text_bytes = $text_bytes, m.memory_type = $memory_type,"
                 " m.status = $status, m.key = $key, m.tags = $tags, m.background = $background,"
                 " m.confidence = $confidence, m.info = $info, m.updated_at = $updated_at, m.version = $version"
                 " RETURN count(m) AS n",
@@ -494,6 +528,7 @@ class Neo4jGraphStore:
                 memory=memory.memory,
                 search_text=fold(memory.memory),
                 text_hash=text_hash(memory.memory),
+                text_bytes=text_bytes(memory.memory),
                 memory_type=memory.memory_type,
                 status=memory.status,
                 key=memory.key,
@@ -647,6 +682,9 @@ class Neo4jGraphStore:
 
         return self._read(work)
 
+    def cube_usage(self, cube_id: str) -> CubeUsage:
+        return self._read(_usage, cube_id)
+
     # write-ahead marks of vector writes ------------------------------------------------
     def mark_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
         def work(tx: ManagedTransaction) -> None:
@@ -694,6 +732,27 @@ class Neo4jGraphStore:
             return [r["id"] for r in result]
 
         return self._read(work)
+
+    def neighbours_many(self, cube_id: str, memory_ids: Sequence[str], edge_type: str) -> dict[str, list[str]]:
+        unique = list(dict.fromkeys(memory_ids))
+        out: dict[str, list[str]] = {mid: [] for mid in unique}
+        if not unique:
+            return out
+
+        def work(tx: ManagedTransaction) -> None:
+            result = tx.run(
+                "MATCH (m:Memory)-[r:EDGE]-(n:Memory)"
+                " WHERE m.id IN $ids AND m.cube_id = $cube AND r.type = $type AND n.cube_id = $cube"
+                " RETURN m.id AS id, collect(DISTINCT n.id) AS others",
+                ids=unique,
+                cube=cube_id,
+                type=edge_type,
+            )
+            for r in result:
+                out[r["id"]] = list(r["others"])
+
+        self._read(work)
+        return out
 
     # cubes ----------------------------------------------------------------
     @staticmethod
@@ -843,6 +902,66 @@ def _apply_merge(tx: ManagedTransaction, cube_id: str, merge: Merge) -> None:
         event_time=f.event_time,
         sources=[{"pos": start + i, "props": _source_props(target, s)} for i, s in enumerate(f.appended)],
     ).consume()
+
+
+def _apply_archive(tx: ManagedTransaction, cube_id: str, archive: Archive) -> None:
+    """Archives a memory that a newer one superseded, inside the insert's transaction."""
+    # Locks the target first, as _apply_merge does: a concurrent merge into it or archive of it
+    # queues here and then finds it archived.
+    record = tx.run(
+        "MATCH (m:Memory {id: $id}) WHERE m.cube_id = $cube SET m._archiving = true REMOVE m._archiving"
+        f" WITH m {_RETURN_MEMORY}",
+        id=archive.memory_id,
+        cube=cube_id,
+    ).single()
+    target = None if record is None else _memory_of(record["m"], record["sources"])
+    if target is None or not is_merge_target(target):
+        raise NotFound("the memory to archive is gone or no longer live", reason="ARCHIVE_TARGET_GONE")
+    # As update_memory to status archived would: the live version is kept in the history.
+    tx.run(
+        "MATCH (m:Memory {id: $id}) WHERE m.cube_id = $cube"
+        " CREATE (m)-[:HAS_VERSION]->(v:MemoryVersion) SET v = properties(m), v.memory_id = m.id"
+        " REMOVE v.search_text, v.cube_key, v.seq"
+        " WITH m SET m.status = 'archived', m.info = $info, m.updated_at = $now, m.version = m.version + 1",
+        id=target.id,
+        cube=cube_id,
+        info=json.dumps({**target.info, SUPERSEDED_BY_KEY: archive.superseded_by}),
+        now=time.time(),
+    ).consume()
+
+
+def _lock_cube(tx: ManagedTransaction, cube_id: str) -> None:
+    """Takes the write lock of the cube's list counter (held until commit), which every insert
+    into the cube takes too: what the transaction counts next cannot change under it."""
+    tx.run(
+        "MERGE (q:MemorySeq {cube_id: $cube}) ON CREATE SET q.value = 0 SET q._locking = true REMOVE q._locking",
+        cube=cube_id,
+    ).consume()
+
+
+def _usage(tx: ManagedTransaction, cube_id: str) -> CubeUsage:
+    """The cube's usage as quota.py counts it."""
+    record = tx.run(
+        "MATCH (m:Memory) WHERE m.cube_id = $cube AND m.memory_type <> $uncounted"
+        " RETURN count(m) AS n, sum(coalesce(m.text_bytes, 0)) AS b",
+        cube=cube_id,
+        uncounted=UNCOUNTED_TYPE,
+    ).single(strict=True)
+    return CubeUsage(int(record["n"]), int(record["b"]))
+
+
+def _backfill_text_bytes(session: Any, batch: int = 2000) -> None:
+    """Memories stored before quotas existed get their text size (once, before its index)."""
+    while True:
+        rows = session.run(
+            "MATCH (m:Memory) WHERE m.text_bytes IS NULL RETURN m.id AS id, m.memory AS memory LIMIT $n", n=batch
+        ).data()
+        if not rows:
+            return
+        session.run(
+            "UNWIND $rows AS row MATCH (m:Memory {id: row.id}) SET m.text_bytes = row.b",
+            rows=[{"id": r["id"], "b": text_bytes(r["memory"] or "")} for r in rows],
+        ).consume()
 
 
 def _backfill_text_hash(session: Any, batch: int = 2000) -> None:

@@ -1,25 +1,29 @@
 """GraphStore on SQLite: the embedded default.
 
 One file holds memories, their sources (one row per source), edges, tags,
-cubes and idempotency records; an FTS5 index over memory text gives BM25
-lexical search. WAL mode lets searches run while an add commits. Every value
+cubes and idempotency records. Lexical search is BM25 from per-cube in-process
+copies kept current from a change log (stores/lexical_index.py); an FTS5 index
+over memory text serves tag-filtered searches and deployments that turn the
+copies off. WAL mode lets searches run while an add commits. Every value
 is bound as a parameter; nothing from a request is spliced into SQL.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from services.textmem.conflicts import SUPERSEDED_BY_KEY, Archive
 from services.textmem.dedupe import Merge, is_merge_target, merged_fields, text_hash
 from services.textmem.models import SEARCHABLE_STATUSES, Cube, Edge, Memory, MemoryFilter, Source
+from services.textmem.quota import UNCOUNTED_TYPE, CubeQuota, CubeUsage, update_growth
 from services.textmem.stores.graph import MemoryStats
+from services.textmem.stores.lexical_index import CHANGE_LOG_SCHEMA, LexicalIndex, query_words
 from shared.errors import AlreadyExists, NotFound, Unavailable
 
 _SCHEMA = """
@@ -124,20 +128,40 @@ CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF memory ON memories BEGI
 END;
 """
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-# Words too common to help BM25; dropping them keeps OR-queries small.
-_STOPWORDS = frozenset(
-    "a an and are as at be but by do for from has have he her his i in is it its me my of on or our she so that the "
-    "their them they this to was we what when where which who will with you your".split()
-)
+# Each cube's usage as the quotas count it (services/textmem/quota.py), kept by triggers in the
+# transaction of every insert, delete and update, so that reading it costs one row whatever the
+# cube's size. length(CAST(text AS BLOB)) is the text's UTF-8 size (the database is UTF-8).
+# Created (and filled from the memories) by _migrate, so that files from before it get it too.
+_USAGE_SCHEMA = f"""
+CREATE TABLE cube_usage (
+  cube_id TEXT PRIMARY KEY,
+  memories INTEGER NOT NULL,
+  bytes INTEGER NOT NULL
+);
+INSERT INTO cube_usage(cube_id, memories, bytes)
+  SELECT cube_id, COUNT(*), COALESCE(SUM(length(CAST(memory AS BLOB))), 0) FROM memories
+  WHERE memory_type != '{UNCOUNTED_TYPE}' GROUP BY cube_id;
+CREATE TRIGGER cube_usage_ai AFTER INSERT ON memories WHEN new.memory_type != '{UNCOUNTED_TYPE}' BEGIN
+  INSERT INTO cube_usage(cube_id, memories, bytes) VALUES (new.cube_id, 1, length(CAST(new.memory AS BLOB)))
+  ON CONFLICT(cube_id) DO UPDATE SET memories = memories + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER cube_usage_ad AFTER DELETE ON memories WHEN old.memory_type != '{UNCOUNTED_TYPE}' BEGIN
+  UPDATE cube_usage SET memories = memories - 1, bytes = bytes - length(CAST(old.memory AS BLOB))
+  WHERE cube_id = old.cube_id;
+END;
+CREATE TRIGGER cube_usage_au AFTER UPDATE OF memory, memory_type ON memories BEGIN
+  UPDATE cube_usage SET memories = memories - 1, bytes = bytes - length(CAST(old.memory AS BLOB))
+  WHERE cube_id = old.cube_id AND old.memory_type != '{UNCOUNTED_TYPE}';
+  INSERT INTO cube_usage(cube_id, memories, bytes)
+  SELECT new.cube_id, 1, length(CAST(new.memory AS BLOB)) WHERE new.memory_type != '{UNCOUNTED_TYPE}'
+  ON CONFLICT(cube_id) DO UPDATE SET memories = memories + 1, bytes = bytes + excluded.bytes;
+END;
+"""
 
 
 def fts_query(text: str) -> str:
     """An FTS5 OR-query of the text's words, each quoted so no syntax leaks in."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    kept = [w for w in words if w not in _STOPWORDS] or words
-    unique = list(dict.fromkeys(kept))[:64]
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in query_words(text))
 
 
 def _filter_sql(flt: MemoryFilter, alias: str = "m") -> tuple[str, list]:
@@ -164,7 +188,9 @@ def _filter_sql(flt: MemoryFilter, alias: str = "m") -> tuple[str, list]:
 
 
 class SqliteGraphStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, lexical_index: bool = True) -> None:
+        """``lexical_index``: answer full-text searches from per-cube in-process BM25 copies
+        (stores/lexical_index.py) rather than FTS5, except those filtered by tag."""
         self._path = str(path)
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +201,8 @@ class SqliteGraphStore:
         with self._write_lock:
             self._conn().executescript(_SCHEMA)
             _migrate(self._conn())
+            self._conn().executescript(CHANGE_LOG_SCHEMA)
+        self._lexicon = LexicalIndex(self._conn, self._tx) if lexical_index else None
 
     # connections ----------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -206,7 +234,14 @@ class SqliteGraphStore:
             else:
                 conn.execute("COMMIT")
 
+    def start_lexical_prewarm(self, cube_ids: Callable[[], Iterable[str]]) -> None:
+        """Loads these cubes' full-text copies in the background (no-op without the index)."""
+        if self._lexicon is not None:
+            self._lexicon.start_prewarm(cube_ids)
+
     def close(self) -> None:
+        if self._lexicon is not None:
+            self._lexicon.close()
         with self._conns_lock:
             for conn in self._all_conns:
                 try:
@@ -225,9 +260,15 @@ class SqliteGraphStore:
         request_id: str = "",
         merges: Sequence[Merge] = (),
         result_ids: Sequence[str] | None = None,
+        quota: CubeQuota | None = None,
+        archives: Sequence[Archive] = (),
     ) -> None:
         ids = [m.id for m in memories] if result_ids is None else list(result_ids)
+        adding = CubeUsage.of(memories)
         with self._tx() as conn:
+            if quota is not None and quota.enabled and adding.memories:
+                # Under the store's write lock: no other insert can slip in between check and write.
+                quota.check(cube_id, self._usage(conn, cube_id), adding)
             if request_id:
                 try:
                     conn.execute(
@@ -273,6 +314,8 @@ class SqliteGraphStore:
                 )
             for g in merges:
                 self._apply_merge(conn, cube_id, g)
+            for a in archives:
+                self._apply_archive(conn, cube_id, a)
             for e in edges:
                 conn.execute(
                     "INSERT OR IGNORE INTO edges(cube_id, src_id, dst_id, type)"
@@ -299,6 +342,24 @@ class SqliteGraphStore:
         )
         conn.executemany(
             "INSERT OR IGNORE INTO memory_tags(memory_id, tag) VALUES (?,?)", [(target.id, t) for t in f.tags]
+        )
+
+    def _apply_archive(self, conn: sqlite3.Connection, cube_id: str, archive: Archive) -> None:
+        row = conn.execute(
+            "SELECT * FROM memories WHERE id = ? AND cube_id = ?", (archive.memory_id, cube_id)
+        ).fetchone()
+        target = self._rows_to_memories([row])[0] if row is not None else None
+        if target is None or not is_merge_target(target):
+            raise NotFound("the memory to archive is gone or no longer live", reason="ARCHIVE_TARGET_GONE")
+        # As an update to status archived would: the live version goes to the history.
+        conn.execute(
+            "INSERT INTO memory_history(memory_id, cube_id, version, body) VALUES (?,?,?,?)",
+            (row["id"], row["cube_id"], row["version"], json.dumps({k: row[k] for k in _HISTORY_FIELDS})),
+        )
+        info = {**target.info, SUPERSEDED_BY_KEY: archive.superseded_by}
+        conn.execute(
+            "UPDATE memories SET status = 'archived', info = ?, updated_at = ?, version = version + 1 WHERE id = ?",
+            (json.dumps(info), time.time(), target.id),
         )
 
     def find_by_text_hash(self, cube_id: str, memory_type: str, hashes: Sequence[str]) -> dict[str, str]:
@@ -336,13 +397,13 @@ class SqliteGraphStore:
         )
         return None if row is None else json.loads(row["memory_ids"])
 
-    def _rows_to_memories(self, rows: list[sqlite3.Row]) -> list[Memory]:
+    def _rows_to_memories(self, rows: list[sqlite3.Row], with_sources: bool = True) -> list[Memory]:
         if not rows:
             return []
         ids = [r["id"] for r in rows]
         sources: dict[str, list[Source]] = {i: [] for i in ids}
         conn = self._conn()
-        for chunk in _chunks(ids, 500):
+        for chunk in _chunks(ids, 500) if with_sources else ():
             for s in conn.execute(
                 f"SELECT memory_id, body FROM sources WHERE memory_id IN ({','.join('?' * len(chunk))})"
                 " ORDER BY memory_id, position",
@@ -359,11 +420,11 @@ class SqliteGraphStore:
                 memory_type=r["memory_type"],
                 status=r["status"],
                 key=r["key"],
-                tags=json.loads(r["tags"]),
+                tags=_json_list(r["tags"]),
                 sources=sources[r["id"]],
                 background=r["background"],
                 confidence=r["confidence"],
-                info=json.loads(r["info"]),
+                info=_json_dict(r["info"]),
                 created_at=r["created_at"],
                 updated_at=r["updated_at"],
                 event_time=r["event_time"],
@@ -372,7 +433,7 @@ class SqliteGraphStore:
             for r in rows
         ]
 
-    def get_memories(self, cube_id: str, ids: Sequence[str]) -> dict[str, Memory]:
+    def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
         rows: list[sqlite3.Row] = []
         conn = self._conn()
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
@@ -383,7 +444,7 @@ class SqliteGraphStore:
                     [cube_id, *chunk],
                 ).fetchall()
             )
-        return {m.id: m for m in self._rows_to_memories(rows)}
+        return {m.id: m for m in self._rows_to_memories(rows, with_sources)}
 
     def list_memories(self, cube_id: str, flt: MemoryFilter, limit: int, after: int = 0) -> tuple[list[Memory], int]:
         where, params = _filter_sql(flt)
@@ -400,13 +461,16 @@ class SqliteGraphStore:
         cursor = rows[-1]["seq"] if more and rows else 0
         return self._rows_to_memories(rows), cursor
 
-    def update_memory(self, memory: Memory) -> None:
+    def update_memory(self, memory: Memory, quota: CubeQuota | None = None) -> None:
         with self._tx() as conn:
             old = conn.execute(
                 "SELECT * FROM memories WHERE id = ? AND cube_id = ?", (memory.id, memory.cube_id)
             ).fetchone()
             if old is None:
                 raise NotFound(f"memory {memory.id} not found in cube", reason="MEMORY_NOT_FOUND")
+            if quota is not None and quota.enabled:
+                growth = update_growth(old["memory_type"], old["memory"], memory)
+                quota.check(memory.cube_id, self._usage(conn, memory.cube_id), growth)
             conn.execute(
                 "INSERT INTO memory_history(memory_id, cube_id, version, body) VALUES (?,?,?,?)",
                 (old["id"], old["cube_id"], old["version"], json.dumps({k: old[k] for k in _HISTORY_FIELDS})),
@@ -502,6 +566,8 @@ class SqliteGraphStore:
         return ids
 
     def search_lexical(self, cube_id: str, query: str, flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
+        if self._lexicon is not None and not flt.tags:
+            return self._lexicon.search(cube_id, query, flt, limit)
         match = fts_query(query)
         if not match:
             return []
@@ -529,6 +595,14 @@ class SqliteGraphStore:
                 .fetchone()
             )
         return int(row["n"])
+
+    def cube_usage(self, cube_id: str) -> CubeUsage:
+        return self._usage(self._conn(), cube_id)
+
+    @staticmethod
+    def _usage(conn: sqlite3.Connection, cube_id: str) -> CubeUsage:
+        row = conn.execute("SELECT memories, bytes FROM cube_usage WHERE cube_id = ?", (cube_id,)).fetchone()
+        return CubeUsage() if row is None else CubeUsage(int(row["memories"]), int(row["bytes"]))
 
     # write-ahead marks of vector writes ------------------------------------------------
     def mark_vector_writes(self, cube_id: str, ids: Sequence[str]) -> None:
@@ -569,6 +643,22 @@ class SqliteGraphStore:
             .fetchall()
         )
         return [r["id"] for r in rows]
+
+    def neighbours_many(self, cube_id: str, memory_ids: Sequence[str], edge_type: str) -> dict[str, list[str]]:
+        unique = list(dict.fromkeys(memory_ids))
+        out: dict[str, set[str]] = {mid: set() for mid in unique}
+        conn = self._conn()
+        for chunk in _chunks(unique, 400):
+            marks = ",".join("?" * len(chunk))
+            for r in conn.execute(
+                f"SELECT src_id AS id, dst_id AS other FROM edges WHERE cube_id = ? AND type = ? AND src_id IN ({marks})"
+                f" UNION SELECT dst_id AS id, src_id AS other FROM edges WHERE cube_id = ? AND type = ?"
+                f" AND dst_id IN ({marks})",
+                (cube_id, edge_type, *chunk, cube_id, edge_type, *chunk),
+            ):
+                out[r["id"]].add(r["other"])
+        # Sorted: the same answer whatever order SQLite returns the rows in.
+        return {mid: sorted(others) for mid, others in out.items()}
 
     # cubes ----------------------------------------------------------------
     def _load_cube(self, conn: sqlite3.Connection, cube_id: str) -> Cube | None:
@@ -630,6 +720,8 @@ class SqliteGraphStore:
     def delete_cube(self, cube_id: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM cubes WHERE cube_id = ?", (cube_id,))
+            # Its memories went first; the triggers left a row of zeros.
+            conn.execute("DELETE FROM cube_usage WHERE cube_id = ? AND memories = 0", (cube_id,))
 
     # metrics --------------------------------------------------------------
     def memory_stats(self, top_cubes: int) -> MemoryStats:
@@ -691,6 +783,24 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
         conn.execute("COMMIT")
     conn.execute("CREATE INDEX IF NOT EXISTS memories_text_hash ON memories(cube_id, text_hash)")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cube_usage'").fetchone() is None:
+        # The table, its fill from the memories there are and its triggers in one transaction:
+        # no write can fall between the fill and the triggers.
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;{_USAGE_SCHEMA}COMMIT;")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _json_list(text: str) -> list:
+    # Most memories have no tags and no info: skip the decoder for those (a search hydrates ~100).
+    return [] if text == "[]" else json.loads(text)
+
+
+def _json_dict(text: str) -> dict:
+    return {} if text == "{}" else json.loads(text)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -55,14 +55,18 @@ class AddMemoriesRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_message_pb2.ChatMessage, _Mapping]]] = ..., custom_tags: _Optional[_Iterable[str]] = ..., info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., window: _Optional[_Union[WindowOptions, _Mapping]] = ...) -> None: ...
 
 class AddMemoriesResponse(_message.Message):
-    __slots__ = ("memories", "replayed", "merged_ids")
+    __slots__ = ("memories", "replayed", "merged_ids", "archived_ids", "notices")
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     MERGED_IDS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_IDS_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
     replayed: bool
     merged_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ..., merged_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    archived_ids: _containers.RepeatedScalarFieldContainer[str]
+    notices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ..., merged_ids: _Optional[_Iterable[str]] = ..., archived_ids: _Optional[_Iterable[str]] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MemoryCandidate(_message.Message):
     __slots__ = ("memory", "metadata")
@@ -87,14 +91,18 @@ class WriteMemoriesRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[MemoryCandidate, _Mapping]]] = ...) -> None: ...
 
 class WriteMemoriesResponse(_message.Message):
-    __slots__ = ("memories", "replayed", "merged_ids")
+    __slots__ = ("memories", "replayed", "merged_ids", "archived_ids", "notices")
     MEMORIES_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
     MERGED_IDS_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_IDS_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     memories: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
     replayed: bool
     merged_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ..., merged_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    archived_ids: _containers.RepeatedScalarFieldContainer[str]
+    notices: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., replayed: _Optional[bool] = ..., merged_ids: _Optional[_Iterable[str]] = ..., archived_ids: _Optional[_Iterable[str]] = ..., notices: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchMemoriesRequest(_message.Message):
     __slots__ = ("cube_id", "query", "top_k", "filter")

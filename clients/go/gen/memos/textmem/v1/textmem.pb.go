@@ -245,7 +245,17 @@ type AddMemoriesResponse struct {
 	// Ids among memories that existed before this add: its content repeated them (the same
 	// normalised text, or a near duplicate), so their sources were extended instead of a new
 	// memory being stored. Rolling the add back must not delete these.
-	MergedIds     []string `protobuf:"bytes,3,rep,name=merged_ids,json=mergedIds,proto3" json:"merged_ids,omitempty"`
+	MergedIds []string `protobuf:"bytes,3,rep,name=merged_ids,json=mergedIds,proto3" json:"merged_ids,omitempty"`
+	// Ids of memories this add archived because a newer fact contradicted them (conflict
+	// resolution, only with an LLM configured in textmem): existing memories a new one
+	// superseded, and new ones (among memories, with status archived) that an existing newer
+	// memory supersedes. The newer memory links to each by a SUPERSEDES relation; an archived
+	// memory leaves default search but is still found by id and with include_archived. Rolling
+	// the add back should set the existing ones back to activated. Empty on a replay.
+	ArchivedIds []string `protobuf:"bytes,4,rep,name=archived_ids,json=archivedIds,proto3" json:"archived_ids,omitempty"`
+	// What the caller should know that did not fail the add, e.g. that conflict resolution was
+	// skipped (the LLM was unreachable or answered badly twice) and why.
+	Notices       []string `protobuf:"bytes,5,rep,name=notices,proto3" json:"notices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +307,20 @@ func (x *AddMemoriesResponse) GetReplayed() bool {
 func (x *AddMemoriesResponse) GetMergedIds() []string {
 	if x != nil {
 		return x.MergedIds
+	}
+	return nil
+}
+
+func (x *AddMemoriesResponse) GetArchivedIds() []string {
+	if x != nil {
+		return x.ArchivedIds
+	}
+	return nil
+}
+
+func (x *AddMemoriesResponse) GetNotices() []string {
+	if x != nil {
+		return x.Notices
 	}
 	return nil
 }
@@ -436,7 +460,11 @@ type WriteMemoriesResponse struct {
 	Memories []*v1.MemoryItem `protobuf:"bytes,1,rep,name=memories,proto3" json:"memories,omitempty"`
 	Replayed bool             `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	// Ids among memories that existed before this write and got candidates merged in (dedupe).
-	MergedIds     []string `protobuf:"bytes,3,rep,name=merged_ids,json=mergedIds,proto3" json:"merged_ids,omitempty"`
+	MergedIds []string `protobuf:"bytes,3,rep,name=merged_ids,json=mergedIds,proto3" json:"merged_ids,omitempty"`
+	// As AddMemoriesResponse.archived_ids.
+	ArchivedIds []string `protobuf:"bytes,4,rep,name=archived_ids,json=archivedIds,proto3" json:"archived_ids,omitempty"`
+	// As AddMemoriesResponse.notices.
+	Notices       []string `protobuf:"bytes,5,rep,name=notices,proto3" json:"notices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -488,6 +516,20 @@ func (x *WriteMemoriesResponse) GetReplayed() bool {
 func (x *WriteMemoriesResponse) GetMergedIds() []string {
 	if x != nil {
 		return x.MergedIds
+	}
+	return nil
+}
+
+func (x *WriteMemoriesResponse) GetArchivedIds() []string {
+	if x != nil {
+		return x.ArchivedIds
+	}
+	return nil
+}
+
+func (x *WriteMemoriesResponse) GetNotices() []string {
+	if x != nil {
+		return x.Notices
 	}
 	return nil
 }
@@ -2315,12 +2357,14 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\vcustom_tags\x18\x06 \x03(\tR\n" +
 	"customTags\x12+\n" +
 	"\x04info\x18\a \x01(\v2\x17.google.protobuf.StructR\x04info\x127\n" +
-	"\x06window\x18\b \x01(\v2\x1f.memos.textmem.v1.WindowOptionsR\x06window\"\x89\x01\n" +
+	"\x06window\x18\b \x01(\v2\x1f.memos.textmem.v1.WindowOptionsR\x06window\"\xc6\x01\n" +
 	"\x13AddMemoriesResponse\x127\n" +
 	"\bmemories\x18\x01 \x03(\v2\x1b.memos.common.v1.MemoryItemR\bmemories\x12\x1a\n" +
 	"\breplayed\x18\x02 \x01(\bR\breplayed\x12\x1d\n" +
 	"\n" +
-	"merged_ids\x18\x03 \x03(\tR\tmergedIds\"f\n" +
+	"merged_ids\x18\x03 \x03(\tR\tmergedIds\x12!\n" +
+	"\farchived_ids\x18\x04 \x03(\tR\varchivedIds\x12\x18\n" +
+	"\anotices\x18\x05 \x03(\tR\anotices\"f\n" +
 	"\x0fMemoryCandidate\x12\x16\n" +
 	"\x06memory\x18\x01 \x01(\tR\x06memory\x12;\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x1f.memos.common.v1.MemoryMetadataR\bmetadata\"\xc9\x01\n" +
@@ -2333,12 +2377,14 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\x12A\n" +
 	"\n" +
 	"candidates\x18\x05 \x03(\v2!.memos.textmem.v1.MemoryCandidateR\n" +
-	"candidates\"\x8b\x01\n" +
+	"candidates\"\xc8\x01\n" +
 	"\x15WriteMemoriesResponse\x127\n" +
 	"\bmemories\x18\x01 \x03(\v2\x1b.memos.common.v1.MemoryItemR\bmemories\x12\x1a\n" +
 	"\breplayed\x18\x02 \x01(\bR\breplayed\x12\x1d\n" +
 	"\n" +
-	"merged_ids\x18\x03 \x03(\tR\tmergedIds\"\x92\x01\n" +
+	"merged_ids\x18\x03 \x03(\tR\tmergedIds\x12!\n" +
+	"\farchived_ids\x18\x04 \x03(\tR\varchivedIds\x12\x18\n" +
+	"\anotices\x18\x05 \x03(\tR\anotices\"\x92\x01\n" +
 	"\x15SearchMemoriesRequest\x12\x17\n" +
 	"\acube_id\x18\x01 \x01(\tR\x06cubeId\x12\x14\n" +
 	"\x05query\x18\x02 \x01(\tR\x05query\x12\x13\n" +

@@ -1,0 +1,166 @@
+"""The in-process BM25 copies of the SQLite store (stores/lexical_index.py): FTS5's scores,
+and every committed write seen by the next search, also when another store object (another
+process) wrote it or pruned the change log."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.textmem.models import Memory, MemoryFilter
+from services.textmem.stores import lexical_index
+from services.textmem.stores.sqlite_graph import SqliteGraphStore
+
+WORDS = (
+    "hotel guangzhou booking river view breakfast airport taxi museum painting garden tea "
+    "concert ticket guitar lesson friday weekend dinner sister birthday camping lake"
+).split()
+
+
+def mem(cube: str, text: str, **fields: object) -> Memory:
+    fields.setdefault("id", uuid.uuid4().hex)
+    return Memory(cube_id=cube, memory=text, **fields)  # type: ignore[arg-type]
+
+
+def corpus(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) for _ in range(n)]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "graph.sqlite3"
+
+
+def search(store: SqliteGraphStore, cube: str, query: str, flt: MemoryFilter | None = None, limit: int = 50):
+    return store.search_lexical(cube, query, flt or MemoryFilter(), limit)
+
+
+def test_scores_equal_fts5_bm25_when_the_file_holds_one_cube(path: Path) -> None:
+    indexed = SqliteGraphStore(path)
+    fts5 = SqliteGraphStore(path, lexical_index=False)
+    indexed.insert_memories("c", [mem("c", t) for t in corpus(300)])
+    for query in ["hotel river view", "guitar lesson on friday", "Camping by the LAKE", "tea"]:
+        ours = search(indexed, "c", query, limit=40)
+        theirs = search(fts5, "c", query, limit=40)
+        assert len(ours) == len(theirs) > 0
+        for (_, a), (_, b) in zip(ours, theirs, strict=True):
+            assert a == pytest.approx(b, rel=1e-4)
+        # Same scores; ids agree wherever scores are not tied.
+        assert {i for i, _ in ours[:5]} & {i for i, _ in theirs[:5]}
+    indexed.close()
+    fts5.close()
+
+
+def test_statistics_are_the_cubes_own(path: Path) -> None:
+    store = SqliteGraphStore(path)
+    # "tea" is rare in cube a but everywhere in cube b: a's ranking must not feel b's counts.
+    store.insert_memories("a", [mem("a", "tea garden"), *(mem("a", f"river walk {i}") for i in range(20))])
+    store.insert_memories("b", [mem("b", f"tea tea cup {i}") for i in range(200)])
+    alone = SqliteGraphStore(path.with_name("alone.sqlite3"))
+    alone.insert_memories("a", [mem("a", "tea garden"), *(mem("a", f"river walk {i}") for i in range(20))])
+    assert search(store, "a", "tea")[0][1] == pytest.approx(search(alone, "a", "tea")[0][1], rel=1e-6)
+    store.close()
+    alone.close()
+
+
+def test_inserts_updates_archives_and_deletes_are_seen_by_the_next_search(path: Path) -> None:
+    store = SqliteGraphStore(path)
+    first = mem("c", "the hotel in guangzhou has a river view")
+    store.insert_memories("c", [first, mem("c", "airport taxi at dawn")])
+    assert [i for i, _ in search(store, "c", "river")] == [first.id]  # the copy is loaded now
+
+    second = mem("c", "a river cruise at night")
+    store.insert_memories("c", [second])
+    assert {i for i, _ in search(store, "c", "river")} == {first.id, second.id}
+
+    store.update_memory(Memory(**{**first.__dict__, "memory": "the hotel has a garden view"}))
+    assert [i for i, _ in search(store, "c", "river")] == [second.id]
+    assert [i for i, _ in search(store, "c", "garden")] == [first.id]
+
+    store.update_memory(Memory(**{**second.__dict__, "status": "archived"}))
+    assert search(store, "c", "river") == []
+    assert [i for i, _ in search(store, "c", "river", MemoryFilter(include_archived=True))] == [second.id]
+
+    store.delete_memories("c", [first.id])
+    assert search(store, "c", "garden") == []
+    store.delete_cube_memories("c")
+    assert search(store, "c", "river", MemoryFilter(include_archived=True)) == []
+    store.close()
+
+
+def test_writes_by_another_store_on_the_same_file_are_seen(path: Path) -> None:
+    reader = SqliteGraphStore(path)
+    writer = SqliteGraphStore(path)
+    writer.insert_memories("c", [mem("c", "concert ticket for friday")])
+    assert len(search(reader, "c", "concert")) == 1
+    late = mem("c", "concert in the park")
+    writer.insert_memories("c", [late])
+    assert late.id in {i for i, _ in search(reader, "c", "concert")}
+    writer.delete_memories("c", [late.id])
+    assert late.id not in {i for i, _ in search(reader, "c", "concert")}
+    reader.close()
+    writer.close()
+
+
+def test_a_copy_behind_a_pruned_log_reloads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lexical_index, "PRUNE_AFTER", 8)
+    behind = SqliteGraphStore(path)
+    pruner = SqliteGraphStore(path)
+    behind.insert_memories("c", [mem("c", "lake camping")])
+    assert len(search(behind, "c", "lake")) == 1
+    assert len(search(pruner, "c", "lake")) == 1
+    gone = [mem("c", f"lake view {i}") for i in range(20)]
+    pruner.insert_memories("c", gone)
+    pruner.delete_memories("c", [m.id for m in gone[:10]])
+    search(pruner, "c", "lake")  # applies 30 changes and prunes them from the log
+    conn = pruner._conn()
+    assert conn.execute("SELECT COUNT(*) FROM memory_changes WHERE cube_id = 'c'").fetchone()[0] == 0
+    # The other copy never saw those changes and cannot read them any more: it must reload.
+    found = {i for i, _ in search(behind, "c", "lake")}
+    assert found == {m.id for m in gone[10:]} | {i for i, _ in search(pruner, "c", "lake camping")[:1]}
+    assert len(found) == 11
+    behind.close()
+    pruner.close()
+
+
+def test_filters_match_the_fts5_path(path: Path) -> None:
+    indexed = SqliteGraphStore(path)
+    fts5 = SqliteGraphStore(path, lexical_index=False)
+    rows = []
+    for i, text in enumerate(corpus(120, seed=3)):
+        rows.append(
+            mem(
+                "c",
+                text,
+                user_id=f"u{i % 3}",
+                session_id=f"s{i % 4}",
+                memory_type=["LongTermMemory", "UserMemory", "WorkingMemory"][i % 3],
+                created_at=1_700_000_000.0 + i * 60,
+            )
+        )
+    indexed.insert_memories("c", rows)
+    filters = [
+        MemoryFilter(user_id="u1"),
+        MemoryFilter(session_id="s2", memory_types=("UserMemory",)),
+        MemoryFilter(created_after=1_700_000_000.0 + 30 * 60, created_before=1_700_000_000.0 + 90 * 60),
+        MemoryFilter(user_id="nobody"),
+    ]
+    for flt in filters:
+        ours = {i for i, _ in search(indexed, "c", "hotel tea lake garden", flt, limit=500)}
+        theirs = {i for i, _ in search(fts5, "c", "hotel tea lake garden", flt, limit=500)}
+        assert ours == theirs
+    indexed.close()
+    fts5.close()
+
+
+def test_diacritics_and_case_fold_like_unicode61(path: Path) -> None:
+    store = SqliteGraphStore(path)
+    cafe = mem("c", "Dinner at the Café Élysée")
+    store.insert_memories("c", [cafe, mem("c", "breakfast at home")])
+    assert [i for i, _ in search(store, "c", "cafe elysee")] == [cafe.id]
+    assert [i for i, _ in search(store, "c", "CAFÉ")] == [cafe.id]
+    store.close()
