@@ -75,14 +75,14 @@ class FaultInjectingTextMemory(TextMemory):
 
     slow_s = 2.0
 
-    def finish_search(self, cube_id, query, top_k, flt, dense, lexical=None):  # type: ignore[no-untyped-def]
+    def finish_search(self, cube_id, query, top_k, flt, dense, lexical=None, reads=None):  # type: ignore[no-untyped-def]
         if cube_id.startswith("slow-"):
             import time
 
             time.sleep(self.slow_s)
         if cube_id.startswith("down-"):
             raise Unavailable("injected outage", reason="INJECTED_OUTAGE")
-        return super().finish_search(cube_id, query, top_k, flt, dense, lexical)
+        return super().finish_search(cube_id, query, top_k, flt, dense, lexical, reads)
 
     def add_messages(self, cube_id, *args, **kwargs):  # type: ignore[no-untyped-def]
         if cube_id.startswith("down-"):

@@ -118,6 +118,53 @@ class UserDataDeletion:
     revoked_cube_ids: list[str] = field(default_factory=list)
 
 
+class SearchReads:
+    """What one cube's search has read from the graph: memories in full or without their
+    sources, and FOLLOWS links. A search fills part of it ahead, from its full-text candidates
+    while the query is embedded (the embedding releases the GIL, so the other core reads), and
+    ranking reads only what is still missing. Used by one thread at a time."""
+
+    def __init__(self, graph: GraphStore, cube_id: str) -> None:
+        self._graph = graph
+        self._cube_id = cube_id
+        self.full: dict[str, Memory] = {}
+        self.lean: dict[str, Memory] = {}
+        self.links: dict[str, list[str]] = {}
+
+    def memories(self, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
+        """The cube's memories among ``ids``, read once per search (a full read serves both)."""
+        wanted = list(dict.fromkeys(ids))
+        need = [i for i in wanted if i not in self.full and (with_sources or i not in self.lean)]
+        if need:
+            got = self._graph.get_memories(self._cube_id, need, with_sources=with_sources)
+            (self.full if with_sources else self.lean).update(got)
+        out: dict[str, Memory] = {}
+        for i in wanted:
+            m = self.full.get(i) if with_sources else self.full.get(i) or self.lean.get(i)
+            if m is not None:
+                out[i] = m
+        return out
+
+    def expand(self, seeds: Sequence[str], hops: int) -> set[str]:
+        """Reads the links of ``seeds`` and ``hops - 1`` rings beyond, one store round trip per
+        hop (one per memory cost ~0.25 ms each: ~20 ms a search at 30 seeds and 2 hops);
+        returns every memory reached."""
+        frontier = list(seeds)
+        reached: set[str] = set()
+        for _ in range(max(hops, 1)):
+            todo = [mid for mid in dict.fromkeys(frontier) if mid not in self.links]
+            if todo:
+                self.links.update(self._graph.neighbours_many(self._cube_id, todo, "FOLLOWS"))
+            frontier = [other for mid in dict.fromkeys(frontier) for other in self.links[mid]]
+            reached.update(frontier)
+        return reached
+
+    def neighbours(self, memory_id: str) -> list[str]:
+        if memory_id not in self.links:
+            self.links[memory_id] = self._graph.neighbours(self._cube_id, memory_id, "FOLLOWS")
+        return self.links[memory_id]
+
+
 class TextMemory:
     def __init__(
         self,
@@ -844,10 +891,13 @@ class TextMemory:
         depth: int,
         dense: list[tuple[str, float]],
         lexical: list[tuple[str, float]],
+        reads: SearchReads | None = None,
     ) -> tuple[list[tuple[str, float]], dict[str, Memory]]:
         """Fuses the candidates and applies the recipe's signals; returns the ranking and the
-        hydrated memories it names (neighbours that do not pass the filter are dropped)."""
+        hydrated memories it names (neighbours that do not pass the filter are dropped).
+        ``reads``: what :meth:`prefetch` already read for this search."""
         recipe = self.recipe
+        reads = reads or SearchReads(self.graph, cube_id)
         fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]], k=recipe.rrf_k)[:depth]
         hydrated: dict[str, Memory] = {}
         speakers: dict[str, set[str]] = {}
@@ -859,7 +909,7 @@ class TextMemory:
 
         if recipe.lexical_rescore and recipe.lexical and fused:
             # Stemmed BM25 over the fused candidates' own words replaces the store's ranking.
-            hydrated = self.graph.get_memories(cube_id, [i for i, _ in fused])
+            hydrated = reads.memories([i for i, _ in fused])
             names = set().union(*(speakers_of_memory(mid) for mid in hydrated))
             rescored = pool_bm25(query_terms(query, names), {i: _own_text(m) for i, m in hydrated.items()})
             dense_ids = [i for i, _ in dense if i in hydrated]
@@ -867,25 +917,10 @@ class TextMemory:
         scores = dict(fused)
         if recipe.neighbour_weight > 0:
             seeds = fused[: recipe.neighbour_seeds]
-            links: dict[str, list[str]] = {}
-            # One store round trip per hop for all seeds (one per memory cost ~0.25 ms each, ~20 ms
-            # a search at 10 seeds and 2 hops).
-            frontier = [mid for mid, _ in seeds]
-            for _ in range(max(recipe.neighbour_hops, 1)):
-                todo = [mid for mid in dict.fromkeys(frontier) if mid not in links]
-                if not todo:
-                    break
-                links.update(self.graph.neighbours_many(cube_id, todo, "FOLLOWS"))
-                frontier = [other for mid in todo for other in links[mid]]
-
-            def neighbours(mid: str) -> list[str]:
-                if mid not in links:
-                    links[mid] = self.graph.neighbours(cube_id, mid, "FOLLOWS")
-                return links[mid]
-
+            reads.expand([mid for mid, _ in seeds], recipe.neighbour_hops)
             scores = spread_to_neighbours(
                 seeds,
-                neighbours,
+                reads.neighbours,
                 recipe.neighbour_weight,
                 recipe.neighbour_seeds,
                 hops=recipe.neighbour_hops,
@@ -895,10 +930,7 @@ class TextMemory:
                 scores[mid] = scores.get(mid, 0.0) + score
         missing = [mid for mid in scores if mid not in hydrated]
         if missing:
-            # Neighbours are read without their sources (most of a search's reads, and most of
-            # them never make the answer) unless the temporal signals need what the sources say.
-            timed = recipe.temporal_boost > 0 and (asks_when(query) or bool(named_periods(query)))
-            hydrated.update(self.graph.get_memories(cube_id, missing, with_sources=timed))
+            hydrated.update(reads.memories(missing, with_sources=self._ranking_reads_sources(query)))
         candidates = set(i for i, _ in fused)
         for mid in list(scores):
             m = hydrated.get(mid)
@@ -928,6 +960,38 @@ class TextMemory:
             return []
         return self.graph.search_lexical(cube_id, query, flt, self.candidate_depth(top_k, flt))
 
+    def _ranking_reads_sources(self, query: str) -> bool:
+        # Neighbours are read without their sources (most of a search's reads, and most of them
+        # never make the answer) unless the temporal signals need what the sources say.
+        recipe = self.recipe
+        return recipe.temporal_boost > 0 and (asks_when(query) or bool(named_periods(query)))
+
+    def prefetch(
+        self, cube_id: str, query: str, top_k: int, flt: MemoryFilter, lexical: list[tuple[str, float]]
+    ) -> SearchReads:
+        """Reads ahead what ranking will read about the full-text candidates (themselves, their
+        links and neighbours), to run while the query is embedded and the vectors searched.
+        About half of them end up among the fused candidates; the rest is read for nothing,
+        on a core that would otherwise wait."""
+        reads = SearchReads(self.graph, cube_id)
+        recipe = self.recipe
+        ids = [i for i, _ in lexical[: self.candidate_depth(top_k, flt)]]
+        if not ids:
+            return reads
+        if recipe.lexical_rescore:
+            reads.memories(ids)
+        if recipe.neighbour_weight > 0:
+            reached = reads.expand(ids[: recipe.neighbour_seeds], recipe.neighbour_hops)
+            reads.memories([i for i in reached if i not in reads.full], with_sources=self._ranking_reads_sources(query))
+        return reads
+
+    def lexical_and_prefetch(
+        self, cube_id: str, query: str, top_k: int, flt: MemoryFilter
+    ) -> tuple[list[tuple[str, float]], SearchReads]:
+        """:meth:`lexical_candidates`, then :meth:`prefetch` of them."""
+        lexical = self.lexical_candidates(cube_id, query, top_k, flt)
+        return lexical, self.prefetch(cube_id, query, top_k, flt, lexical)
+
     def finish_search(
         self,
         cube_id: str,
@@ -936,13 +1000,14 @@ class TextMemory:
         flt: MemoryFilter,
         dense: list[tuple[str, float]],
         lexical: list[tuple[str, float]] | None = None,
+        reads: SearchReads | None = None,
     ) -> tuple[list[tuple[Memory, float]], int]:
         """One cube's lexical candidates (found here unless given), fused with its dense ones,
-        re-ranked by the recipe and hydrated from the graph."""
+        re-ranked by the recipe and hydrated from the graph (``reads``: what was read ahead)."""
         depth = self.candidate_depth(top_k, flt)
         if lexical is None:
             lexical = self.lexical_candidates(cube_id, query, top_k, flt)
-        fused, hydrated = self.rank_candidates(cube_id, query, flt, depth, dense, lexical)
+        fused, hydrated = self.rank_candidates(cube_id, query, flt, depth, dense, lexical, reads)
         results: list[tuple[Memory, float]] = []
         position: dict[str, int] = {}  # original memory id -> index in results
         for mid, score in fused:
@@ -977,12 +1042,13 @@ class TextMemory:
         top_k = self.check_search(query, top_k, flt)
         # The full-text query (SQLite or Neo4j) and the query embedding both release the GIL:
         # running them side by side makes a search cost the longer of the two, not their sum.
-        lexical = self._lexical_pool.submit(self.lexical_candidates, cube_id, query, top_k, flt)
+        lexical = self._lexical_pool.submit(self.lexical_and_prefetch, cube_id, query, top_k, flt)
         try:
             dense = self.dense_candidates([cube_id], query, top_k, flt)[cube_id]
         finally:
             futures.wait([lexical])
-        return self.finish_search(cube_id, query, top_k, flt, dense, lexical.result())
+        hits, reads = lexical.result()
+        return self.finish_search(cube_id, query, top_k, flt, dense, hits, reads)
 
     def get(self, cube_id: str, memory_id: str) -> Memory:
         self.check_cube_id(cube_id)

@@ -119,10 +119,11 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             self._mem.check_cube_id(cube_id)
         flt = convert.filter_from_proto(request.filter)
         top_k = self._mem.check_search(request.query, request.top_k, flt)
-        # Full-text candidates of every cube are looked up while the query is embedded and the
-        # vectors searched (both release the GIL), then each cube is fused on its own.
+        # Full-text candidates of every cube are looked up, and what ranking will read about them
+        # read ahead, while the query is embedded and the vectors searched (both release the
+        # GIL); then each cube is fused on its own.
         lexical = {
-            c: asyncio.ensure_future(asyncio.to_thread(self._mem.lexical_candidates, c, request.query, top_k, flt))
+            c: asyncio.ensure_future(asyncio.to_thread(self._mem.lexical_and_prefetch, c, request.query, top_k, flt))
             for c in cube_ids
         }
         try:
@@ -133,9 +134,9 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             raise
 
         async def finish(cube_id: str):  # type: ignore[no-untyped-def]
-            lexical_hits = await lexical[cube_id]
+            lexical_hits, reads = await lexical[cube_id]
             return await asyncio.to_thread(
-                self._mem.finish_search, cube_id, request.query, top_k, flt, dense.get(cube_id, []), lexical_hits
+                self._mem.finish_search, cube_id, request.query, top_k, flt, dense.get(cube_id, []), lexical_hits, reads
             )
 
         jobs = {c: asyncio.ensure_future(finish(c)) for c in cube_ids}
