@@ -164,3 +164,28 @@ def test_diacritics_and_case_fold_like_unicode61(path: Path) -> None:
     assert [i for i, _ in search(store, "c", "cafe elysee")] == [cafe.id]
     assert [i for i, _ in search(store, "c", "CAFÉ")] == [cafe.id]
     store.close()
+
+
+def test_counts_from_a_loaded_copy_equal_sqls(path: Path) -> None:
+    indexed = SqliteGraphStore(path)
+    plain = SqliteGraphStore(path, lexical_index=False)
+    rows = [
+        mem("c", text, user_id=f"u{i % 2}", memory_type=["LongTermMemory", "UserMemory"][i % 2])
+        for i, text in enumerate(corpus(60, seed=11))
+    ]
+    indexed.insert_memories("c", rows)
+    search(indexed, "c", "tea")  # loads the copy: counts come from it from now on
+    indexed.update_memory(Memory(**{**rows[0].__dict__, "status": "archived"}))
+    indexed.delete_memories("c", [rows[1].id])
+    for flt in [
+        None,
+        MemoryFilter(),
+        MemoryFilter(include_archived=True),
+        MemoryFilter(user_id="u1"),
+        MemoryFilter(memory_types=("UserMemory",)),
+        MemoryFilter(user_id="nobody"),
+    ]:
+        assert indexed.count("c", flt) == plain.count("c", flt)
+    assert indexed.count("c") == 59 and indexed.count("c", MemoryFilter()) == 58
+    indexed.close()
+    plain.close()

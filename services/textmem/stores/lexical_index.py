@@ -191,6 +191,12 @@ class _CubeLexicon:
             m &= created < flt.created_before
         return m
 
+    def count(self, flt: MemoryFilter) -> int:
+        if not self.ids:
+            return 0
+        m = self._mask(flt, np.frombuffer(self.live, dtype=np.int8))
+        return 0 if m is None else int(np.count_nonzero(m))
+
     def search(self, words: Sequence[str], flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
         n = len(self.ids)
         if n == 0 or self.live_count == 0 or limit <= 0:
@@ -336,6 +342,17 @@ class LexicalIndex:
             return []
         with self._lock(cube_id):
             return self._current(cube_id).search(words, flt, limit)
+
+    def count_if_loaded(self, cube_id: str, flt: MemoryFilter | None) -> int | None:
+        """How many of the cube's memories pass the filter (all of them without one), from its
+        copy brought up to date; None when the cube has no copy yet (loading one just to count
+        would cost far more than SQL's count). A search's count costs microseconds this way
+        instead of ~0.7 ms of SQL, per cube of a fan-out."""
+        if cube_id not in self._cubes or (flt is not None and flt.tags):
+            return None
+        with self._lock(cube_id):
+            cube = self._current(cube_id)
+            return cube.live_count if flt is None else cube.count(flt)
 
     def start_prewarm(self, cube_ids: Callable[[], Iterable[str]]) -> None:
         """Loads the given cubes in a background thread, so that their first searches after a

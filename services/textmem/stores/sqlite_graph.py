@@ -585,6 +585,9 @@ class SqliteGraphStore:
         return [(r["id"], -float(r["rank"])) for r in rows]
 
     def count(self, cube_id: str, flt: MemoryFilter | None = None) -> int:
+        counted = self._lexicon.count_if_loaded(cube_id, flt) if self._lexicon is not None else None
+        if counted is not None:
+            return counted
         if flt is None:
             row = self._conn().execute("SELECT COUNT(*) AS n FROM memories WHERE cube_id = ?", (cube_id,)).fetchone()
         else:
