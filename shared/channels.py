@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 
 from shared.interceptors import SERVICE_TOKEN_HEADER, ClientCallInterceptor
-from shared.settings import ClientSettings
+from shared.settings import ClientSettings, MemosSettings
+from shared.tls import channel_credentials, channel_tls_options
 
 
 def _service_config(idempotent_methods: Iterable[str], max_attempts: int) -> str:
@@ -61,15 +62,37 @@ def open_channel(
     idempotent_methods: Iterable[str] = (),
     max_message_bytes: int = 64 * 1024 * 1024,
 ) -> grpc.aio.Channel:
-    """An insecure grpc.aio channel to another memos service.
+    """A grpc.aio channel to another memos service: TLS with this service's client certificate when
+    ``MEMOS_TLS_CA_FILE`` is set (shared/tls.py), plaintext otherwise.
 
     ``idempotent_methods`` are full method names ("/pkg.Service/Method").
     """
     settings = settings or ClientSettings()
-    return grpc.aio.insecure_channel(
+    return raw_channel(
         target,
+        settings,
         options=channel_options(settings, idempotent_methods, max_message_bytes),
         interceptors=[ClientCallInterceptor(settings.default_deadline_s, settings.service_token)],
+    )
+
+
+def raw_channel(
+    target: str,
+    settings: MemosSettings,
+    *,
+    options: Sequence[tuple[str, object]] = (),
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """A grpc.aio channel with the release's transport security and only the given options and
+    interceptors (no default deadline, no retries): for long-lived streams."""
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=list(options), interceptors=list(interceptors))
+    return grpc.aio.secure_channel(
+        target,
+        credentials,
+        options=[*options, *channel_tls_options(settings)],
+        interceptors=list(interceptors),
     )
 
 

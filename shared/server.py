@@ -5,6 +5,11 @@ reflection, with the shared interceptors and message-size limits. Stopping it
 (on SIGTERM via :func:`serve_forever`, or directly) first flips health to
 NOT_SERVING, so load balancers stop sending traffic, then lets in-flight calls
 finish within the grace period before cancelling them.
+
+With the release's certificates set (shared/tls.py) the listener serves TLS and requires client
+certificates. Kubernetes' native gRPC probes speak plaintext without a certificate, so such a
+service can also serve ``grpc.health.v1`` alone on a plaintext port (``MEMOS_HEALTH_LISTEN_ADDR``):
+it tells whether the pod serves and nothing else, like the kubelet's HTTP probes do.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from shared.interceptors import ServerCallInterceptor
 from shared.metrics import serve_metrics
 from shared.settings import ServerSettings
+from shared.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,9 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port: int = 0
+        # The plaintext health-only listener (MEMOS_HEALTH_LISTEN_ADDR); 0 while there is none.
+        self.health_port: int = 0
+        self._health_server: grpc.aio.Server | None = None
         # Where /metrics is served ("" while MEMOS_METRICS_ADDR is empty).
         self.metrics_address = ""
         self._stopped = asyncio.Event()
@@ -66,6 +75,13 @@ class GrpcServer:
         if host in ("0.0.0.0", "[::]", ""):
             host = "127.0.0.1"
         return f"{host}:{self.port}"
+
+    @property
+    def health_address(self) -> str:
+        host = self.settings.health_listen_addr.rsplit(":", 1)[0]
+        if host in ("0.0.0.0", "[::]", ""):
+            host = "127.0.0.1"
+        return f"{host}:{self.health_port}"
 
     async def start(self) -> int:
         s = self.settings
@@ -88,14 +104,35 @@ class GrpcServer:
             reflection.enable_server_reflection(
                 [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
             )
-        self.port = server.add_insecure_port(s.listen_addr)
+        credentials = server_credentials(s)
+        if credentials is None:
+            self.port = server.add_insecure_port(s.listen_addr)
+        else:
+            self.port = server.add_secure_port(s.listen_addr, credentials)
         if self.port == 0:
             raise RuntimeError(f"could not bind {s.listen_addr}")
         await server.start()
         self._server = server
         for n in ["", *names]:
             await self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"service": self.name, "address": self.address})
+        if s.health_listen_addr:
+            # The same health servicer: both listeners flip to NOT_SERVING together on stop.
+            health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, health_server)
+            self.health_port = health_server.add_insecure_port(s.health_listen_addr)
+            if self.health_port == 0:
+                raise RuntimeError(f"could not bind {s.health_listen_addr}")
+            await health_server.start()
+            self._health_server = health_server
+        log.info(
+            "serving",
+            extra={
+                "service": self.name,
+                "address": self.address,
+                "tls": credentials is not None,
+                **({"health_address": self.health_address} if self.health_port else {}),
+            },
+        )
         for start_hook in self.on_start:
             started = start_hook(self)
             if inspect.isawaitable(started):
@@ -118,6 +155,8 @@ class GrpcServer:
         await self._health.enter_graceful_shutdown()
         log.info("stopping", extra={"service": self.name, "grace_s": grace})
         await self._server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for hook in self.on_stop:
             result = hook()
             if inspect.isawaitable(result):

@@ -9,6 +9,7 @@ from services.gateway.auth import ApiKeyStore, Authenticator
 from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
 from services.gateway.ingest_client import IngestClient
+from services.gateway.jwt_auth import JwtVerifier
 from services.gateway.limits import RateLimiter
 from services.gateway.scheduler_client import SchedulerClient
 from services.gateway.servicer import GatewayServicer
@@ -33,7 +34,8 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
             semaphore=asyncio.Semaphore(settings.chat_llm_max_concurrency),
         )
     gateway = Gateway(settings, textmem, ingest, scheduler)
-    auth = Authenticator(ApiKeyStore(settings.api_keys_file) if settings.api_keys_file else None)
+    jwt_verifier = JwtVerifier.from_settings(settings)
+    auth = Authenticator(ApiKeyStore(settings.api_keys_file) if settings.api_keys_file else None, jwt_verifier)
     limiter = RateLimiter(settings.rate_limit_per_user, settings.rate_limit_burst)
     servicer = GatewayServicer(gateway, ChatService(gateway, llm, scheduler), auth, limiter)
     return GrpcServer(
@@ -45,6 +47,9 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
                 lambda s: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, s),
             ),
         ],
-        require_service_token=False,  # public API: callers present API keys instead
+        require_service_token=False,  # public API: callers present API keys or JWTs instead
         on_stop=[textmem.close, *([ingest.close] if ingest else []), *([scheduler.close] if scheduler else [])],
+        # Fetch the identity provider's keys before the first call needs them (a failure is only
+        # logged: the first token then waits for its own fetch).
+        on_start=[lambda _srv: jwt_verifier.keys.refresh()] if jwt_verifier and jwt_verifier.keys else [],
     )

@@ -14,6 +14,11 @@ when it changes, so no restart is needed.
 Callers send ``authorization: Bearer <key>`` (or ``x-api-key: <key>``). Without a valid key
 a call fails UNAUTHENTICATED; a key used for another user's ``user_id`` gets
 PERMISSION_DENIED. Health and reflection are separate services and stay open.
+
+With OIDC configured (``MEMOS_JWT_*``, services/gateway/jwt_auth.py), ``authorization: Bearer``
+may also carry a JWT from the identity provider; it becomes the same :class:`Principal` (its
+user claim is the user, its admin claim the admin role), so the same checks apply. Both may be
+on at once: an API key starts with ``memos_`` and has no dots, a JWT has exactly two.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gateway.jwt_auth import JwtVerifier, looks_like_jwt
 from shared.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 
 KEY_PREFIX = "memos_"
@@ -45,6 +51,8 @@ class Principal:
     key_id: str
     user_id: str
     role: str
+    # "api_key" or "jwt": what the caller authenticated with (for messages).
+    kind: str = "api_key"
 
     def may_act_as(self, user_id: str) -> bool:
         return self.role == "admin" or hmac.compare_digest(self.user_id, user_id)
@@ -63,7 +71,7 @@ def check_acting_user(user_id: str) -> None:
     principal = _principal.get()
     if principal is not None and not principal.may_act_as(user_id):
         raise PermissionDenied(
-            "this API key may act only as its own user",
+            f"this {'token' if principal.kind == 'jwt' else 'API key'} may act only as its own user",
             reason="USER_MISMATCH",
             metadata={"key_id": principal.key_id},
         )
@@ -153,16 +161,47 @@ def key_from_metadata(metadata: Sequence[tuple[str, str | bytes]]) -> str:
     raise Unauthenticated("an API key is required (authorization: Bearer <key>)", reason="MISSING_API_KEY")
 
 
+def credential_from_metadata(metadata: Sequence[tuple[str, str | bytes]]) -> tuple[str, str] | None:
+    """("bearer" | "x-api-key", credential) of a call, or None when it carries neither."""
+    for name, value in metadata:
+        if isinstance(value, bytes):
+            continue
+        if name == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return "bearer", token.strip()
+        elif name == "x-api-key" and value.strip():
+            return "x-api-key", value.strip()
+    return None
+
+
 class Authenticator:
     """Authenticates a call's metadata and makes the caller the current principal."""
 
-    def __init__(self, store: ApiKeyStore | None) -> None:
+    def __init__(self, store: ApiKeyStore | None, jwt_verifier: JwtVerifier | None = None) -> None:
         self._store = store
+        self._jwt = jwt_verifier
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> None:
-        if self._store is None:
+    async def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> None:
+        if self._store is None and self._jwt is None:
             return
-        _principal.set(self._store.authenticate(key_from_metadata(metadata or ())))
+        found = credential_from_metadata(metadata or ())
+        if found is None:
+            if self._store is not None:  # the reason API-key clients already know
+                raise Unauthenticated(
+                    "an API key is required (authorization: Bearer <key>)"
+                    + (" or a token from the identity provider" if self._jwt is not None else ""),
+                    reason="MISSING_API_KEY",
+                )
+            raise Unauthenticated("a bearer token is required (authorization: Bearer <jwt>)", reason="MISSING_TOKEN")
+        header, credential = found
+        if self._jwt is not None and header == "bearer" and (self._store is None or looks_like_jwt(credential)):
+            user_id, admin, label = await self._jwt.authenticate(credential)
+            _principal.set(Principal(label, user_id, "admin" if admin else "user", kind="jwt"))
+            return
+        if self._store is None:
+            raise Unauthenticated("API keys are not accepted here; send a bearer token", reason="MISSING_TOKEN")
+        _principal.set(self._store.authenticate(credential))
 
 
 # -- administration ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from memos.common.v1 import memory_pb2, message_pb2
 from memos.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
-from shared.channels import open_channel
+from shared.channels import open_channel, raw_channel
 from shared.interceptors import SERVICE_TOKEN_HEADER
 from shared.settings import ClientSettings
 
@@ -77,8 +77,9 @@ class BuiltinHandlers:
         self.handled = 0
 
     async def start(self, scheduler_addr: str) -> None:
-        # A plain channel: the shared one sets a default deadline, and this stream is long-lived.
-        sched_channel = grpc.aio.insecure_channel(scheduler_addr)
+        # A bare channel (with the release's TLS, when configured): the shared one sets a default
+        # deadline, and this stream is long-lived.
+        sched_channel = raw_channel(scheduler_addr, self._settings)
         self._own_md = ((SERVICE_TOKEN_HEADER, self._settings.service_token),) if self._settings.service_token else ()
         tm_channel = open_channel(self._textmem_addr, settings=self._settings)
         self._channels = [sched_channel, tm_channel]

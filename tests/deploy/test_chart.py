@@ -140,6 +140,13 @@ def test_invalid_values_fail_on_the_schema_naming_the_field(rendered: dict[str, 
         (["--set", "textmem.enabled=false"], "gateway.enabled needs textmem.enabled"),
         (["--set", "memory.windowOverlap=4"], "memory.windowOverlap must be smaller"),
         (["--set", "metrics.port=50051"], "metrics.port 50051 is gateway.port too"),
+        (["--set", "tls.enabled=true"], "tls.enabled needs tls.secretName"),
+        (["--set", "gateway.jwt.jwksUrl=https://idp.example.com/certs"], "gateway.jwt needs issuer and audience"),
+        (
+            ["--set", "tls.enabled=true,tls.secretName=t,tls.healthPort=50052"],
+            "tls.healthPort 50052 is textmem.port too",
+        ),
+        (["--set", "tls.enabled=true,tls.secretName=t,tls.healthPort=9464"], "tls.healthPort 9464 is metrics.port too"),
     ],
 )
 def test_impossible_combinations_fail_with_a_reason(rendered: dict[str, Any], flags: list[str], wanted: str) -> None:
@@ -185,7 +192,11 @@ def test_every_deployment_is_non_root_read_only_with_grpc_probes(
             assert sc["seccompProfile"]["type"] == "RuntimeDefault", (name, c["name"])
             assert {"mountPath": "/tmp", "name": "tmp"} in c["volumeMounts"], (name, c["name"])
         main = pod["containers"][0]
-        port = main["ports"][0]["containerPort"]
+        ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+        assert main["ports"][0]["name"] == "grpc", name
+        # A TLS listener has a plaintext health-only port beside it: the kubelet's gRPC probes
+        # speak neither TLS nor client certificates.
+        port = ports.get("health", ports["grpc"])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert main[probe]["grpc"] == {"port": port}, (name, probe)
 
@@ -389,3 +400,46 @@ def test_service_token_reaches_every_service_from_its_secret(rendered: dict[str,
         (token,) = [e for e in container["env"] if e["name"] == "MEMOS_SERVICE_TOKEN"]
         assert token["valueFrom"]["secretKeyRef"] == {"name": "memos-service-token", "key": "token"}, name
     assert "MEMOS_SERVICE_TOKEN" not in str(rendered["minimal"])
+
+
+def test_mtls_mounts_the_release_certificate_and_moves_probes_to_the_health_port(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["mtls"]
+    services = {_component(s): s for s in _objects(docs, "Service")}
+    for name, deployment in _deployments(docs).items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = [c for c in pod["containers"] if c["name"] == name]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["MEMOS_TLS_CERT_FILE"] == "/etc/memos/tls/tls.crt", name
+        assert env["MEMOS_TLS_KEY_FILE"] == "/etc/memos/tls/tls.key", name
+        assert env["MEMOS_TLS_CA_FILE"] == "/etc/memos/tls/ca.crt", name
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+        assert mount["readOnly"] and "subPath" not in mount, name  # renewals must reach the files
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "tls"]
+        assert volume["secret"]["secretName"] == "memos-tls", name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        # The health port is for the kubelet only: not in the Service.
+        assert "health" not in {p["name"] for p in services[name]["spec"]["ports"]}, name
+        if name == "gateway":
+            # Its public port stays plaintext (GatewaySettings.tls_serve defaults to false), so
+            # the probes stay on it.
+            assert "MEMOS_HEALTH_LISTEN_ADDR" not in env and "health" not in ports
+            assert "MEMOS_TLS_SERVE" not in env
+            assert container["readinessProbe"]["grpc"] == {"port": 50051}
+        else:
+            assert env["MEMOS_HEALTH_LISTEN_ADDR"] == "0.0.0.0:50060", name
+            assert ports["health"] == 50060, name
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert container[probe]["grpc"] == {"port": 50060}, (name, probe)
+    # The gateway's OIDC settings: the provider's keys from its jwks_uri and from a ConfigMap.
+    gateway = _deployments(docs)["gateway"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in gateway["containers"][0]["env"]}
+    assert env["MEMOS_JWT_ISSUER"] == "https://login.example.com/realms/memos"
+    assert env["MEMOS_JWT_AUDIENCE"] == "memos-api"
+    assert env["MEMOS_JWT_JWKS_URL"].startswith("https://login.example.com/")
+    assert env["MEMOS_JWT_JWKS_FILE"] == "/etc/memos/jwks/jwks.json"
+    (jwks,) = [v for v in gateway["volumes"] if v["name"] == "jwks"]
+    assert jwks["configMap"]["name"] == "memos-jwks"
+    # Off by default: no certificate anywhere.
+    assert "MEMOS_TLS_" not in str(rendered["minimal"]) and "MEMOS_HEALTH_LISTEN_ADDR" not in str(rendered["minimal"])

@@ -101,6 +101,15 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" when a service's listener serves TLS (tls.enabled): every service but the gateway, whose
+public port stays plaintext (GatewaySettings.tls_serve is false). Its probes then use the
+plaintext health-only port. ctx: {root, name}
+*/}}
+{{- define "memos.servesTls" -}}
+{{- if and .root.Values.tls.enabled (ne .name "gateway") -}}true{{- end -}}
+{{- end -}}
+
 {{/* Name of the Secret the chart creates for engine credentials given as values. */}}
 {{- define "memos.secretName" -}}
 {{- printf "%s-engines" (include "memos.fullname" .) -}}
@@ -174,6 +183,21 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
       name: {{ $c.serviceTokenSecret }}
       key: token
 {{- end }}
+{{- with .root.Values.tls }}
+{{- if .enabled }}
+{{- $dir := .mountPath | trimSuffix "/" }}
+- name: MEMOS_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: MEMOS_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" $dir | quote }}
+- name: MEMOS_TLS_CA_FILE
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+{{- end }}
+{{- end }}
+{{- if include "memos.servesTls" . }}
+- name: MEMOS_HEALTH_LISTEN_ADDR
+  value: {{ printf "0.0.0.0:%d" (int .root.Values.tls.healthPort) | quote }}
+{{- end }}
 {{- /* Libraries that write caches under $HOME (Hugging Face, torch) get the /tmp emptyDir. */}}
 - name: HOME
   value: /tmp
@@ -224,6 +248,22 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
 {{- if .svc.apiKeysSecret }}
 - name: MEMOS_API_KEYS_FILE
   value: /etc/memos/api-keys/keys.json
+{{- end }}
+{{- with .svc.jwt }}
+{{- if or .jwksUrl .jwksConfigMap }}
+- name: MEMOS_JWT_ISSUER
+  value: {{ .issuer | quote }}
+- name: MEMOS_JWT_AUDIENCE
+  value: {{ .audience | quote }}
+{{- if .jwksUrl }}
+- name: MEMOS_JWT_JWKS_URL
+  value: {{ .jwksUrl | quote }}
+{{- end }}
+{{- if .jwksConfigMap }}
+- name: MEMOS_JWT_JWKS_FILE
+  value: /etc/memos/jwks/jwks.json
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -382,11 +422,15 @@ map, then extraEnv. Order is kept because $(VAR) references need earlier definit
 {{- toYaml $out -}}
 {{- end -}}
 
-{{/* Native gRPC probes on the service's port (grpc.health.v1, service ""). ctx: {svc, kind} */}}
+{{/*
+Native gRPC probes (grpc.health.v1, service ""): on the service's port, or on the plaintext
+health-only port when the service serves TLS, which the kubelet's gRPC probes cannot speak.
+ctx: {svc, kind, port}
+*/}}
 {{- define "memos.grpcProbe" -}}
 {{- $p := index .svc.probes .kind -}}
 grpc:
-  port: {{ .svc.port }}
+  port: {{ .port }}
 periodSeconds: {{ $p.periodSeconds }}
 failureThreshold: {{ $p.failureThreshold }}
 timeoutSeconds: {{ $p.timeoutSeconds | default 2 }}
@@ -399,6 +443,8 @@ timeoutSeconds: {{ $p.timeoutSeconds | default 2 }}
 {{- $stateless := include "memos.stateless" . -}}
 {{- $hpa := and $stateless $svc.hpa $svc.hpa.enabled -}}
 {{- $persistent := and $svc.persistence $svc.persistence.enabled -}}
+{{- $tlsListener := include "memos.servesTls" . -}}
+{{- $probePort := ternary $root.Values.tls.healthPort $svc.port (not (empty $tlsListener)) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -470,14 +516,19 @@ spec:
               containerPort: {{ $root.Values.metrics.port }}
               protocol: TCP
             {{- end }}
+            {{- if $tlsListener }}
+            - name: health
+              containerPort: {{ $root.Values.tls.healthPort }}
+              protocol: TCP
+            {{- end }}
           env:
             {{- include "memos.containerEnv" . | nindent 12 }}
           startupProbe:
-            {{- include "memos.grpcProbe" (dict "svc" $svc "kind" "startup") | nindent 12 }}
+            {{- include "memos.grpcProbe" (dict "svc" $svc "kind" "startup" "port" $probePort) | nindent 12 }}
           livenessProbe:
-            {{- include "memos.grpcProbe" (dict "svc" $svc "kind" "liveness") | nindent 12 }}
+            {{- include "memos.grpcProbe" (dict "svc" $svc "kind" "liveness" "port" $probePort) | nindent 12 }}
           readinessProbe:
-            {{- include "memos.grpcProbe" (dict "svc" $svc "kind" "readiness") | nindent 12 }}
+            {{- include "memos.grpcProbe" (dict "svc" $svc "kind" "readiness" "port" $probePort) | nindent 12 }}
           resources:
             {{- $res := deepCopy ($svc.resources | default dict) }}
             {{- if gt (int ($svc.gpu | default 0)) 0 }}
@@ -501,6 +552,16 @@ spec:
             {{- if and (eq .name "gateway") $svc.apiKeysSecret }}
             - name: api-keys
               mountPath: /etc/memos/api-keys
+              readOnly: true
+            {{- end }}
+            {{- if and (eq .name "gateway") $svc.jwt.jwksConfigMap }}
+            - name: jwks
+              mountPath: /etc/memos/jwks
+              readOnly: true
+            {{- end }}
+            {{- if $root.Values.tls.enabled }}
+            - name: tls
+              mountPath: {{ $root.Values.tls.mountPath }}
               readOnly: true
             {{- end }}
             {{- with $svc.extraVolumeMounts }}
@@ -543,6 +604,19 @@ spec:
         - name: api-keys
           secret:
             secretName: {{ $svc.apiKeysSecret }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if and (eq .name "gateway") $svc.jwt.jwksConfigMap }}
+        # No subPath: the provider's rotated keys must reach the file the gateway re-reads.
+        - name: jwks
+          configMap:
+            name: {{ $svc.jwt.jwksConfigMap }}
+        {{- end }}
+        {{- if $root.Values.tls.enabled }}
+        # No subPath either: renewed certificates must reach the listeners, which reload them.
+        - name: tls
+          secret:
+            secretName: {{ $root.Values.tls.secretName }}
             defaultMode: 0440
         {{- end }}
         {{- with $svc.extraVolumes }}
@@ -798,6 +872,28 @@ spec:
 {{- end -}}
 {{- if and $v.actmem.vllm.enabled (eq (int $v.actmem.vllm.port) (int $v.metrics.port)) -}}
 {{- fail (printf "metrics.port %d is actmem.vllm.port too: both listen in the actmem pod" (int $v.metrics.port)) -}}
+{{- end -}}
+{{- end -}}
+{{- with $v.gateway.jwt -}}
+{{- if and $v.gateway.enabled (or .jwksUrl .jwksConfigMap) (not (and .issuer .audience)) -}}
+{{- fail "gateway.jwt needs issuer and audience with jwksUrl or jwksConfigMap: tokens of other issuers or applications would pass" -}}
+{{- end -}}
+{{- end -}}
+{{- if $v.tls.enabled -}}
+{{- if not $v.tls.secretName -}}
+{{- fail "tls.enabled needs tls.secretName (a Secret with tls.crt, tls.key and ca.crt)" -}}
+{{- end -}}
+{{- $hp := int $v.tls.healthPort -}}
+{{- range $name := splitList " " (include "memos.services" .) -}}
+{{- if eq (int (index $v $name).port) $hp -}}
+{{- fail (printf "tls.healthPort %d is %s.port too: the health-only listener needs a port of its own" $hp $name) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.metrics.enabled (eq (int $v.metrics.port) $hp) -}}
+{{- fail (printf "tls.healthPort %d is metrics.port too" $hp) -}}
+{{- end -}}
+{{- if and $v.actmem.vllm.enabled (eq (int $v.actmem.vllm.port) $hp) -}}
+{{- fail (printf "tls.healthPort %d is actmem.vllm.port too: both listen in the actmem pod" $hp) -}}
 {{- end -}}
 {{- end -}}
 {{- if $v.actmem.enabled -}}
