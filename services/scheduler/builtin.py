@@ -35,6 +35,7 @@ from memos.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 from shared.channels import open_channel, raw_channel
+from shared.grpc_errors import from_rpc_error
 from shared.interceptors import SERVICE_TOKEN_HEADER
 from shared.settings import ClientSettings
 
@@ -150,8 +151,11 @@ class BuiltinHandlers:
                 self.handled += 1
             except grpc.aio.AioRpcError as exc:
                 ack.success, ack.error = False, f"{exc.code().name}: {exc.details()}"
-                # A missing cube or a bad message will not get better by retrying.
-                ack.give_up = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+                # A missing cube, a bad message or a full cube (a quota, not a rate limit: the error
+                # says it is not retriable) will not get better by retrying.
+                ack.give_up = exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT) or (
+                    exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not from_rpc_error(exc).retriable
+                )
             except Exception:  # noqa: BLE001 - reported as the task's error, redelivered
                 ack.success, ack.error = False, traceback.format_exc()[-8000:]
             await acks.put(ack)

@@ -46,6 +46,9 @@ STALLED_S = 0.05
 # Batch mode: a response's deliveries stop growing past this size (one message may be up to
 # max_content_bytes on its own); a worker's default receive limit is 4 MiB.
 MAX_BATCH_BYTES = 1024 * 1024
+# At most what a delivery adds to a response besides its body and id: four tags (the entry's,
+# its id's, message's and attempt's), three lengths of up to five bytes, the attempt (a varint).
+_DELIVERY_OVERHEAD = 4 + 3 * 5 + 10
 
 
 def message_from_proto(m: scheduler_pb2.ScheduleMessage) -> Message:
@@ -355,17 +358,20 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 for d in deliveries:
                     in_flight[d.delivery_id] = True
                     resp = scheduler_pb2.SubscribeResponse(delivery_id=d.delivery_id, attempt=d.attempt)
-                    fill_message(resp.message, d.message)
+                    resp.message.MergeFromString(d.body)  # stored as the wire format: copied as it is
                     yield resp
                 return
             resp = scheduler_pb2.SubscribeResponse(rejected_acks=rejected)
             del rejected[:]
             size = 0
             for d in deliveries:
-                # Built in place in the response; moved to the next one if this one is full.
+                # Built in place in the response; moved to the next one if this one is full. The
+                # body is stored as the wire format: copied as it is.
                 item = resp.deliveries.add(delivery_id=d.delivery_id, attempt=d.attempt)
-                fill_message(item.message, d.message)
-                n = item.ByteSize()
+                item.message.MergeFromString(d.body)
+                # At least the item's encoded size (a character of the id is at most 4 UTF-8
+                # bytes), without encoding it again.
+                n = len(d.body) + 4 * len(d.delivery_id) + _DELIVERY_OVERHEAD
                 # A response stays within a worker's default receive limit (4 MiB) unless one
                 # message alone is larger.
                 if len(resp.deliveries) > 1 and (len(resp.deliveries) > max_batch or size + n > MAX_BATCH_BYTES):

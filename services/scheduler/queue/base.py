@@ -123,13 +123,30 @@ class Task:
     updated_at: float
 
 
-@dataclass(frozen=True)
 class Delivery:
-    """A leased message: ack or nack it by ``delivery_id`` before the lease runs out."""
+    """A leased message: ack or nack it by ``delivery_id`` before the lease runs out.
 
-    delivery_id: str
-    message: Message
-    attempt: int
+    ``body`` is the message as stored (:mod:`services.scheduler.queue.codec`): a worker stream
+    sends it on as it is; :attr:`message` decodes it, only when asked."""
+
+    __slots__ = ("delivery_id", "body", "attempt", "_message")
+
+    def __init__(self, delivery_id: str, body: bytes, attempt: int) -> None:
+        self.delivery_id = delivery_id
+        self.body = body
+        self.attempt = attempt
+        self._message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            from services.scheduler.queue import codec  # codec builds on this module
+
+            self._message = codec.decode(self.body)
+        return self._message
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.delivery_id!r}, attempt={self.attempt})"
 
 
 class Verdict(NamedTuple):

@@ -17,7 +17,6 @@ reused by new ones: the file stops growing once submissions and purges balance.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -25,6 +24,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from services.scheduler.queue import codec
 from services.scheduler.queue.base import (
     Delivery,
     Message,
@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   label TEXT NOT NULL,
   grp TEXT NOT NULL,
   priority INTEGER NOT NULL,
-  body TEXT NOT NULL,
+  body TEXT NOT NULL,  -- a BLOB: the ScheduleMessage encoding (codec); JSON text from earlier versions
   state INTEGER NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
   last_error TEXT NOT NULL DEFAULT '',
@@ -191,7 +191,7 @@ class SqliteTaskQueue(TaskQueue):
     @staticmethod
     def _task(row: sqlite3.Row | tuple) -> Task:
         item_id, body, state, attempts, last_error, updated_at = row
-        return Task(item_id, Message.from_json(json.loads(body)), TaskState(state), attempts, last_error, updated_at)
+        return Task(item_id, codec.decode(body), TaskState(state), attempts, last_error, updated_at)
 
     def _count_open(self, delta: int) -> None:
         if delta:
@@ -261,7 +261,7 @@ class SqliteTaskQueue(TaskQueue):
                         m.label,
                         m.group,
                         m.priority,
-                        json.dumps(m.to_json()),
+                        codec.encode(m),
                         P,
                         base + i,
                         now,
@@ -300,8 +300,9 @@ class SqliteTaskQueue(TaskQueue):
             f" WHERE seq IN ({','.join('?' * len(rows))})",
             [suffix, now + vt, now, *(r[0] for r in rows)],
         )
+        # A body stored by an earlier version is JSON (TEXT): what codec.normalize converts.
         return [
-            Delivery(f"{item_id}/{suffix}", Message.from_json(json.loads(body)), attempts + 1)
+            Delivery(f"{item_id}/{suffix}", body if type(body) is bytes else codec.normalize(body), attempts + 1)
             for _, item_id, body, attempts in rows
         ]
 

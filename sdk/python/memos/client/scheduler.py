@@ -85,19 +85,24 @@ class ScheduledMessage:
 
     @classmethod
     def from_proto(cls, m: scheduler_pb2.ScheduleMessage, attempt: int = 0) -> ScheduledMessage:
-        return cls(
-            user_id=m.user_id,
-            cube_id=m.cube_id,
-            label=m.label,
-            content=m.content,
-            item_id=m.item_id,
-            session_id=m.session_id,
-            timestamp=m.timestamp.ToMicroseconds() / 1e6 if m.HasField("timestamp") else 0.0,
-            trace_id=m.trace_id,
-            info=json_format.MessageToDict(m.info) if m.info.fields else {},
-            priority=m.priority,
-            attempt=attempt,
-        )
+        # One per delivered message: the fields set at once, not through the dataclass's keyword
+        # __init__, and the timestamp read as ToMicroseconds() would (an absent one reads as 0).
+        ts, info = m.timestamp, m.info
+        msg = object.__new__(cls)
+        msg.__dict__ = {
+            "user_id": m.user_id,
+            "cube_id": m.cube_id,
+            "label": m.label,
+            "content": m.content,
+            "item_id": m.item_id,
+            "session_id": m.session_id,
+            "timestamp": (ts.seconds * 1_000_000 + ts.nanos // 1000) / 1e6,
+            "trace_id": m.trace_id,
+            "info": json_format.MessageToDict(info) if info.fields else {},
+            "priority": m.priority,
+            "attempt": attempt,
+        }
+        return msg
 
 
 @dataclass
