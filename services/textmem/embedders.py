@@ -12,7 +12,9 @@ an inner product.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -238,7 +240,12 @@ class OnnxEmbedder:
     """
 
     def __init__(
-        self, model_path: str = "", cache_dir: str | Path | None = None, batch_size: int = 64, threads: int = 1
+        self,
+        model_path: str = "",
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        threads: int = 1,
+        quantize: str = "none",
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -276,6 +283,9 @@ class OnnxEmbedder:
         # `threads` cores, as embedding_threads says, and on 2 shared cores parallel runs measured no
         # better (4 callers: 43-64 queries/s with the lock, 40-58 without, higher p50 without).
         self._lock = threading.Lock()
+        if quantize not in ("none", "int8"):
+            raise ValueError(f"unknown quantization {quantize!r} (none or int8)")
+        self._quantize = quantize
         self.onnx_path = self._open(folder, layout.transformer_dir, Path(cache_dir or default_onnx_cache_dir()))
 
     def _load(self, path: Path) -> None:
@@ -288,6 +298,22 @@ class OnnxEmbedder:
         self.dim = int(self._forward([""]).shape[1])
 
     def _open(self, folder: Path, transformer_dir: Path, cache_dir: Path) -> Path:
+        graph = self._open_float(folder, transformer_dir, cache_dir)
+        if self._quantize == "none":
+            return graph
+        path = cache_dir / f"{graph.stem}-int8.onnx"
+        if path.is_file():
+            try:
+                self._load(path)
+                return path
+            except Exception as exc:  # noqa: BLE001 - any failure to load a cached file means: quantize again
+                log.warning("cached quantized model %s is unusable (%s); quantizing again", path, exc)
+        log.info("quantizing %s to int8 at %s (once per model)", graph, path)
+        quantize_onnx_int8(graph, path)
+        self._load(path)
+        return path
+
+    def _open_float(self, folder: Path, transformer_dir: Path, cache_dir: Path) -> Path:
         for shipped in (folder / "model.onnx", folder / "onnx" / "model.onnx"):
             if shipped.is_file():
                 self._load(shipped)
@@ -346,6 +372,26 @@ class OnnxEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._forward(list(texts))
+
+
+def quantize_onnx_int8(src: Path, dest: Path) -> None:
+    """Dynamic int8 quantization of the graph's MatMul weights, one scale per output channel,
+    written atomically like :func:`export_onnx`. Per channel and MatMul only because per-tensor
+    scales over every op measured cosine 0.935 (min) to the float vectors on LoCoMo questions;
+    this keeps those above 0.99 and embeds a one-line query ~2.5x faster on one core."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        # The quantizer prints debugging lines to stdout; keep them out of the service's output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_dynamic(src, tmp, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def default_onnx_cache_dir() -> Path:
@@ -465,6 +511,7 @@ def build_embedder(settings) -> Embedder:  # type: ignore[no-untyped-def]
                     cache_dir=settings.embedding_onnx_cache_dir or default_onnx_cache_dir(),
                     batch_size=settings.embedding_batch_size,
                     threads=settings.embedding_threads,
+                    quantize=settings.embedding_quantize,
                 )
             except Exception as exc:  # noqa: BLE001 - a slower embedder is better than none
                 log.warning(

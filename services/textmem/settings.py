@@ -116,6 +116,15 @@ class TextMemSettings(ServerSettings):
     (~/.cache/memos/onnx), shared by every data directory of the machine. The textmem image
     sets /opt/memos/onnx, exported when the image is built, so its pods never export."""
 
+    embedding_quantize: Literal["none", "int8"] = "none"
+    """ONNX runtime only: "int8" runs the local model with its MatMul weights quantized to int8
+    (one scale per output channel; made once from the float graph, cached beside it). A one-line
+    query embeds ~2.5x faster on one core (measured 3.3-4.4 ms against 8.7-16 ms, loaded 2-core
+    machine). Vectors stay close to the float model's: cosine 0.994 on average and at least 0.990
+    over 200 LoCoMo questions, down to ~0.96 for texts made mostly of symbols or emoji. Every vector
+    of a deployment should come from one setting: switching it leaves stored vectors from the
+    other model."""
+
     embedding_device: str = "cpu"
     """torch device for the local embedder ("cuda" runs torch whatever embedding_runtime says)."""
 

@@ -267,3 +267,35 @@ def test_failed_export_leaves_no_file(tmp_path: Path, monkeypatch) -> None:  # t
     with pytest.raises(RuntimeError, match="killed mid-export"):
         embedders.export_onnx(MODEL_DIR, dest)
     assert list(dest.parent.iterdir()) == []
+
+
+def test_int8_quantization_is_made_once_and_stays_close_to_the_float_model(  # type: ignore[no-untyped-def]
+    exported, tmp_path: Path, no_export, monkeypatch
+) -> None:
+    onnx, _ = exported
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copyfile(onnx.onnx_path, cache / onnx.onnx_path.name)
+    quantized = OnnxEmbedder(cache_dir=cache, quantize="int8")
+    assert quantized.onnx_path.name == onnx.onnx_path.stem + "-int8.onnx"
+    # int8 MatMul weights (the word-embedding table, a Gather, stays float: most of the rest).
+    assert quantized.onnx_path.stat().st_size < 0.75 * onnx.onnx_path.stat().st_size
+    texts = [t for t in TEXTS if t.strip()]
+    cos = _cos_rows(quantized.embed(texts), onnx.embed(texts))
+    # Sentences stay within ~0.99; symbol- and emoji-heavy texts drift further (0.96 measured).
+    assert cos.min() > 0.95 and cos.mean() > 0.98
+    # Made once: a second embedder loads the cached file instead of quantizing again.
+    calls: list[Path] = []
+    monkeypatch.setattr(embedders, "quantize_onnx_int8", lambda src, dest: calls.append(dest))
+    before = quantized.onnx_path.stat().st_mtime_ns
+    again = OnnxEmbedder(cache_dir=cache, quantize="int8")
+    assert calls == [] and again.onnx_path.stat().st_mtime_ns == before
+    np.testing.assert_allclose(again.embed(texts), quantized.embed(texts), atol=1e-6)
+    # Only the float graph and its int8 twin in the cache: the temporary file was renamed.
+    assert sorted(p.name for p in cache.iterdir()) == sorted([onnx.onnx_path.name, quantized.onnx_path.name])
+
+
+def test_unknown_quantization_is_refused(exported) -> None:  # type: ignore[no-untyped-def]
+    onnx, _ = exported
+    with pytest.raises(ValueError, match="quantization"):
+        OnnxEmbedder(cache_dir=onnx.onnx_path.parent, quantize="int4")
