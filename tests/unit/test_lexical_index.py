@@ -189,3 +189,37 @@ def test_counts_from_a_loaded_copy_equal_sqls(path: Path) -> None:
     assert indexed.count("c") == 59 and indexed.count("c", MemoryFilter()) == 58
     indexed.close()
     plain.close()
+
+
+RANKING_FIELDS = ("id", "cube_id", "memory", "user_id", "session_id", "memory_type", "status", "tags", "info")
+
+
+def test_reads_without_sources_come_from_the_copy_and_follow_every_change(path: Path) -> None:
+    indexed = SqliteGraphStore(path)
+    plain = SqliteGraphStore(path, lexical_index=False)
+    a = mem("c", "lake camping trip", user_id="u1", session_id="s1", tags=["trip"], info={"k": 1}, event_time=5.0)
+    b = mem("c", "tea garden visit", memory_type="UserMemory")
+    indexed.insert_memories("c", [a, b])
+    search(indexed, "c", "lake")  # the copy is loaded: lean reads come from it now
+
+    def same() -> None:
+        ours = indexed.get_memories("c", [a.id, b.id, "missing"], with_sources=False)
+        theirs = plain.get_memories("c", [a.id, b.id, "missing"])
+        assert set(ours) == set(theirs)
+        for mid, m in ours.items():
+            assert m.sources == []
+            for f in RANKING_FIELDS:
+                assert getattr(m, f) == getattr(theirs[mid], f), f
+            assert m.created_at == pytest.approx(theirs[mid].created_at)
+            assert m.event_time == theirs[mid].event_time
+
+    same()
+    indexed.update_memory(Memory(**{**a.__dict__, "memory": "lake fishing trip", "tags": ["trip", "fish"]}))
+    same()
+    indexed.update_memory(Memory(**{**b.__dict__, "status": "archived", "info": {"why": "old"}}))
+    same()
+    indexed.delete_memories("c", [a.id])
+    same()
+    assert a.id not in indexed.get_memories("c", [a.id], with_sources=False)
+    indexed.close()
+    plain.close()

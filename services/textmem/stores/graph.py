@@ -74,8 +74,10 @@ class GraphStore(Protocol):
         oldest such memory's id: an indexed lookup. Working-memory copies are never returned."""
 
     def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
-        """The memories of this cube among ``ids`` (others are absent); without their sources
-        (``sources == []``) when ``with_sources`` is False, which ranking uses to read less."""
+        """The memories of this cube among ``ids`` (others are absent). With ``with_sources``
+        False, for ranking, which reads ~100 a search: no sources (``sources == []``), and an
+        implementation may leave key, background, confidence, updated_at and version at their
+        defaults; every other field is exact."""
 
     def list_memories(self, cube_id: str, flt: MemoryFilter, limit: int, after: int = 0) -> tuple[list[Memory], int]:
         """A page in insertion order and the cursor to pass as ``after`` next (0: no more)."""

@@ -26,6 +26,7 @@ Filters on tags are left to FTS5 (the caller falls back).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -39,7 +40,7 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 
-from services.textmem.models import MEMORY_TYPES, STATUSES, MemoryFilter
+from services.textmem.models import MEMORY_TYPES, STATUSES, Memory, MemoryFilter
 from shared.errors import MemosError
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,17 @@ END;
 CREATE TRIGGER IF NOT EXISTS memories_log_ad AFTER DELETE ON memories BEGIN
   INSERT INTO memory_changes(cube_id, seq) VALUES (old.cube_id, old.seq);
 END;
-CREATE TRIGGER IF NOT EXISTS memories_log_au
-AFTER UPDATE OF memory, memory_type, status, user_id, session_id, created_at, cube_id ON memories BEGIN
+-- Every column the copies hold (they also answer ranking's reads of memories without sources).
+DROP TRIGGER IF EXISTS memories_log_au;
+CREATE TRIGGER IF NOT EXISTS memories_log_au2
+AFTER UPDATE OF memory, memory_type, status, user_id, session_id, created_at, event_time, tags, info, cube_id
+ON memories BEGIN
   INSERT INTO memory_changes(cube_id, seq) VALUES (old.cube_id, old.seq);
   INSERT INTO memory_changes(cube_id, seq) SELECT new.cube_id, new.seq WHERE new.cube_id != old.cube_id;
 END;
 """
 
-_ROW_COLUMNS = "seq, id, memory, memory_type, status, user_id, session_id, created_at"
+_ROW_COLUMNS = "seq, id, memory, memory_type, status, user_id, session_id, created_at, event_time, tags, info"
 _TYPE_CODE = {t: i for i, t in enumerate(MEMORY_TYPES)}
 _STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
 
@@ -124,6 +128,10 @@ class _CubeLexicon:
         self.position = position  # the last change id applied
         self.ids: list[str] = []
         self.slot_of: dict[int, int] = {}  # memory seq -> slot
+        self.live_slot: dict[str, int] = {}  # memory id -> its live slot
+        # The row's other columns, as stored (tags and info as JSON text): ranking reads memories
+        # without their sources from here instead of SQLite.
+        self.rows: list[tuple] = []
         self.postings: dict[str, tuple[array, array]] = {}
         self.live = array("b")
         self.length = array("f")
@@ -143,17 +151,22 @@ class _CubeLexicon:
     def remove(self, seq: int) -> None:
         slot = self.slot_of.pop(seq, None)
         if slot is not None:
+            if self.live_slot.get(self.ids[slot]) == slot:
+                del self.live_slot[self.ids[slot]]
+            self.rows[slot] = ()
             self.live[slot] = 0
             self.live_count -= 1
             self.live_length -= self.length[slot]
             self.dead += 1
 
     def put(self, row: Sequence) -> None:
-        seq, mid, text, memory_type, status, user_id, session_id, created_at = row
+        seq, mid, text, memory_type, status, user_id, session_id, created_at, event_time, tags, info = row
         self.remove(seq)
         slot = len(self.ids)
         self.ids.append(mid)
         self.slot_of[seq] = slot
+        self.live_slot[mid] = slot
+        self.rows.append((text, memory_type, status, user_id, session_id, created_at, event_time, tags, info))
         words = tokens(text)
         for term, tf in Counter(words).items():
             posting = self.postings.get(term)
@@ -170,6 +183,28 @@ class _CubeLexicon:
         self.created.append(created_at)
         self.live_count += 1
         self.live_length += len(words)
+
+    def memories(self, cube_id: str, ids: Iterable[str]) -> dict[str, Memory]:
+        out: dict[str, Memory] = {}
+        for mid in ids:
+            slot = self.live_slot.get(mid)
+            if slot is None:
+                continue
+            text, memory_type, status, user_id, session_id, created_at, event_time, tags, info = self.rows[slot]
+            out[mid] = Memory(
+                id=mid,
+                cube_id=cube_id,
+                memory=text,
+                user_id=user_id,
+                session_id=session_id,
+                memory_type=memory_type,
+                status=status,
+                tags=[] if tags == "[]" else json.loads(tags),
+                info={} if info == "{}" else json.loads(info),
+                created_at=created_at,
+                event_time=event_time,
+            )
+        return out
 
     def worth_reloading(self) -> bool:
         return self.dead > 64 and self.dead * 2 > len(self.ids)
@@ -342,6 +377,16 @@ class LexicalIndex:
             return []
         with self._lock(cube_id):
             return self._current(cube_id).search(words, flt, limit)
+
+    def memories_if_loaded(self, cube_id: str, ids: Sequence[str]) -> dict[str, Memory] | None:
+        """The cube's memories among ``ids`` as its copy holds them: every column but the ones
+        ranking does not read (key, background, confidence, updated_at, version), and no sources.
+        None when the cube has no copy yet. Ranking reads ~100 neighbours a search this way, in
+        a fraction of a millisecond instead of ~2 ms of SQL and JSON."""
+        if cube_id not in self._cubes:
+            return None
+        with self._lock(cube_id):
+            return self._current(cube_id).memories(cube_id, ids)
 
     def count_if_loaded(self, cube_id: str, flt: MemoryFilter | None) -> int | None:
         """How many of the cube's memories pass the filter (all of them without one), from its

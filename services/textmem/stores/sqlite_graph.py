@@ -434,6 +434,10 @@ class SqliteGraphStore:
         ]
 
     def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
+        if not with_sources and self._lexicon is not None:
+            held = self._lexicon.memories_if_loaded(cube_id, ids)
+            if held is not None:
+                return held
         rows: list[sqlite3.Row] = []
         conn = self._conn()
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
