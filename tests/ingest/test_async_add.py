@@ -18,6 +18,7 @@ from services.gateway.app import build_server as build_gateway
 from services.gateway.settings import GatewaySettings
 from services.scheduler.app import build_server as build_scheduler
 from services.scheduler.settings import SchedulerSettings
+from services.textmem.quota import CubeQuota
 from shared.errors import NotFound
 from tests.ingest.conftest import IngestSuite
 
@@ -105,3 +106,30 @@ async def test_only_async_fine_adds_queue_a_refinement(async_suite, unique, mode
             f"u-{unique}", [f"c-{unique}"], "I remember the milk", mode=mode, async_mode=async_mode
         )
     assert not resp.task_ids and resp.memories
+
+
+async def test_a_refinement_refused_by_a_full_cube_is_given_up_not_retried(async_suite, ingest_suite, unique) -> None:  # type: ignore[no-untyped-def]
+    gateway, scheduler_addr = async_suite
+    user, cube = f"u-{unique}", f"c-{unique}"
+    memory = ingest_suite.base.memory
+    sched = SchedulerClient(scheduler_addr)
+    saved = memory.quota
+    # Room for the fast memory only: the refined one, written before the fast one goes, does not fit.
+    memory.quota = CubeQuota(max_memories=1, max_bytes=0)
+    try:
+        async with AsyncMemosClient(gateway) as c:
+            resp = await c.add_memories(
+                user, [cube], "My kayak is a yellow Perception Pescador.", async_mode="async", mode="fine"
+            )
+            assert len(resp.task_ids) == 1 and len(resp.memories) == 1
+            assert await asyncio.to_thread(sched.wait_for_tasks, user, cube, 60.0)
+            task = await asyncio.to_thread(sched.get_task, resp.task_ids[0])
+            assert task.state in ("failed", "dead_lettered"), task
+            assert task.attempts == 1, task  # given up at once: retrying cannot make room
+            assert task.last_error.startswith("RESOURCE_EXHAUSTED") and "MEMOS_MAX_MEMORIES_PER_CUBE" in task.last_error
+            # Nothing lost: the fast memory is still there.
+            found = await c.search_memories(user, [cube], "yellow kayak", top_k=3)
+            assert [m.item.id for m in found.ranked] == [resp.memories[0].memory_id]
+    finally:
+        memory.quota = saved
+        await asyncio.to_thread(sched.close)
