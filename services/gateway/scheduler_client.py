@@ -10,10 +10,11 @@ from shared.grpc_errors import from_rpc_error
 from shared.settings import ClientSettings
 
 # Submits carry a request id and item ids, so the scheduler stores a retried one once; a purge
-# repeated removes what is left.
+# repeated removes what is left; a listing only reads.
 _IDEMPOTENT = [
     "/memos.scheduler.v1.SchedulerService/SubmitMessages",
     "/memos.scheduler.v1.SchedulerService/PurgeTasks",
+    "/memos.scheduler.v1.SchedulerService/ListUserTasks",
 ]
 
 
@@ -34,6 +35,14 @@ class SchedulerClient:
     ) -> scheduler_pb2.PurgeTasksResponse:
         try:
             return await self.stub.PurgeTasks(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def list_user_tasks(
+        self, request: scheduler_pb2.ListUserTasksRequest, timeout: float | None
+    ) -> scheduler_pb2.ListUserTasksResponse:
+        try:
+            return await self.stub.ListUserTasks(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 

@@ -7,6 +7,7 @@ from memos.gateway.v1 import gateway_pb2_grpc
 from services.gateway.auth import Authenticator
 from services.gateway.chat import ChatService
 from services.gateway.core import Gateway
+from services.gateway.export import UserDataExport
 from services.gateway.limits import RateLimiter
 from services.gateway.validation import check_request
 
@@ -18,9 +19,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         chat: ChatService,
         auth: Authenticator | None = None,
         limiter: RateLimiter | None = None,
+        export: UserDataExport | None = None,
     ) -> None:
         self._gw = gateway
         self._chat = chat
+        self._export = export or UserDataExport(gateway)
         self._auth = auth or Authenticator(None)
         self._limiter = limiter or RateLimiter(0, 1)
 
@@ -75,6 +78,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def DeleteUserData(self, request, context):  # type: ignore[no-untyped-def]
         await self._admit(request, context)
         return await self._gw.delete_user_data(request, context.time_remaining())
+
+    async def ExportUserData(self, request, context):  # type: ignore[no-untyped-def]
+        await self._admit(request, context)
+        async for record in self._export.export(request, context.time_remaining()):
+            yield record
 
     async def Chat(self, request, context):  # type: ignore[no-untyped-def]
         await self._admit(request, context)

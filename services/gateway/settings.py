@@ -95,6 +95,10 @@ class GatewaySettings(ServerSettings, ClientSettings):
     """Where the scheduler listens; empty: async adds run synchronously and chats raise no
     query events (no working-memory refresh)."""
 
+    actmem_addr: str = ""
+    """Where the actmem service listens; the gateway only reads the descriptions of KV caches there,
+    for ExportUserData. Empty: exports leave KV caches out (and say so in their summary)."""
+
     search_timeout_s: float = Field(default=10.0, gt=0)
     """Deadline of a search whose caller set none."""
 

@@ -239,6 +239,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             finished_count=counts.finished,
         )
 
+    async def ListUserTasks(self, request, context):  # type: ignore[no-untyped-def]
+        if not request.user_id:
+            raise InvalidArgument("user_id is required", reason="MISSING_USER_ID", metadata={"field": "user_id"})
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE", metadata={"field": "page_size"})
+        tasks, token = await _in_thread(self._q.list_user_tasks, request.user_id, request.page_size, request.page_token)
+        return scheduler_pb2.ListUserTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
+
     async def _rejection_reasons(self, failed: list[str]) -> dict[str, str]:
         """Why verdicts this stream held were not applied: PURGED when their task is gone, else
         LEASE_LOST (their lease ran out). Asked only when some failed."""

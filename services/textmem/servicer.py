@@ -12,6 +12,7 @@ import logging
 from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 from services.textmem import convert
 from services.textmem.memory import TextMemory
+from services.textmem.user_export import list_user_memories
 from shared.errors import DeadlineExceeded, Internal, InvalidArgument, MemosError
 from shared.grpc_errors import ok_status_proto, to_status_proto
 
@@ -204,6 +205,20 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         )
         return textmem_pb2.ReplaceWorkingMemoryResponse(
             memories=[convert.memory_to_proto(m) for m in memories], removed_count=removed
+        )
+
+    async def ListUserMemories(self, request, context):  # type: ignore[no-untyped-def]
+        items, token = await asyncio.to_thread(
+            list_user_memories, self._mem.graph, request.user_id, request.page_size, request.page_token
+        )
+        return textmem_pb2.ListUserMemoriesResponse(
+            memories=[
+                textmem_pb2.UserMemory(
+                    memory=convert.memory_to_proto(u.memory), history=[convert.memory_to_proto(v) for v in u.history]
+                )
+                for u in items
+            ],
+            next_page_token=token,
         )
 
 

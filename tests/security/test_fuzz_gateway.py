@@ -201,8 +201,11 @@ async def send(fuzz: Fuzz, method: descriptor.MethodDescriptor, wire: bytes) -> 
             call = fuzz.channel.unary_stream(
                 path, request_serializer=None, response_deserializer=response_cls.FromString
             )
+            # Chat reports a failure after its first event as an error event; streams without one
+            # (ExportUserData) end with the call's status instead.
+            has_error_event = "error" in response_cls.DESCRIPTOR.fields_by_name
             async for event in call(wire, timeout=CALL_TIMEOUT_S):
-                if event.HasField("error"):
+                if has_error_event and event.HasField("error"):
                     return Outcome(
                         status_name(event.error.code), _error_info_reason(event.error), event.error.message, True
                     )

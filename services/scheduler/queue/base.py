@@ -436,6 +436,13 @@ class TaskQueue(ABC):
         withdrawn (an ack, nack or release of their delivery is refused, NotFound), dead-lettered and
         finished ones are deleted. Tasks submitted while it runs may stay."""
 
+    @abstractmethod
+    def list_user_tasks(self, user_id: str, page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
+        """Every task of ``user_id`` in any state (pending, running, finished within the retention,
+        dead-lettered), a page at a time, and the next page's token ("" when none). ``page_size`` is
+        a hint: a page may be shorter (even empty) and not the last, or (Redis) somewhat longer.
+        Tasks submitted or removed while a listing runs may be missed (Redis: or listed twice)."""
+
     def missing(self, item_ids: Sequence[str]) -> set[str]:
         """Those of ``item_ids`` that are not stored (never submitted, purged)."""
         out = set()

@@ -644,6 +644,36 @@ class RedisTaskQueue(TaskQueue):
         flush()
         return counts
 
+    @_unavailable
+    def list_user_tasks(self, user_id: str, page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
+        if not user_id:
+            raise InvalidArgument("user_id is required", reason="MISSING_USER_ID", metadata={"field": "user_id"})
+        page_size = max(1, min(page_size or 100, 1000))
+        try:
+            cursor = int(page_token) if page_token else 0
+        except ValueError:
+            raise InvalidArgument("bad page token", reason="BAD_PAGE_TOKEN", metadata={"field": "page_token"}) from None
+        head = self._k("t", "")
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", head) + "*"
+        skip = len(head.encode())
+        wanted = user_id.encode()
+        found: list[Task] = []
+        # No index leads to a user's tasks in every state (as for purge_tasks): the task hashes are
+        # scanned, and the page token is the SCAN cursor (0 again: the scan is complete).
+        while True:
+            cursor, keys = self._rb.scan(cursor, match=pattern, count=page_size)
+            if keys:
+                pipe = self._rb.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hmget(key, "user", *_TASK_FIELDS)
+                for key, row in zip(keys, pipe.execute(), strict=True):
+                    if row[0] == wanted and row[1] is not None:  # not purged or expired meanwhile
+                        found.append(self._task(key[skip:].decode(), row[1:]))
+            if not cursor:
+                return found, ""
+            if len(found) >= page_size:
+                return found, str(cursor)
+
     def close(self) -> None:
         self._r.close()
         self._rb.close()

@@ -540,6 +540,37 @@ class SqliteTaskQueue(TaskQueue):
             after = end
         return counts
 
+    def list_user_tasks(self, user_id: str, page_size: int = 100, page_token: str = "") -> tuple[list[Task], str]:
+        if not user_id:
+            raise InvalidArgument("user_id is required", reason="MISSING_USER_ID", metadata={"field": "user_id"})
+        page_size = max(1, min(page_size or 100, 1000))
+        try:
+            after = int(page_token) if page_token else 0
+        except ValueError:
+            raise InvalidArgument("bad page token", reason="BAD_PAGE_TOKEN", metadata={"field": "page_token"}) from None
+        found: list[Task] = []
+        # No index leads to a user's tasks in every state (as for purge_tasks): the table is read in
+        # ranges of rows, the lock let go between them, so a listing never stalls the queue.
+        while True:
+            with self._lock:
+                self._expire_locked(time.time())
+                end = self._db.execute(
+                    f"SELECT MAX(seq) FROM (SELECT seq FROM tasks WHERE seq > ? ORDER BY seq LIMIT {_PURGE_SCAN})",
+                    (after,),
+                ).fetchone()[0]
+                if end is None:
+                    return found, ""
+                want = page_size - len(found)
+                rows = self._db.execute(
+                    "SELECT item_id, body, state, attempts, last_error, updated_at, seq FROM tasks"
+                    " WHERE seq > ? AND seq <= ? AND user_id = ? ORDER BY seq LIMIT ?",
+                    (after, end, user_id, want),
+                ).fetchall()
+            found.extend(self._task(r[:6]) for r in rows)
+            if len(rows) == want:
+                return found, str(rows[-1][6])
+            after = end
+
     def close(self) -> None:
         self._closed.set()
         self._checkpointer.join(10)

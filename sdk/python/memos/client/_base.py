@@ -293,3 +293,13 @@ class ClientMethods:
         """Erases the user: owned cubes, their memories everywhere, their access to shared cubes."""
         req = gateway_pb2.DeleteUserDataRequest(request_id=_request_id(request_id), user_id=user_id)
         return self._invoke("DeleteUserData", req, timeout)
+
+    def export_user_data(self, user_id: str, *, timeout: float | None = None) -> Any:
+        """Streams everything kept about the user, one record per ``gateway_pb2.ExportUserDataResponse``
+        (its ``record`` oneof: cube, memory, preference, working_memory, task, kv_cache), ending
+        with the summary record (the count of each kind). An iterator that ends without a summary
+        (it raised) is an incomplete export.
+
+        The sync client returns an iterator, the async client an async iterator.
+        """
+        return self._stream("ExportUserData", gateway_pb2.ExportUserDataRequest(user_id=user_id), timeout)

@@ -24,12 +24,15 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
+from memos.actmem.v1 import actmem_pb2 as memos_dot_actmem_dot_v1_dot_actmem__pb2
 from memos.common.v1 import memory_pb2 as memos_dot_common_dot_v1_dot_memory__pb2
 from memos.common.v1 import message_pb2 as memos_dot_common_dot_v1_dot_message__pb2
+from memos.scheduler.v1 import scheduler_pb2 as memos_dot_scheduler_dot_v1_dot_scheduler__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememos/gateway/v1/gateway.proto\x12\x10memos.gateway.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\"\xb2\x02\n\x12\x41\x64\x64MemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x19\n\x11writable_cube_ids\x18\x03 \x03(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12+\n\x04mode\x18\x06 \x01(\x0e\x32\x1d.memos.gateway.v1.ExtractMode\x12/\n\nasync_mode\x18\x07 \x01(\x0e\x32\x1b.memos.gateway.v1.AsyncMode\x12\x13\n\x0b\x63ustom_tags\x18\x08 \x03(\t\x12%\n\x04info\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\x83\x01\n\x0b\x41\x64\x64\x65\x64Memory\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\x12\x30\n\x0bmemory_type\x18\x03 \x01(\x0e\x32\x1b.memos.common.v1.MemoryType\x12\x0f\n\x07\x63ube_id\x18\x04 \x01(\t\x12\x0e\n\x06merged\x18\x05 \x01(\x08\"\xe6\x01\n\x13\x41\x64\x64MemoriesResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12/\n\x08memories\x18\x02 \x03(\x0b\x32\x1d.memos.gateway.v1.AddedMemory\x12\x35\n\x0e\x65\x66\x66\x65\x63tive_mode\x18\x03 \x01(\x0e\x32\x1d.memos.gateway.v1.ExtractMode\x12\x0f\n\x07notices\x18\x04 \x03(\t\x12\x33\n\x0bpart_errors\x18\x05 \x03(\x0b\x32\x1e.memos.gateway.v1.AddPartError\x12\x10\n\x08task_ids\x18\x06 \x03(\t\"n\n\x0c\x41\x64\x64PartError\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x15\n\rmessage_index\x18\x02 \x01(\x05\x12\x12\n\npart_index\x18\x03 \x01(\x05\x12\"\n\x06status\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"\xd4\x01\n\x15SearchMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11readable_cube_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12-\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\x12\x1a\n\x12include_preference\x18\x06 \x01(\x08\x12\x12\n\npref_top_k\x18\x07 \x01(\x05\x12\x12\n\nsession_id\x18\x08 \x01(\t\"\x83\x01\n\x0c\x43ubeMemories\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12/\n\x08memories\x18\x02 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\r\n\x05total\x18\x03 \x01(\x03\x12\"\n\x06status\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"\xc0\x01\n\x16SearchMemoriesResponse\x12\x30\n\x08text_mem\x18\x01 \x03(\x0b\x32\x1e.memos.gateway.v1.CubeMemories\x12\x30\n\x08pref_mem\x18\x02 \x03(\x0b\x32\x1e.memos.gateway.v1.CubeMemories\x12\x13\n\x0bpref_string\x18\x03 \x01(\t\x12-\n\x06ranked\x18\x04 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\"`\n\x10GetMemoryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x11\n\tmemory_id\x18\x03 \x01(\t\x12\x17\n\x0finclude_history\x18\x04 \x01(\x08\"n\n\x11GetMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12,\n\x07history\x18\x02 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\"\x8d\x01\n\x13ListMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12-\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa9\x01\n\x13UpdateMemoryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12+\n\x06memory\x18\x04 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\"\xae\x01\n\x15\x44\x65leteMemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x12\n\nmemory_ids\x18\x04 \x03(\t\x12\x0b\n\x03\x61ll\x18\x05 \x01(\x08\x12-\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\"/\n\x16\x44\x65leteMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"x\n\x08\x43ubeInfo\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x07my_role\x18\x04 \x01(\x0e\x32\x1b.memos.gateway.v1.ShareRole\x12\r\n\x05owned\x18\x05 \x01(\x08\"W\n\x11\x43reateCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\">\n\x12\x43reateCubeResponse\x12(\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x1a.memos.gateway.v1.CubeInfo\"#\n\x10ListCubesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\">\n\x11ListCubesResponse\x12)\n\x05\x63ubes\x18\x01 \x03(\x0b\x32\x1a.memos.gateway.v1.CubeInfo\"\x8b\x01\n\x10ShareCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x16\n\x0etarget_user_id\x18\x04 \x01(\t\x12)\n\x04role\x18\x05 \x01(\x0e\x32\x1b.memos.gateway.v1.ShareRole\"=\n\x11ShareCubeResponse\x12(\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x1a.memos.gateway.v1.CubeInfo\"I\n\x11\x44\x65leteCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\".\n\x12\x44\x65leteCubeResponse\x12\x18\n\x10\x64\x65leted_memories\x18\x01 \x01(\x03\"<\n\x15\x44\x65leteUserDataRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x80\x01\n\x16\x44\x65leteUserDataResponse\x12\x18\n\x10\x64\x65leted_memories\x18\x01 \x01(\x03\x12\x18\n\x10\x64\x65leted_cube_ids\x18\x02 \x03(\t\x12\x18\n\x10\x63leaned_cube_ids\x18\x03 \x03(\t\x12\x18\n\x10revoked_cube_ids\x18\x04 \x03(\t\"\xb2\x02\n\x0b\x43hatRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x19\n\x11readable_cube_ids\x18\x04 \x03(\t\x12\x19\n\x11writable_cube_ids\x18\x05 \x03(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12-\n\x07history\x18\x08 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12\x15\n\rsystem_prompt\x18\t \x01(\t\x12\x1a\n\x12include_preference\x18\n \x01(\x08\x12\x1d\n\x15\x61\x64\x64_message_on_answer\x18\x0b \x01(\x08\x12\x15\n\revent_cube_id\x18\x0c \x01(\t\"+\n\nChatStatus\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\xab\x01\n\x0e\x43hatReferences\x12/\n\x08memories\x18\x01 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\x32\n\x0bpreferences\x18\x02 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\x34\n\x0c\x66\x61iled_cubes\x18\x03 \x03(\x0b\x32\x1e.memos.gateway.v1.CubeMemories\"\x19\n\x08\x43hatText\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\"\xc4\x01\n\x07\x43hatEnd\x12.\n\x06source\x18\x01 \x01(\x0e\x32\x1e.memos.gateway.v1.AnswerSource\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12\x35\n\x0e\x61\x64\x64\x65\x64_memories\x18\x04 \x03(\x0b\x32\x1d.memos.gateway.v1.AddedMemory\x12\x16\n\x0equery_event_id\x18\x05 \x01(\t\"\xfa\x01\n\x0c\x43hatResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1c.memos.gateway.v1.ChatStatusH\x00\x12\x36\n\nreferences\x18\x02 \x01(\x0b\x32 .memos.gateway.v1.ChatReferencesH\x00\x12*\n\x04text\x18\x03 \x01(\x0b\x32\x1a.memos.gateway.v1.ChatTextH\x00\x12(\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x19.memos.gateway.v1.ChatEndH\x00\x12#\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent*Y\n\x0b\x45xtractMode\x12\x1c\n\x18\x45XTRACT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XTRACT_MODE_FAST\x10\x01\x12\x15\n\x11\x45XTRACT_MODE_FINE\x10\x02*R\n\tAsyncMode\x12\x1a\n\x16\x41SYNC_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41SYNC_MODE_SYNC\x10\x01\x12\x14\n\x10\x41SYNC_MODE_ASYNC\x10\x02*j\n\tShareRole\x12\x1a\n\x16SHARE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11SHARE_ROLE_READER\x10\x01\x12\x15\n\x11SHARE_ROLE_WRITER\x10\x02\x12\x13\n\x0fSHARE_ROLE_NONE\x10\x03*j\n\x0c\x41nswerSource\x12\x1d\n\x19\x41NSWER_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41NSWER_SOURCE_LLM\x10\x01\x12$\n ANSWER_SOURCE_RETRIEVED_MEMORIES\x10\x02\x32\xd6\x08\n\x0eGatewayService\x12Z\n\x0b\x41\x64\x64Memories\x12$.memos.gateway.v1.AddMemoriesRequest\x1a%.memos.gateway.v1.AddMemoriesResponse\x12\x63\n\x0eSearchMemories\x12\'.memos.gateway.v1.SearchMemoriesRequest\x1a(.memos.gateway.v1.SearchMemoriesResponse\x12T\n\tGetMemory\x12\".memos.gateway.v1.GetMemoryRequest\x1a#.memos.gateway.v1.GetMemoryResponse\x12]\n\x0cListMemories\x12%.memos.gateway.v1.ListMemoriesRequest\x1a&.memos.gateway.v1.ListMemoriesResponse\x12]\n\x0cUpdateMemory\x12%.memos.gateway.v1.UpdateMemoryRequest\x1a&.memos.gateway.v1.UpdateMemoryResponse\x12\x63\n\x0e\x44\x65leteMemories\x12\'.memos.gateway.v1.DeleteMemoriesRequest\x1a(.memos.gateway.v1.DeleteMemoriesResponse\x12W\n\nCreateCube\x12#.memos.gateway.v1.CreateCubeRequest\x1a$.memos.gateway.v1.CreateCubeResponse\x12T\n\tListCubes\x12\".memos.gateway.v1.ListCubesRequest\x1a#.memos.gateway.v1.ListCubesResponse\x12T\n\tShareCube\x12\".memos.gateway.v1.ShareCubeRequest\x1a#.memos.gateway.v1.ShareCubeResponse\x12W\n\nDeleteCube\x12#.memos.gateway.v1.DeleteCubeRequest\x1a$.memos.gateway.v1.DeleteCubeResponse\x12\x63\n\x0e\x44\x65leteUserData\x12\'.memos.gateway.v1.DeleteUserDataRequest\x1a(.memos.gateway.v1.DeleteUserDataResponse\x12G\n\x04\x43hat\x12\x1d.memos.gateway.v1.ChatRequest\x1a\x1e.memos.gateway.v1.ChatResponse0\x01\x42=Z;github.com/memos-os/memos/gen/go/memos/gateway/v1;gatewayv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ememos/gateway/v1/gateway.proto\x12\x10memos.gateway.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cmemos/actmem/v1/actmem.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\x1a\"memos/scheduler/v1/scheduler.proto\"\xb2\x02\n\x12\x41\x64\x64MemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x19\n\x11writable_cube_ids\x18\x03 \x03(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12.\n\x08messages\x18\x05 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12+\n\x04mode\x18\x06 \x01(\x0e\x32\x1d.memos.gateway.v1.ExtractMode\x12/\n\nasync_mode\x18\x07 \x01(\x0e\x32\x1b.memos.gateway.v1.AsyncMode\x12\x13\n\x0b\x63ustom_tags\x18\x08 \x03(\t\x12%\n\x04info\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\x83\x01\n\x0b\x41\x64\x64\x65\x64Memory\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\x12\x30\n\x0bmemory_type\x18\x03 \x01(\x0e\x32\x1b.memos.common.v1.MemoryType\x12\x0f\n\x07\x63ube_id\x18\x04 \x01(\t\x12\x0e\n\x06merged\x18\x05 \x01(\x08\"\xe6\x01\n\x13\x41\x64\x64MemoriesResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12/\n\x08memories\x18\x02 \x03(\x0b\x32\x1d.memos.gateway.v1.AddedMemory\x12\x35\n\x0e\x65\x66\x66\x65\x63tive_mode\x18\x03 \x01(\x0e\x32\x1d.memos.gateway.v1.ExtractMode\x12\x0f\n\x07notices\x18\x04 \x03(\t\x12\x33\n\x0bpart_errors\x18\x05 \x03(\x0b\x32\x1e.memos.gateway.v1.AddPartError\x12\x10\n\x08task_ids\x18\x06 \x03(\t\"n\n\x0c\x41\x64\x64PartError\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x15\n\rmessage_index\x18\x02 \x01(\x05\x12\x12\n\npart_index\x18\x03 \x01(\x05\x12\"\n\x06status\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"\xd4\x01\n\x15SearchMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11readable_cube_ids\x18\x02 \x03(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12-\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\x12\x1a\n\x12include_preference\x18\x06 \x01(\x08\x12\x12\n\npref_top_k\x18\x07 \x01(\x05\x12\x12\n\nsession_id\x18\x08 \x01(\t\"\x83\x01\n\x0c\x43ubeMemories\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12/\n\x08memories\x18\x02 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\r\n\x05total\x18\x03 \x01(\x03\x12\"\n\x06status\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"\xc0\x01\n\x16SearchMemoriesResponse\x12\x30\n\x08text_mem\x18\x01 \x03(\x0b\x32\x1e.memos.gateway.v1.CubeMemories\x12\x30\n\x08pref_mem\x18\x02 \x03(\x0b\x32\x1e.memos.gateway.v1.CubeMemories\x12\x13\n\x0bpref_string\x18\x03 \x01(\t\x12-\n\x06ranked\x18\x04 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\"`\n\x10GetMemoryRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x11\n\tmemory_id\x18\x03 \x01(\t\x12\x17\n\x0finclude_history\x18\x04 \x01(\x08\"n\n\x11GetMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12,\n\x07history\x18\x02 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\"\x8d\x01\n\x13ListMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12-\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa9\x01\n\x13UpdateMemoryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12+\n\x06memory\x18\x04 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\"\xae\x01\n\x15\x44\x65leteMemoriesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x12\n\nmemory_ids\x18\x04 \x03(\t\x12\x0b\n\x03\x61ll\x18\x05 \x01(\x08\x12-\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1d.memos.common.v1.MemoryFilter\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\"/\n\x16\x44\x65leteMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\"x\n\x08\x43ubeInfo\x12\x0f\n\x07\x63ube_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x07my_role\x18\x04 \x01(\x0e\x32\x1b.memos.gateway.v1.ShareRole\x12\r\n\x05owned\x18\x05 \x01(\x08\"W\n\x11\x43reateCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\">\n\x12\x43reateCubeResponse\x12(\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x1a.memos.gateway.v1.CubeInfo\"#\n\x10ListCubesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\">\n\x11ListCubesResponse\x12)\n\x05\x63ubes\x18\x01 \x03(\x0b\x32\x1a.memos.gateway.v1.CubeInfo\"\x8b\x01\n\x10ShareCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x16\n\x0etarget_user_id\x18\x04 \x01(\t\x12)\n\x04role\x18\x05 \x01(\x0e\x32\x1b.memos.gateway.v1.ShareRole\"=\n\x11ShareCubeResponse\x12(\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x1a.memos.gateway.v1.CubeInfo\"I\n\x11\x44\x65leteCubeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\".\n\x12\x44\x65leteCubeResponse\x12\x18\n\x10\x64\x65leted_memories\x18\x01 \x01(\x03\"<\n\x15\x44\x65leteUserDataRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x80\x01\n\x16\x44\x65leteUserDataResponse\x12\x18\n\x10\x64\x65leted_memories\x18\x01 \x01(\x03\x12\x18\n\x10\x64\x65leted_cube_ids\x18\x02 \x03(\t\x12\x18\n\x10\x63leaned_cube_ids\x18\x03 \x03(\t\x12\x18\n\x10revoked_cube_ids\x18\x04 \x03(\t\"(\n\x15\x45xportUserDataRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"P\n\x12\x45xportedCubeMember\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12)\n\x04role\x18\x02 \x01(\x0e\x32\x1b.memos.gateway.v1.ShareRole\"\x9f\x01\n\x0c\x45xportedCube\x12(\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x1a.memos.gateway.v1.CubeInfo\x12\x35\n\x07members\x18\x02 \x03(\x0b\x32$.memos.gateway.v1.ExportedCubeMember\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x0e\x45xportedMemory\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.memos.common.v1.MemoryItem\x12,\n\x07history\x18\x02 \x03(\x0b\x32\x1b.memos.common.v1.MemoryItem\"\xb7\x01\n\rExportSummary\x12\x12\n\ncube_count\x18\x01 \x01(\x03\x12\x14\n\x0cmemory_count\x18\x02 \x01(\x03\x12\x18\n\x10preference_count\x18\x03 \x01(\x03\x12\x1c\n\x14working_memory_count\x18\x04 \x01(\x03\x12\x12\n\ntask_count\x18\x05 \x01(\x03\x12\x16\n\x0ekv_cache_count\x18\x06 \x01(\x03\x12\x18\n\x10skipped_services\x18\x07 \x03(\t\"\x88\x03\n\x16\x45xportUserDataResponse\x12.\n\x04\x63ube\x18\x01 \x01(\x0b\x32\x1e.memos.gateway.v1.ExportedCubeH\x00\x12\x32\n\x06memory\x18\x02 \x01(\x0b\x32 .memos.gateway.v1.ExportedMemoryH\x00\x12\x36\n\npreference\x18\x03 \x01(\x0b\x32 .memos.gateway.v1.ExportedMemoryH\x00\x12:\n\x0eworking_memory\x18\x04 \x01(\x0b\x32 .memos.gateway.v1.ExportedMemoryH\x00\x12(\n\x04task\x18\x05 \x01(\x0b\x32\x18.memos.scheduler.v1.TaskH\x00\x12.\n\x08kv_cache\x18\x06 \x01(\x0b\x32\x1a.memos.actmem.v1.CacheInfoH\x00\x12\x32\n\x07summary\x18\x07 \x01(\x0b\x32\x1f.memos.gateway.v1.ExportSummaryH\x00\x42\x08\n\x06record\"\xb2\x02\n\x0b\x43hatRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x19\n\x11readable_cube_ids\x18\x04 \x03(\t\x12\x19\n\x11writable_cube_ids\x18\x05 \x03(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\r\n\x05top_k\x18\x07 \x01(\x05\x12-\n\x07history\x18\x08 \x03(\x0b\x32\x1c.memos.common.v1.ChatMessage\x12\x15\n\rsystem_prompt\x18\t \x01(\t\x12\x1a\n\x12include_preference\x18\n \x01(\x08\x12\x1d\n\x15\x61\x64\x64_message_on_answer\x18\x0b \x01(\x08\x12\x15\n\revent_cube_id\x18\x0c \x01(\t\"+\n\nChatStatus\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"\xab\x01\n\x0e\x43hatReferences\x12/\n\x08memories\x18\x01 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\x32\n\x0bpreferences\x18\x02 \x03(\x0b\x32\x1d.memos.common.v1.ScoredMemory\x12\x34\n\x0c\x66\x61iled_cubes\x18\x03 \x03(\x0b\x32\x1e.memos.gateway.v1.CubeMemories\"\x19\n\x08\x43hatText\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\"\xc4\x01\n\x07\x43hatEnd\x12.\n\x06source\x18\x01 \x01(\x0e\x32\x1e.memos.gateway.v1.AnswerSource\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12\x35\n\x0e\x61\x64\x64\x65\x64_memories\x18\x04 \x03(\x0b\x32\x1d.memos.gateway.v1.AddedMemory\x12\x16\n\x0equery_event_id\x18\x05 \x01(\t\"\xfa\x01\n\x0c\x43hatResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1c.memos.gateway.v1.ChatStatusH\x00\x12\x36\n\nreferences\x18\x02 \x01(\x0b\x32 .memos.gateway.v1.ChatReferencesH\x00\x12*\n\x04text\x18\x03 \x01(\x0b\x32\x1a.memos.gateway.v1.ChatTextH\x00\x12(\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x19.memos.gateway.v1.ChatEndH\x00\x12#\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent*Y\n\x0b\x45xtractMode\x12\x1c\n\x18\x45XTRACT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XTRACT_MODE_FAST\x10\x01\x12\x15\n\x11\x45XTRACT_MODE_FINE\x10\x02*R\n\tAsyncMode\x12\x1a\n\x16\x41SYNC_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41SYNC_MODE_SYNC\x10\x01\x12\x14\n\x10\x41SYNC_MODE_ASYNC\x10\x02*j\n\tShareRole\x12\x1a\n\x16SHARE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11SHARE_ROLE_READER\x10\x01\x12\x15\n\x11SHARE_ROLE_WRITER\x10\x02\x12\x13\n\x0fSHARE_ROLE_NONE\x10\x03*j\n\x0c\x41nswerSource\x12\x1d\n\x19\x41NSWER_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41NSWER_SOURCE_LLM\x10\x01\x12$\n ANSWER_SOURCE_RETRIEVED_MEMORIES\x10\x02\x32\xbd\t\n\x0eGatewayService\x12Z\n\x0b\x41\x64\x64Memories\x12$.memos.gateway.v1.AddMemoriesRequest\x1a%.memos.gateway.v1.AddMemoriesResponse\x12\x63\n\x0eSearchMemories\x12\'.memos.gateway.v1.SearchMemoriesRequest\x1a(.memos.gateway.v1.SearchMemoriesResponse\x12T\n\tGetMemory\x12\".memos.gateway.v1.GetMemoryRequest\x1a#.memos.gateway.v1.GetMemoryResponse\x12]\n\x0cListMemories\x12%.memos.gateway.v1.ListMemoriesRequest\x1a&.memos.gateway.v1.ListMemoriesResponse\x12]\n\x0cUpdateMemory\x12%.memos.gateway.v1.UpdateMemoryRequest\x1a&.memos.gateway.v1.UpdateMemoryResponse\x12\x63\n\x0e\x44\x65leteMemories\x12\'.memos.gateway.v1.DeleteMemoriesRequest\x1a(.memos.gateway.v1.DeleteMemoriesResponse\x12W\n\nCreateCube\x12#.memos.gateway.v1.CreateCubeRequest\x1a$.memos.gateway.v1.CreateCubeResponse\x12T\n\tListCubes\x12\".memos.gateway.v1.ListCubesRequest\x1a#.memos.gateway.v1.ListCubesResponse\x12T\n\tShareCube\x12\".memos.gateway.v1.ShareCubeRequest\x1a#.memos.gateway.v1.ShareCubeResponse\x12W\n\nDeleteCube\x12#.memos.gateway.v1.DeleteCubeRequest\x1a$.memos.gateway.v1.DeleteCubeResponse\x12\x63\n\x0e\x44\x65leteUserData\x12\'.memos.gateway.v1.DeleteUserDataRequest\x1a(.memos.gateway.v1.DeleteUserDataResponse\x12\x65\n\x0e\x45xportUserData\x12\'.memos.gateway.v1.ExportUserDataRequest\x1a(.memos.gateway.v1.ExportUserDataResponse0\x01\x12G\n\x04\x43hat\x12\x1d.memos.gateway.v1.ChatRequest\x1a\x1e.memos.gateway.v1.ChatResponse0\x01\x42=Z;github.com/memos-os/memos/gen/go/memos/gateway/v1;gatewayv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,78 +40,90 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memos.gateway.v1.gateway_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z;github.com/memos-os/memos/gen/go/memos/gateway/v1;gatewayv1'
-  _globals['_EXTRACTMODE']._serialized_start=4355
-  _globals['_EXTRACTMODE']._serialized_end=4444
-  _globals['_ASYNCMODE']._serialized_start=4446
-  _globals['_ASYNCMODE']._serialized_end=4528
-  _globals['_SHAREROLE']._serialized_start=4530
-  _globals['_SHAREROLE']._serialized_end=4636
-  _globals['_ANSWERSOURCE']._serialized_start=4638
-  _globals['_ANSWERSOURCE']._serialized_end=4744
-  _globals['_ADDMEMORIESREQUEST']._serialized_start=203
-  _globals['_ADDMEMORIESREQUEST']._serialized_end=509
-  _globals['_ADDEDMEMORY']._serialized_start=512
-  _globals['_ADDEDMEMORY']._serialized_end=643
-  _globals['_ADDMEMORIESRESPONSE']._serialized_start=646
-  _globals['_ADDMEMORIESRESPONSE']._serialized_end=876
-  _globals['_ADDPARTERROR']._serialized_start=878
-  _globals['_ADDPARTERROR']._serialized_end=988
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=991
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1203
-  _globals['_CUBEMEMORIES']._serialized_start=1206
-  _globals['_CUBEMEMORIES']._serialized_end=1337
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1340
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1532
-  _globals['_GETMEMORYREQUEST']._serialized_start=1534
-  _globals['_GETMEMORYREQUEST']._serialized_end=1630
-  _globals['_GETMEMORYRESPONSE']._serialized_start=1632
-  _globals['_GETMEMORYRESPONSE']._serialized_end=1742
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=1745
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=1886
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1888
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1982
-  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1985
-  _globals['_UPDATEMEMORYREQUEST']._serialized_end=2154
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=2156
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=2223
-  _globals['_DELETEMEMORIESREQUEST']._serialized_start=2226
-  _globals['_DELETEMEMORIESREQUEST']._serialized_end=2400
-  _globals['_DELETEMEMORIESRESPONSE']._serialized_start=2402
-  _globals['_DELETEMEMORIESRESPONSE']._serialized_end=2449
-  _globals['_CUBEINFO']._serialized_start=2451
-  _globals['_CUBEINFO']._serialized_end=2571
-  _globals['_CREATECUBEREQUEST']._serialized_start=2573
-  _globals['_CREATECUBEREQUEST']._serialized_end=2660
-  _globals['_CREATECUBERESPONSE']._serialized_start=2662
-  _globals['_CREATECUBERESPONSE']._serialized_end=2724
-  _globals['_LISTCUBESREQUEST']._serialized_start=2726
-  _globals['_LISTCUBESREQUEST']._serialized_end=2761
-  _globals['_LISTCUBESRESPONSE']._serialized_start=2763
-  _globals['_LISTCUBESRESPONSE']._serialized_end=2825
-  _globals['_SHARECUBEREQUEST']._serialized_start=2828
-  _globals['_SHARECUBEREQUEST']._serialized_end=2967
-  _globals['_SHARECUBERESPONSE']._serialized_start=2969
-  _globals['_SHARECUBERESPONSE']._serialized_end=3030
-  _globals['_DELETECUBEREQUEST']._serialized_start=3032
-  _globals['_DELETECUBEREQUEST']._serialized_end=3105
-  _globals['_DELETECUBERESPONSE']._serialized_start=3107
-  _globals['_DELETECUBERESPONSE']._serialized_end=3153
-  _globals['_DELETEUSERDATAREQUEST']._serialized_start=3155
-  _globals['_DELETEUSERDATAREQUEST']._serialized_end=3215
-  _globals['_DELETEUSERDATARESPONSE']._serialized_start=3218
-  _globals['_DELETEUSERDATARESPONSE']._serialized_end=3346
-  _globals['_CHATREQUEST']._serialized_start=3349
-  _globals['_CHATREQUEST']._serialized_end=3655
-  _globals['_CHATSTATUS']._serialized_start=3657
-  _globals['_CHATSTATUS']._serialized_end=3700
-  _globals['_CHATREFERENCES']._serialized_start=3703
-  _globals['_CHATREFERENCES']._serialized_end=3874
-  _globals['_CHATTEXT']._serialized_start=3876
-  _globals['_CHATTEXT']._serialized_end=3901
-  _globals['_CHATEND']._serialized_start=3904
-  _globals['_CHATEND']._serialized_end=4100
-  _globals['_CHATRESPONSE']._serialized_start=4103
-  _globals['_CHATRESPONSE']._serialized_end=4353
-  _globals['_GATEWAYSERVICE']._serialized_start=4747
-  _globals['_GATEWAYSERVICE']._serialized_end=5857
+  _globals['_EXTRACTMODE']._serialized_start=5430
+  _globals['_EXTRACTMODE']._serialized_end=5519
+  _globals['_ASYNCMODE']._serialized_start=5521
+  _globals['_ASYNCMODE']._serialized_end=5603
+  _globals['_SHAREROLE']._serialized_start=5605
+  _globals['_SHAREROLE']._serialized_end=5711
+  _globals['_ANSWERSOURCE']._serialized_start=5713
+  _globals['_ANSWERSOURCE']._serialized_end=5819
+  _globals['_ADDMEMORIESREQUEST']._serialized_start=302
+  _globals['_ADDMEMORIESREQUEST']._serialized_end=608
+  _globals['_ADDEDMEMORY']._serialized_start=611
+  _globals['_ADDEDMEMORY']._serialized_end=742
+  _globals['_ADDMEMORIESRESPONSE']._serialized_start=745
+  _globals['_ADDMEMORIESRESPONSE']._serialized_end=975
+  _globals['_ADDPARTERROR']._serialized_start=977
+  _globals['_ADDPARTERROR']._serialized_end=1087
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=1090
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1302
+  _globals['_CUBEMEMORIES']._serialized_start=1305
+  _globals['_CUBEMEMORIES']._serialized_end=1436
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1439
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1631
+  _globals['_GETMEMORYREQUEST']._serialized_start=1633
+  _globals['_GETMEMORYREQUEST']._serialized_end=1729
+  _globals['_GETMEMORYRESPONSE']._serialized_start=1731
+  _globals['_GETMEMORYRESPONSE']._serialized_end=1841
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=1844
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=1985
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1987
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=2081
+  _globals['_UPDATEMEMORYREQUEST']._serialized_start=2084
+  _globals['_UPDATEMEMORYREQUEST']._serialized_end=2253
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=2255
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=2322
+  _globals['_DELETEMEMORIESREQUEST']._serialized_start=2325
+  _globals['_DELETEMEMORIESREQUEST']._serialized_end=2499
+  _globals['_DELETEMEMORIESRESPONSE']._serialized_start=2501
+  _globals['_DELETEMEMORIESRESPONSE']._serialized_end=2548
+  _globals['_CUBEINFO']._serialized_start=2550
+  _globals['_CUBEINFO']._serialized_end=2670
+  _globals['_CREATECUBEREQUEST']._serialized_start=2672
+  _globals['_CREATECUBEREQUEST']._serialized_end=2759
+  _globals['_CREATECUBERESPONSE']._serialized_start=2761
+  _globals['_CREATECUBERESPONSE']._serialized_end=2823
+  _globals['_LISTCUBESREQUEST']._serialized_start=2825
+  _globals['_LISTCUBESREQUEST']._serialized_end=2860
+  _globals['_LISTCUBESRESPONSE']._serialized_start=2862
+  _globals['_LISTCUBESRESPONSE']._serialized_end=2924
+  _globals['_SHARECUBEREQUEST']._serialized_start=2927
+  _globals['_SHARECUBEREQUEST']._serialized_end=3066
+  _globals['_SHARECUBERESPONSE']._serialized_start=3068
+  _globals['_SHARECUBERESPONSE']._serialized_end=3129
+  _globals['_DELETECUBEREQUEST']._serialized_start=3131
+  _globals['_DELETECUBEREQUEST']._serialized_end=3204
+  _globals['_DELETECUBERESPONSE']._serialized_start=3206
+  _globals['_DELETECUBERESPONSE']._serialized_end=3252
+  _globals['_DELETEUSERDATAREQUEST']._serialized_start=3254
+  _globals['_DELETEUSERDATAREQUEST']._serialized_end=3314
+  _globals['_DELETEUSERDATARESPONSE']._serialized_start=3317
+  _globals['_DELETEUSERDATARESPONSE']._serialized_end=3445
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=3447
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=3487
+  _globals['_EXPORTEDCUBEMEMBER']._serialized_start=3489
+  _globals['_EXPORTEDCUBEMEMBER']._serialized_end=3569
+  _globals['_EXPORTEDCUBE']._serialized_start=3572
+  _globals['_EXPORTEDCUBE']._serialized_end=3731
+  _globals['_EXPORTEDMEMORY']._serialized_start=3733
+  _globals['_EXPORTEDMEMORY']._serialized_end=3840
+  _globals['_EXPORTSUMMARY']._serialized_start=3843
+  _globals['_EXPORTSUMMARY']._serialized_end=4026
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=4029
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=4421
+  _globals['_CHATREQUEST']._serialized_start=4424
+  _globals['_CHATREQUEST']._serialized_end=4730
+  _globals['_CHATSTATUS']._serialized_start=4732
+  _globals['_CHATSTATUS']._serialized_end=4775
+  _globals['_CHATREFERENCES']._serialized_start=4778
+  _globals['_CHATREFERENCES']._serialized_end=4949
+  _globals['_CHATTEXT']._serialized_start=4951
+  _globals['_CHATTEXT']._serialized_end=4976
+  _globals['_CHATEND']._serialized_start=4979
+  _globals['_CHATEND']._serialized_end=5175
+  _globals['_CHATRESPONSE']._serialized_start=5178
+  _globals['_CHATRESPONSE']._serialized_end=5428
+  _globals['_GATEWAYSERVICE']._serialized_start=5822
+  _globals['_GATEWAYSERVICE']._serialized_end=7035
 # @@protoc_insertion_point(module_scope)

@@ -1,8 +1,13 @@
+import datetime
+
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
+from memos.actmem.v1 import actmem_pb2 as _actmem_pb2
 from memos.common.v1 import memory_pb2 as _memory_pb2
 from memos.common.v1 import message_pb2 as _message_pb2
+from memos.scheduler.v1 import scheduler_pb2 as _scheduler_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -343,6 +348,74 @@ class DeleteUserDataResponse(_message.Message):
     cleaned_cube_ids: _containers.RepeatedScalarFieldContainer[str]
     revoked_cube_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, deleted_memories: _Optional[int] = ..., deleted_cube_ids: _Optional[_Iterable[str]] = ..., cleaned_cube_ids: _Optional[_Iterable[str]] = ..., revoked_cube_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExportUserDataRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ExportedCubeMember(_message.Message):
+    __slots__ = ("user_id", "role")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    role: ShareRole
+    def __init__(self, user_id: _Optional[str] = ..., role: _Optional[_Union[ShareRole, str]] = ...) -> None: ...
+
+class ExportedCube(_message.Message):
+    __slots__ = ("cube", "members", "created_at")
+    CUBE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    cube: CubeInfo
+    members: _containers.RepeatedCompositeFieldContainer[ExportedCubeMember]
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, cube: _Optional[_Union[CubeInfo, _Mapping]] = ..., members: _Optional[_Iterable[_Union[ExportedCubeMember, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExportedMemory(_message.Message):
+    __slots__ = ("memory", "history")
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    memory: _memory_pb2.MemoryItem
+    history: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
+    def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ...) -> None: ...
+
+class ExportSummary(_message.Message):
+    __slots__ = ("cube_count", "memory_count", "preference_count", "working_memory_count", "task_count", "kv_cache_count", "skipped_services")
+    CUBE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WORKING_MEMORY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    cube_count: int
+    memory_count: int
+    preference_count: int
+    working_memory_count: int
+    task_count: int
+    kv_cache_count: int
+    skipped_services: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cube_count: _Optional[int] = ..., memory_count: _Optional[int] = ..., preference_count: _Optional[int] = ..., working_memory_count: _Optional[int] = ..., task_count: _Optional[int] = ..., kv_cache_count: _Optional[int] = ..., skipped_services: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExportUserDataResponse(_message.Message):
+    __slots__ = ("cube", "memory", "preference", "working_memory", "task", "kv_cache", "summary")
+    CUBE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    WORKING_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    cube: ExportedCube
+    memory: ExportedMemory
+    preference: ExportedMemory
+    working_memory: ExportedMemory
+    task: _scheduler_pb2.Task
+    kv_cache: _actmem_pb2.CacheInfo
+    summary: ExportSummary
+    def __init__(self, cube: _Optional[_Union[ExportedCube, _Mapping]] = ..., memory: _Optional[_Union[ExportedMemory, _Mapping]] = ..., preference: _Optional[_Union[ExportedMemory, _Mapping]] = ..., working_memory: _Optional[_Union[ExportedMemory, _Mapping]] = ..., task: _Optional[_Union[_scheduler_pb2.Task, _Mapping]] = ..., kv_cache: _Optional[_Union[_actmem_pb2.CacheInfo, _Mapping]] = ..., summary: _Optional[_Union[ExportSummary, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "query", "readable_cube_ids", "writable_cube_ids", "session_id", "top_k", "history", "system_prompt", "include_preference", "add_message_on_answer", "event_cube_id")

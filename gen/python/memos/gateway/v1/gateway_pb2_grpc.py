@@ -91,6 +91,11 @@ class GatewayServiceStub:
                 request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataRequest.SerializeToString,
                 response_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataResponse.FromString,
                 _registered_method=True)
+        self.ExportUserData = channel.unary_stream(
+                '/memos.gateway.v1.GatewayService/ExportUserData',
+                request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ExportUserDataRequest.SerializeToString,
+                response_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ExportUserDataResponse.FromString,
+                _registered_method=True)
         self.Chat = channel.unary_stream(
                 '/memos.gateway.v1.GatewayService/Chat',
                 request_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ChatRequest.SerializeToString,
@@ -187,6 +192,25 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUserData(self, request, context):
+        """Exports everything the suite holds about one user (the rights of access and to data
+        portability), as a stream of records, one per response: the user's cubes (owned, with whom
+        they are shared; and those shared with the user), every memory the user wrote in any cube,
+        whatever the user's access there now (each with its earlier versions), the user's
+        preferences and working memory, the scheduler's tasks of the user in any state (pending,
+        running, finished within the retention, dead-lettered), and the descriptions (no tensors)
+        of the KV caches of the cubes the user owns. Memories other users wrote, even in a cube
+        the user owns, are not exported: an export is the data about the user, and handing other
+        people's memories into a portable archive would disclose their data (the owner still reads
+        them with ListMemories). The last record is a summary with the count of each kind; a
+        stream that ends without one (an error status after some records) is incomplete and
+        should be asked for again. Only the user may ask, or an admin API key acting for them
+        (PERMISSION_DENIED otherwise); a missing user_id is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Chat(self, request, context):
         """Answers a query with the user's memories: retrieves from the readable cubes,
         streams the answer, and optionally stores the exchange in the writable cubes.
@@ -252,6 +276,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteUserData,
                     request_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataRequest.FromString,
                     response_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ExportUserData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUserData,
+                    request_deserializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ExportUserDataRequest.FromString,
+                    response_serializer=memos_dot_gateway_dot_v1_dot_gateway__pb2.ExportUserDataResponse.SerializeToString,
             ),
             'Chat': grpc.unary_stream_rpc_method_handler(
                     servicer.Chat,
@@ -558,6 +587,33 @@ class GatewayService:
             '/memos.gateway.v1.GatewayService/DeleteUserData',
             memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataRequest.SerializeToString,
             memos_dot_gateway_dot_v1_dot_gateway__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/memos.gateway.v1.GatewayService/ExportUserData',
+            memos_dot_gateway_dot_v1_dot_gateway__pb2.ExportUserDataRequest.SerializeToString,
+            memos_dot_gateway_dot_v1_dot_gateway__pb2.ExportUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,11 @@ class SchedulerServiceStub:
                 request_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.SerializeToString,
                 response_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.FromString,
                 _registered_method=True)
+        self.ListUserTasks = channel.unary_unary(
+                '/memos.scheduler.v1.SchedulerService/ListUserTasks',
+                request_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ListUserTasksRequest.SerializeToString,
+                response_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ListUserTasksResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -129,6 +134,14 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUserTasks(self, request, context):
+        """Pages through every task of a user, in any state (pending, running, done or failed within
+        the retention, dead-lettered). For data rights: the gateway's ExportUserData.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +179,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.PurgeTasks,
                     request_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.FromString,
                     response_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.SerializeToString,
+            ),
+            'ListUserTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserTasks,
+                    request_deserializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ListUserTasksRequest.FromString,
+                    response_serializer=memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ListUserTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +377,33 @@ class SchedulerService:
             '/memos.scheduler.v1.SchedulerService/PurgeTasks',
             memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.SerializeToString,
             memos_dot_scheduler_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.scheduler.v1.SchedulerService/ListUserTasks',
+            memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ListUserTasksRequest.SerializeToString,
+            memos_dot_scheduler_dot_v1_dot_scheduler__pb2.ListUserTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

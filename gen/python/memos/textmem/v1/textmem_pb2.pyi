@@ -252,6 +252,32 @@ class ReplaceWorkingMemoryResponse(_message.Message):
     removed_count: int
     def __init__(self, memories: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ..., removed_count: _Optional[int] = ...) -> None: ...
 
+class ListUserMemoriesRequest(_message.Message):
+    __slots__ = ("user_id", "page_size", "page_token")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class UserMemory(_message.Message):
+    __slots__ = ("memory", "history")
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    memory: _memory_pb2.MemoryItem
+    history: _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryItem]
+    def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_memory_pb2.MemoryItem, _Mapping]]] = ...) -> None: ...
+
+class ListUserMemoriesResponse(_message.Message):
+    __slots__ = ("memories", "next_page_token")
+    MEMORIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    memories: _containers.RepeatedCompositeFieldContainer[UserMemory]
+    next_page_token: str
+    def __init__(self, memories: _Optional[_Iterable[_Union[UserMemory, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class CubeMember(_message.Message):
     __slots__ = ("user_id", "role")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

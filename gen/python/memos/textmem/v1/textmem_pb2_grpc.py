@@ -82,6 +82,11 @@ class TextMemServiceStub:
                 request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryRequest.SerializeToString,
                 response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryResponse.FromString,
                 _registered_method=True)
+        self.ListUserMemories = channel.unary_unary(
+                '/memos.textmem.v1.TextMemService/ListUserMemories',
+                request_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ListUserMemoriesRequest.SerializeToString,
+                response_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ListUserMemoriesResponse.FromString,
+                _registered_method=True)
 
 
 class TextMemServiceServicer:
@@ -158,6 +163,16 @@ class TextMemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUserMemories(self, request, context):
+        """Pages through every memory one user wrote, in every cube that holds one, whatever the
+        user's access there now: every type (preferences and working memory included) and status
+        (archived included), each with its earlier versions. Scoped to the user, not to a cube:
+        for data rights (the gateway's ExportUserData), the counterpart of DeleteUserData.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TextMemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +220,11 @@ def add_TextMemServiceServicer_to_server(servicer, server):
                     servicer.ReplaceWorkingMemory,
                     request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryRequest.FromString,
                     response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryResponse.SerializeToString,
+            ),
+            'ListUserMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserMemories,
+                    request_deserializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ListUserMemoriesRequest.FromString,
+                    response_serializer=memos_dot_textmem_dot_v1_dot_textmem__pb2.ListUserMemoriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +473,33 @@ class TextMemService:
             '/memos.textmem.v1.TextMemService/ReplaceWorkingMemory',
             memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryRequest.SerializeToString,
             memos_dot_textmem_dot_v1_dot_textmem__pb2.ReplaceWorkingMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memos.textmem.v1.TextMemService/ListUserMemories',
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.ListUserMemoriesRequest.SerializeToString,
+            memos_dot_textmem_dot_v1_dot_textmem__pb2.ListUserMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,12 +7,15 @@
 package gatewayv1
 
 import (
+	v12 "github.com/memos-os/memos/clients/go/gen/memos/actmem/v1"
 	v1 "github.com/memos-os/memos/clients/go/gen/memos/common/v1"
+	v11 "github.com/memos-os/memos/clients/go/gen/memos/scheduler/v1"
 	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1981,6 +1984,504 @@ func (x *DeleteUserDataResponse) GetRevokedCubeIds() []string {
 	return nil
 }
 
+type ExportUserDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user whose data is exported; with API keys or JWTs on, the caller's own user (or any,
+	// for an admin key).
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUserDataRequest) Reset() {
+	*x = ExportUserDataRequest{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUserDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUserDataRequest) ProtoMessage() {}
+
+func (x *ExportUserDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUserDataRequest.ProtoReflect.Descriptor instead.
+func (*ExportUserDataRequest) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ExportUserDataRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// Another user's access to a cube the exporting user owns (a share the user made).
+type ExportedCubeMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user the cube is shared with.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Their access: SHARE_ROLE_READER or SHARE_ROLE_WRITER.
+	Role          ShareRole `protobuf:"varint,2,opt,name=role,proto3,enum=memos.gateway.v1.ShareRole" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedCubeMember) Reset() {
+	*x = ExportedCubeMember{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedCubeMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedCubeMember) ProtoMessage() {}
+
+func (x *ExportedCubeMember) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedCubeMember.ProtoReflect.Descriptor instead.
+func (*ExportedCubeMember) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ExportedCubeMember) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ExportedCubeMember) GetRole() ShareRole {
+	if x != nil {
+		return x.Role
+	}
+	return ShareRole_SHARE_ROLE_UNSPECIFIED
+}
+
+// A cube the user owns or was given access to.
+type ExportedCube struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cube as the user sees it (owner, name, the user's role, whether the user owns it).
+	Cube *CubeInfo `protobuf:"bytes,1,opt,name=cube,proto3" json:"cube,omitempty"`
+	// For a cube the user owns: every other user it is shared with, by user id. Empty for a
+	// cube of another user (its other members are that user's business).
+	Members []*ExportedCubeMember `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// When the cube was created.
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedCube) Reset() {
+	*x = ExportedCube{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedCube) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedCube) ProtoMessage() {}
+
+func (x *ExportedCube) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedCube.ProtoReflect.Descriptor instead.
+func (*ExportedCube) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ExportedCube) GetCube() *CubeInfo {
+	if x != nil {
+		return x.Cube
+	}
+	return nil
+}
+
+func (x *ExportedCube) GetMembers() []*ExportedCubeMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ExportedCube) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// A memory the user wrote, with what updates replaced.
+type ExportedMemory struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The memory as it is now: text, metadata, sources, tags (metadata.cube_id names its cube).
+	Memory *v1.MemoryItem `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
+	// The versions updates replaced, newest first, as GetMemoryResponse.history; empty for a
+	// memory never updated.
+	History       []*v1.MemoryItem `protobuf:"bytes,2,rep,name=history,proto3" json:"history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedMemory) Reset() {
+	*x = ExportedMemory{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedMemory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedMemory) ProtoMessage() {}
+
+func (x *ExportedMemory) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedMemory.ProtoReflect.Descriptor instead.
+func (*ExportedMemory) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ExportedMemory) GetMemory() *v1.MemoryItem {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *ExportedMemory) GetHistory() []*v1.MemoryItem {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+// The last record of an export: how many records of each kind came before it.
+type ExportSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records of kind cube.
+	CubeCount int64 `protobuf:"varint,1,opt,name=cube_count,json=cubeCount,proto3" json:"cube_count,omitempty"`
+	// Records of kind memory.
+	MemoryCount int64 `protobuf:"varint,2,opt,name=memory_count,json=memoryCount,proto3" json:"memory_count,omitempty"`
+	// Records of kind preference.
+	PreferenceCount int64 `protobuf:"varint,3,opt,name=preference_count,json=preferenceCount,proto3" json:"preference_count,omitempty"`
+	// Records of kind working_memory.
+	WorkingMemoryCount int64 `protobuf:"varint,4,opt,name=working_memory_count,json=workingMemoryCount,proto3" json:"working_memory_count,omitempty"`
+	// Records of kind task.
+	TaskCount int64 `protobuf:"varint,5,opt,name=task_count,json=taskCount,proto3" json:"task_count,omitempty"`
+	// Records of kind kv_cache.
+	KvCacheCount int64 `protobuf:"varint,6,opt,name=kv_cache_count,json=kvCacheCount,proto3" json:"kv_cache_count,omitempty"`
+	// Services this gateway is not connected to ("scheduler", "actmem"), whose data about the
+	// user (if any was kept there by other means) is therefore not in the export.
+	SkippedServices []string `protobuf:"bytes,7,rep,name=skipped_services,json=skippedServices,proto3" json:"skipped_services,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ExportSummary) Reset() {
+	*x = ExportSummary{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportSummary) ProtoMessage() {}
+
+func (x *ExportSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportSummary.ProtoReflect.Descriptor instead.
+func (*ExportSummary) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ExportSummary) GetCubeCount() int64 {
+	if x != nil {
+		return x.CubeCount
+	}
+	return 0
+}
+
+func (x *ExportSummary) GetMemoryCount() int64 {
+	if x != nil {
+		return x.MemoryCount
+	}
+	return 0
+}
+
+func (x *ExportSummary) GetPreferenceCount() int64 {
+	if x != nil {
+		return x.PreferenceCount
+	}
+	return 0
+}
+
+func (x *ExportSummary) GetWorkingMemoryCount() int64 {
+	if x != nil {
+		return x.WorkingMemoryCount
+	}
+	return 0
+}
+
+func (x *ExportSummary) GetTaskCount() int64 {
+	if x != nil {
+		return x.TaskCount
+	}
+	return 0
+}
+
+func (x *ExportSummary) GetKvCacheCount() int64 {
+	if x != nil {
+		return x.KvCacheCount
+	}
+	return 0
+}
+
+func (x *ExportSummary) GetSkippedServices() []string {
+	if x != nil {
+		return x.SkippedServices
+	}
+	return nil
+}
+
+// One record of an export; each response carries exactly one.
+type ExportUserDataResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record.
+	//
+	// Types that are valid to be assigned to Record:
+	//
+	//	*ExportUserDataResponse_Cube
+	//	*ExportUserDataResponse_Memory
+	//	*ExportUserDataResponse_Preference
+	//	*ExportUserDataResponse_WorkingMemory
+	//	*ExportUserDataResponse_Task
+	//	*ExportUserDataResponse_KvCache
+	//	*ExportUserDataResponse_Summary
+	Record        isExportUserDataResponse_Record `protobuf_oneof:"record"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUserDataResponse) Reset() {
+	*x = ExportUserDataResponse{}
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUserDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUserDataResponse) ProtoMessage() {}
+
+func (x *ExportUserDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUserDataResponse.ProtoReflect.Descriptor instead.
+func (*ExportUserDataResponse) Descriptor() ([]byte, []int) {
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ExportUserDataResponse) GetRecord() isExportUserDataResponse_Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *ExportUserDataResponse) GetCube() *ExportedCube {
+	if x != nil {
+		if x, ok := x.Record.(*ExportUserDataResponse_Cube); ok {
+			return x.Cube
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserDataResponse) GetMemory() *ExportedMemory {
+	if x != nil {
+		if x, ok := x.Record.(*ExportUserDataResponse_Memory); ok {
+			return x.Memory
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserDataResponse) GetPreference() *ExportedMemory {
+	if x != nil {
+		if x, ok := x.Record.(*ExportUserDataResponse_Preference); ok {
+			return x.Preference
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserDataResponse) GetWorkingMemory() *ExportedMemory {
+	if x != nil {
+		if x, ok := x.Record.(*ExportUserDataResponse_WorkingMemory); ok {
+			return x.WorkingMemory
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserDataResponse) GetTask() *v11.Task {
+	if x != nil {
+		if x, ok := x.Record.(*ExportUserDataResponse_Task); ok {
+			return x.Task
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserDataResponse) GetKvCache() *v12.CacheInfo {
+	if x != nil {
+		if x, ok := x.Record.(*ExportUserDataResponse_KvCache); ok {
+			return x.KvCache
+		}
+	}
+	return nil
+}
+
+func (x *ExportUserDataResponse) GetSummary() *ExportSummary {
+	if x != nil {
+		if x, ok := x.Record.(*ExportUserDataResponse_Summary); ok {
+			return x.Summary
+		}
+	}
+	return nil
+}
+
+type isExportUserDataResponse_Record interface {
+	isExportUserDataResponse_Record()
+}
+
+type ExportUserDataResponse_Cube struct {
+	// A cube the user owns or may use; every cube comes before any other record.
+	Cube *ExportedCube `protobuf:"bytes,1,opt,name=cube,proto3,oneof"`
+}
+
+type ExportUserDataResponse_Memory struct {
+	// A memory the user wrote, of any type but preference and working memory, any status
+	// (archived ones included).
+	Memory *ExportedMemory `protobuf:"bytes,2,opt,name=memory,proto3,oneof"`
+}
+
+type ExportUserDataResponse_Preference struct {
+	// A preference memory of the user (memory type MEMORY_TYPE_PREFERENCE).
+	Preference *ExportedMemory `protobuf:"bytes,3,opt,name=preference,proto3,oneof"`
+}
+
+type ExportUserDataResponse_WorkingMemory struct {
+	// A working-memory item kept for the user (memory type MEMORY_TYPE_WORKING): a copy of a
+	// memory of a cube the user uses, made for the user.
+	WorkingMemory *ExportedMemory `protobuf:"bytes,4,opt,name=working_memory,json=workingMemory,proto3,oneof"`
+}
+
+type ExportUserDataResponse_Task struct {
+	// A scheduler task submitted for the user (ScheduleMessage.user_id), in any state.
+	Task *v11.Task `protobuf:"bytes,5,opt,name=task,proto3,oneof"`
+}
+
+type ExportUserDataResponse_KvCache struct {
+	// A KV cache of a cube the user owns: its description (source text, model, sizes,
+	// metadata), never its tensors.
+	KvCache *v12.CacheInfo `protobuf:"bytes,6,opt,name=kv_cache,json=kvCache,proto3,oneof"`
+}
+
+type ExportUserDataResponse_Summary struct {
+	// The end of the export; nothing follows it.
+	Summary *ExportSummary `protobuf:"bytes,7,opt,name=summary,proto3,oneof"`
+}
+
+func (*ExportUserDataResponse_Cube) isExportUserDataResponse_Record() {}
+
+func (*ExportUserDataResponse_Memory) isExportUserDataResponse_Record() {}
+
+func (*ExportUserDataResponse_Preference) isExportUserDataResponse_Record() {}
+
+func (*ExportUserDataResponse_WorkingMemory) isExportUserDataResponse_Record() {}
+
+func (*ExportUserDataResponse_Task) isExportUserDataResponse_Record() {}
+
+func (*ExportUserDataResponse_KvCache) isExportUserDataResponse_Record() {}
+
+func (*ExportUserDataResponse_Summary) isExportUserDataResponse_Record() {}
+
 type ChatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Makes the exchange's add idempotent when add_message_on_answer is set.
@@ -2009,7 +2510,7 @@ type ChatRequest struct {
 
 func (x *ChatRequest) Reset() {
 	*x = ChatRequest{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2522,7 @@ func (x *ChatRequest) String() string {
 func (*ChatRequest) ProtoMessage() {}
 
 func (x *ChatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[26]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2535,7 @@ func (x *ChatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatRequest.ProtoReflect.Descriptor instead.
 func (*ChatRequest) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{26}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ChatRequest) GetRequestId() string {
@@ -2132,7 +2633,7 @@ type ChatStatus struct {
 
 func (x *ChatStatus) Reset() {
 	*x = ChatStatus{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2645,7 @@ func (x *ChatStatus) String() string {
 func (*ChatStatus) ProtoMessage() {}
 
 func (x *ChatStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[27]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2658,7 @@ func (x *ChatStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStatus.ProtoReflect.Descriptor instead.
 func (*ChatStatus) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{27}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ChatStatus) GetStage() string {
@@ -2187,7 +2688,7 @@ type ChatReferences struct {
 
 func (x *ChatReferences) Reset() {
 	*x = ChatReferences{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2700,7 @@ func (x *ChatReferences) String() string {
 func (*ChatReferences) ProtoMessage() {}
 
 func (x *ChatReferences) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[28]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2713,7 @@ func (x *ChatReferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatReferences.ProtoReflect.Descriptor instead.
 func (*ChatReferences) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{28}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ChatReferences) GetMemories() []*v1.ScoredMemory {
@@ -2246,7 +2747,7 @@ type ChatText struct {
 
 func (x *ChatText) Reset() {
 	*x = ChatText{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +2759,7 @@ func (x *ChatText) String() string {
 func (*ChatText) ProtoMessage() {}
 
 func (x *ChatText) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[29]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +2772,7 @@ func (x *ChatText) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatText.ProtoReflect.Descriptor instead.
 func (*ChatText) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{29}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ChatText) GetDelta() string {
@@ -2298,7 +2799,7 @@ type ChatEnd struct {
 
 func (x *ChatEnd) Reset() {
 	*x = ChatEnd{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[30]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2811,7 @@ func (x *ChatEnd) String() string {
 func (*ChatEnd) ProtoMessage() {}
 
 func (x *ChatEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[30]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2824,7 @@ func (x *ChatEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatEnd.ProtoReflect.Descriptor instead.
 func (*ChatEnd) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{30}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ChatEnd) GetSource() AnswerSource {
@@ -2379,7 +2880,7 @@ type ChatResponse struct {
 
 func (x *ChatResponse) Reset() {
 	*x = ChatResponse{}
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[31]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2892,7 @@ func (x *ChatResponse) String() string {
 func (*ChatResponse) ProtoMessage() {}
 
 func (x *ChatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[31]
+	mi := &file_memos_gateway_v1_gateway_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2905,7 @@ func (x *ChatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatResponse.ProtoReflect.Descriptor instead.
 func (*ChatResponse) Descriptor() ([]byte, []int) {
-	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{31}
+	return file_memos_gateway_v1_gateway_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ChatResponse) GetEvent() isChatResponse_Event {
@@ -2497,7 +2998,7 @@ var File_memos_gateway_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x1ememos/gateway/v1/gateway.proto\x12\x10memos.gateway.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\"\x8e\x03\n" +
+	"\x1ememos/gateway/v1/gateway.proto\x12\x10memos.gateway.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1cmemos/actmem/v1/actmem.proto\x1a\x1cmemos/common/v1/memory.proto\x1a\x1dmemos/common/v1/message.proto\x1a\"memos/scheduler/v1/scheduler.proto\"\x8e\x03\n" +
 	"\x12AddMemoriesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -2637,7 +3138,41 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x10deleted_memories\x18\x01 \x01(\x03R\x0fdeletedMemories\x12(\n" +
 	"\x10deleted_cube_ids\x18\x02 \x03(\tR\x0edeletedCubeIds\x12(\n" +
 	"\x10cleaned_cube_ids\x18\x03 \x03(\tR\x0ecleanedCubeIds\x12(\n" +
-	"\x10revoked_cube_ids\x18\x04 \x03(\tR\x0erevokedCubeIds\"\xca\x03\n" +
+	"\x10revoked_cube_ids\x18\x04 \x03(\tR\x0erevokedCubeIds\"0\n" +
+	"\x15ExportUserDataRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"^\n" +
+	"\x12ExportedCubeMember\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12/\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x1b.memos.gateway.v1.ShareRoleR\x04role\"\xb9\x01\n" +
+	"\fExportedCube\x12.\n" +
+	"\x04cube\x18\x01 \x01(\v2\x1a.memos.gateway.v1.CubeInfoR\x04cube\x12>\n" +
+	"\amembers\x18\x02 \x03(\v2$.memos.gateway.v1.ExportedCubeMemberR\amembers\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"|\n" +
+	"\x0eExportedMemory\x123\n" +
+	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\x125\n" +
+	"\ahistory\x18\x02 \x03(\v2\x1b.memos.common.v1.MemoryItemR\ahistory\"\x9e\x02\n" +
+	"\rExportSummary\x12\x1d\n" +
+	"\n" +
+	"cube_count\x18\x01 \x01(\x03R\tcubeCount\x12!\n" +
+	"\fmemory_count\x18\x02 \x01(\x03R\vmemoryCount\x12)\n" +
+	"\x10preference_count\x18\x03 \x01(\x03R\x0fpreferenceCount\x120\n" +
+	"\x14working_memory_count\x18\x04 \x01(\x03R\x12workingMemoryCount\x12\x1d\n" +
+	"\n" +
+	"task_count\x18\x05 \x01(\x03R\ttaskCount\x12$\n" +
+	"\x0ekv_cache_count\x18\x06 \x01(\x03R\fkvCacheCount\x12)\n" +
+	"\x10skipped_services\x18\a \x03(\tR\x0fskippedServices\"\xc9\x03\n" +
+	"\x16ExportUserDataResponse\x124\n" +
+	"\x04cube\x18\x01 \x01(\v2\x1e.memos.gateway.v1.ExportedCubeH\x00R\x04cube\x12:\n" +
+	"\x06memory\x18\x02 \x01(\v2 .memos.gateway.v1.ExportedMemoryH\x00R\x06memory\x12B\n" +
+	"\n" +
+	"preference\x18\x03 \x01(\v2 .memos.gateway.v1.ExportedMemoryH\x00R\n" +
+	"preference\x12I\n" +
+	"\x0eworking_memory\x18\x04 \x01(\v2 .memos.gateway.v1.ExportedMemoryH\x00R\rworkingMemory\x12.\n" +
+	"\x04task\x18\x05 \x01(\v2\x18.memos.scheduler.v1.TaskH\x00R\x04task\x127\n" +
+	"\bkv_cache\x18\x06 \x01(\v2\x1a.memos.actmem.v1.CacheInfoH\x00R\akvCache\x12;\n" +
+	"\asummary\x18\a \x01(\v2\x1f.memos.gateway.v1.ExportSummaryH\x00R\asummaryB\b\n" +
+	"\x06record\"\xca\x03\n" +
 	"\vChatRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -2695,7 +3230,7 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\fAnswerSource\x12\x1d\n" +
 	"\x19ANSWER_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ANSWER_SOURCE_LLM\x10\x01\x12$\n" +
-	" ANSWER_SOURCE_RETRIEVED_MEMORIES\x10\x022\xd6\b\n" +
+	" ANSWER_SOURCE_RETRIEVED_MEMORIES\x10\x022\xbd\t\n" +
 	"\x0eGatewayService\x12Z\n" +
 	"\vAddMemories\x12$.memos.gateway.v1.AddMemoriesRequest\x1a%.memos.gateway.v1.AddMemoriesResponse\x12c\n" +
 	"\x0eSearchMemories\x12'.memos.gateway.v1.SearchMemoriesRequest\x1a(.memos.gateway.v1.SearchMemoriesResponse\x12T\n" +
@@ -2709,7 +3244,8 @@ const file_memos_gateway_v1_gateway_proto_rawDesc = "" +
 	"\tShareCube\x12\".memos.gateway.v1.ShareCubeRequest\x1a#.memos.gateway.v1.ShareCubeResponse\x12W\n" +
 	"\n" +
 	"DeleteCube\x12#.memos.gateway.v1.DeleteCubeRequest\x1a$.memos.gateway.v1.DeleteCubeResponse\x12c\n" +
-	"\x0eDeleteUserData\x12'.memos.gateway.v1.DeleteUserDataRequest\x1a(.memos.gateway.v1.DeleteUserDataResponse\x12G\n" +
+	"\x0eDeleteUserData\x12'.memos.gateway.v1.DeleteUserDataRequest\x1a(.memos.gateway.v1.DeleteUserDataResponse\x12e\n" +
+	"\x0eExportUserData\x12'.memos.gateway.v1.ExportUserDataRequest\x1a(.memos.gateway.v1.ExportUserDataResponse0\x01\x12G\n" +
 	"\x04Chat\x12\x1d.memos.gateway.v1.ChatRequest\x1a\x1e.memos.gateway.v1.ChatResponse0\x01B\xcb\x01\n" +
 	"\x14com.memos.gateway.v1B\fGatewayProtoP\x01ZCgithub.com/memos-os/memos/clients/go/gen/memos/gateway/v1;gatewayv1\xa2\x02\x03MGX\xaa\x02\x10Memos.Gateway.V1\xca\x02\x10Memos\\Gateway\\V1\xe2\x02\x1cMemos\\Gateway\\V1\\GPBMetadata\xea\x02\x12Memos::Gateway::V1b\x06proto3"
 
@@ -2726,7 +3262,7 @@ func file_memos_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_memos_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_memos_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_memos_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_memos_gateway_v1_gateway_proto_goTypes = []any{
 	(ExtractMode)(0),               // 0: memos.gateway.v1.ExtractMode
 	(AsyncMode)(0),                 // 1: memos.gateway.v1.AsyncMode
@@ -2758,90 +3294,114 @@ var file_memos_gateway_v1_gateway_proto_goTypes = []any{
 	(*DeleteCubeResponse)(nil),     // 27: memos.gateway.v1.DeleteCubeResponse
 	(*DeleteUserDataRequest)(nil),  // 28: memos.gateway.v1.DeleteUserDataRequest
 	(*DeleteUserDataResponse)(nil), // 29: memos.gateway.v1.DeleteUserDataResponse
-	(*ChatRequest)(nil),            // 30: memos.gateway.v1.ChatRequest
-	(*ChatStatus)(nil),             // 31: memos.gateway.v1.ChatStatus
-	(*ChatReferences)(nil),         // 32: memos.gateway.v1.ChatReferences
-	(*ChatText)(nil),               // 33: memos.gateway.v1.ChatText
-	(*ChatEnd)(nil),                // 34: memos.gateway.v1.ChatEnd
-	(*ChatResponse)(nil),           // 35: memos.gateway.v1.ChatResponse
-	(*v1.ChatMessage)(nil),         // 36: memos.common.v1.ChatMessage
-	(*structpb.Struct)(nil),        // 37: google.protobuf.Struct
-	(v1.MemoryType)(0),             // 38: memos.common.v1.MemoryType
-	(*status.Status)(nil),          // 39: google.rpc.Status
-	(*v1.MemoryFilter)(nil),        // 40: memos.common.v1.MemoryFilter
-	(*v1.ScoredMemory)(nil),        // 41: memos.common.v1.ScoredMemory
-	(*v1.MemoryItem)(nil),          // 42: memos.common.v1.MemoryItem
-	(*fieldmaskpb.FieldMask)(nil),  // 43: google.protobuf.FieldMask
+	(*ExportUserDataRequest)(nil),  // 30: memos.gateway.v1.ExportUserDataRequest
+	(*ExportedCubeMember)(nil),     // 31: memos.gateway.v1.ExportedCubeMember
+	(*ExportedCube)(nil),           // 32: memos.gateway.v1.ExportedCube
+	(*ExportedMemory)(nil),         // 33: memos.gateway.v1.ExportedMemory
+	(*ExportSummary)(nil),          // 34: memos.gateway.v1.ExportSummary
+	(*ExportUserDataResponse)(nil), // 35: memos.gateway.v1.ExportUserDataResponse
+	(*ChatRequest)(nil),            // 36: memos.gateway.v1.ChatRequest
+	(*ChatStatus)(nil),             // 37: memos.gateway.v1.ChatStatus
+	(*ChatReferences)(nil),         // 38: memos.gateway.v1.ChatReferences
+	(*ChatText)(nil),               // 39: memos.gateway.v1.ChatText
+	(*ChatEnd)(nil),                // 40: memos.gateway.v1.ChatEnd
+	(*ChatResponse)(nil),           // 41: memos.gateway.v1.ChatResponse
+	(*v1.ChatMessage)(nil),         // 42: memos.common.v1.ChatMessage
+	(*structpb.Struct)(nil),        // 43: google.protobuf.Struct
+	(v1.MemoryType)(0),             // 44: memos.common.v1.MemoryType
+	(*status.Status)(nil),          // 45: google.rpc.Status
+	(*v1.MemoryFilter)(nil),        // 46: memos.common.v1.MemoryFilter
+	(*v1.ScoredMemory)(nil),        // 47: memos.common.v1.ScoredMemory
+	(*v1.MemoryItem)(nil),          // 48: memos.common.v1.MemoryItem
+	(*fieldmaskpb.FieldMask)(nil),  // 49: google.protobuf.FieldMask
+	(*timestamppb.Timestamp)(nil),  // 50: google.protobuf.Timestamp
+	(*v11.Task)(nil),               // 51: memos.scheduler.v1.Task
+	(*v12.CacheInfo)(nil),          // 52: memos.actmem.v1.CacheInfo
 }
 var file_memos_gateway_v1_gateway_proto_depIdxs = []int32{
-	36, // 0: memos.gateway.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
+	42, // 0: memos.gateway.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
 	0,  // 1: memos.gateway.v1.AddMemoriesRequest.mode:type_name -> memos.gateway.v1.ExtractMode
 	1,  // 2: memos.gateway.v1.AddMemoriesRequest.async_mode:type_name -> memos.gateway.v1.AsyncMode
-	37, // 3: memos.gateway.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
-	38, // 4: memos.gateway.v1.AddedMemory.memory_type:type_name -> memos.common.v1.MemoryType
+	43, // 3: memos.gateway.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
+	44, // 4: memos.gateway.v1.AddedMemory.memory_type:type_name -> memos.common.v1.MemoryType
 	5,  // 5: memos.gateway.v1.AddMemoriesResponse.memories:type_name -> memos.gateway.v1.AddedMemory
 	0,  // 6: memos.gateway.v1.AddMemoriesResponse.effective_mode:type_name -> memos.gateway.v1.ExtractMode
 	7,  // 7: memos.gateway.v1.AddMemoriesResponse.part_errors:type_name -> memos.gateway.v1.AddPartError
-	39, // 8: memos.gateway.v1.AddPartError.status:type_name -> google.rpc.Status
-	40, // 9: memos.gateway.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	41, // 10: memos.gateway.v1.CubeMemories.memories:type_name -> memos.common.v1.ScoredMemory
-	39, // 11: memos.gateway.v1.CubeMemories.status:type_name -> google.rpc.Status
+	45, // 8: memos.gateway.v1.AddPartError.status:type_name -> google.rpc.Status
+	46, // 9: memos.gateway.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	47, // 10: memos.gateway.v1.CubeMemories.memories:type_name -> memos.common.v1.ScoredMemory
+	45, // 11: memos.gateway.v1.CubeMemories.status:type_name -> google.rpc.Status
 	9,  // 12: memos.gateway.v1.SearchMemoriesResponse.text_mem:type_name -> memos.gateway.v1.CubeMemories
 	9,  // 13: memos.gateway.v1.SearchMemoriesResponse.pref_mem:type_name -> memos.gateway.v1.CubeMemories
-	41, // 14: memos.gateway.v1.SearchMemoriesResponse.ranked:type_name -> memos.common.v1.ScoredMemory
-	42, // 15: memos.gateway.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	42, // 16: memos.gateway.v1.GetMemoryResponse.history:type_name -> memos.common.v1.MemoryItem
-	40, // 17: memos.gateway.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	42, // 18: memos.gateway.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	42, // 19: memos.gateway.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
-	43, // 20: memos.gateway.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	42, // 21: memos.gateway.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	40, // 22: memos.gateway.v1.DeleteMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	47, // 14: memos.gateway.v1.SearchMemoriesResponse.ranked:type_name -> memos.common.v1.ScoredMemory
+	48, // 15: memos.gateway.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	48, // 16: memos.gateway.v1.GetMemoryResponse.history:type_name -> memos.common.v1.MemoryItem
+	46, // 17: memos.gateway.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	48, // 18: memos.gateway.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	48, // 19: memos.gateway.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
+	49, // 20: memos.gateway.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	48, // 21: memos.gateway.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	46, // 22: memos.gateway.v1.DeleteMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
 	2,  // 23: memos.gateway.v1.CubeInfo.my_role:type_name -> memos.gateway.v1.ShareRole
 	19, // 24: memos.gateway.v1.CreateCubeResponse.cube:type_name -> memos.gateway.v1.CubeInfo
 	19, // 25: memos.gateway.v1.ListCubesResponse.cubes:type_name -> memos.gateway.v1.CubeInfo
 	2,  // 26: memos.gateway.v1.ShareCubeRequest.role:type_name -> memos.gateway.v1.ShareRole
 	19, // 27: memos.gateway.v1.ShareCubeResponse.cube:type_name -> memos.gateway.v1.CubeInfo
-	36, // 28: memos.gateway.v1.ChatRequest.history:type_name -> memos.common.v1.ChatMessage
-	41, // 29: memos.gateway.v1.ChatReferences.memories:type_name -> memos.common.v1.ScoredMemory
-	41, // 30: memos.gateway.v1.ChatReferences.preferences:type_name -> memos.common.v1.ScoredMemory
-	9,  // 31: memos.gateway.v1.ChatReferences.failed_cubes:type_name -> memos.gateway.v1.CubeMemories
-	3,  // 32: memos.gateway.v1.ChatEnd.source:type_name -> memos.gateway.v1.AnswerSource
-	5,  // 33: memos.gateway.v1.ChatEnd.added_memories:type_name -> memos.gateway.v1.AddedMemory
-	31, // 34: memos.gateway.v1.ChatResponse.status:type_name -> memos.gateway.v1.ChatStatus
-	32, // 35: memos.gateway.v1.ChatResponse.references:type_name -> memos.gateway.v1.ChatReferences
-	33, // 36: memos.gateway.v1.ChatResponse.text:type_name -> memos.gateway.v1.ChatText
-	34, // 37: memos.gateway.v1.ChatResponse.end:type_name -> memos.gateway.v1.ChatEnd
-	39, // 38: memos.gateway.v1.ChatResponse.error:type_name -> google.rpc.Status
-	4,  // 39: memos.gateway.v1.GatewayService.AddMemories:input_type -> memos.gateway.v1.AddMemoriesRequest
-	8,  // 40: memos.gateway.v1.GatewayService.SearchMemories:input_type -> memos.gateway.v1.SearchMemoriesRequest
-	11, // 41: memos.gateway.v1.GatewayService.GetMemory:input_type -> memos.gateway.v1.GetMemoryRequest
-	13, // 42: memos.gateway.v1.GatewayService.ListMemories:input_type -> memos.gateway.v1.ListMemoriesRequest
-	15, // 43: memos.gateway.v1.GatewayService.UpdateMemory:input_type -> memos.gateway.v1.UpdateMemoryRequest
-	17, // 44: memos.gateway.v1.GatewayService.DeleteMemories:input_type -> memos.gateway.v1.DeleteMemoriesRequest
-	20, // 45: memos.gateway.v1.GatewayService.CreateCube:input_type -> memos.gateway.v1.CreateCubeRequest
-	22, // 46: memos.gateway.v1.GatewayService.ListCubes:input_type -> memos.gateway.v1.ListCubesRequest
-	24, // 47: memos.gateway.v1.GatewayService.ShareCube:input_type -> memos.gateway.v1.ShareCubeRequest
-	26, // 48: memos.gateway.v1.GatewayService.DeleteCube:input_type -> memos.gateway.v1.DeleteCubeRequest
-	28, // 49: memos.gateway.v1.GatewayService.DeleteUserData:input_type -> memos.gateway.v1.DeleteUserDataRequest
-	30, // 50: memos.gateway.v1.GatewayService.Chat:input_type -> memos.gateway.v1.ChatRequest
-	6,  // 51: memos.gateway.v1.GatewayService.AddMemories:output_type -> memos.gateway.v1.AddMemoriesResponse
-	10, // 52: memos.gateway.v1.GatewayService.SearchMemories:output_type -> memos.gateway.v1.SearchMemoriesResponse
-	12, // 53: memos.gateway.v1.GatewayService.GetMemory:output_type -> memos.gateway.v1.GetMemoryResponse
-	14, // 54: memos.gateway.v1.GatewayService.ListMemories:output_type -> memos.gateway.v1.ListMemoriesResponse
-	16, // 55: memos.gateway.v1.GatewayService.UpdateMemory:output_type -> memos.gateway.v1.UpdateMemoryResponse
-	18, // 56: memos.gateway.v1.GatewayService.DeleteMemories:output_type -> memos.gateway.v1.DeleteMemoriesResponse
-	21, // 57: memos.gateway.v1.GatewayService.CreateCube:output_type -> memos.gateway.v1.CreateCubeResponse
-	23, // 58: memos.gateway.v1.GatewayService.ListCubes:output_type -> memos.gateway.v1.ListCubesResponse
-	25, // 59: memos.gateway.v1.GatewayService.ShareCube:output_type -> memos.gateway.v1.ShareCubeResponse
-	27, // 60: memos.gateway.v1.GatewayService.DeleteCube:output_type -> memos.gateway.v1.DeleteCubeResponse
-	29, // 61: memos.gateway.v1.GatewayService.DeleteUserData:output_type -> memos.gateway.v1.DeleteUserDataResponse
-	35, // 62: memos.gateway.v1.GatewayService.Chat:output_type -> memos.gateway.v1.ChatResponse
-	51, // [51:63] is the sub-list for method output_type
-	39, // [39:51] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	2,  // 28: memos.gateway.v1.ExportedCubeMember.role:type_name -> memos.gateway.v1.ShareRole
+	19, // 29: memos.gateway.v1.ExportedCube.cube:type_name -> memos.gateway.v1.CubeInfo
+	31, // 30: memos.gateway.v1.ExportedCube.members:type_name -> memos.gateway.v1.ExportedCubeMember
+	50, // 31: memos.gateway.v1.ExportedCube.created_at:type_name -> google.protobuf.Timestamp
+	48, // 32: memos.gateway.v1.ExportedMemory.memory:type_name -> memos.common.v1.MemoryItem
+	48, // 33: memos.gateway.v1.ExportedMemory.history:type_name -> memos.common.v1.MemoryItem
+	32, // 34: memos.gateway.v1.ExportUserDataResponse.cube:type_name -> memos.gateway.v1.ExportedCube
+	33, // 35: memos.gateway.v1.ExportUserDataResponse.memory:type_name -> memos.gateway.v1.ExportedMemory
+	33, // 36: memos.gateway.v1.ExportUserDataResponse.preference:type_name -> memos.gateway.v1.ExportedMemory
+	33, // 37: memos.gateway.v1.ExportUserDataResponse.working_memory:type_name -> memos.gateway.v1.ExportedMemory
+	51, // 38: memos.gateway.v1.ExportUserDataResponse.task:type_name -> memos.scheduler.v1.Task
+	52, // 39: memos.gateway.v1.ExportUserDataResponse.kv_cache:type_name -> memos.actmem.v1.CacheInfo
+	34, // 40: memos.gateway.v1.ExportUserDataResponse.summary:type_name -> memos.gateway.v1.ExportSummary
+	42, // 41: memos.gateway.v1.ChatRequest.history:type_name -> memos.common.v1.ChatMessage
+	47, // 42: memos.gateway.v1.ChatReferences.memories:type_name -> memos.common.v1.ScoredMemory
+	47, // 43: memos.gateway.v1.ChatReferences.preferences:type_name -> memos.common.v1.ScoredMemory
+	9,  // 44: memos.gateway.v1.ChatReferences.failed_cubes:type_name -> memos.gateway.v1.CubeMemories
+	3,  // 45: memos.gateway.v1.ChatEnd.source:type_name -> memos.gateway.v1.AnswerSource
+	5,  // 46: memos.gateway.v1.ChatEnd.added_memories:type_name -> memos.gateway.v1.AddedMemory
+	37, // 47: memos.gateway.v1.ChatResponse.status:type_name -> memos.gateway.v1.ChatStatus
+	38, // 48: memos.gateway.v1.ChatResponse.references:type_name -> memos.gateway.v1.ChatReferences
+	39, // 49: memos.gateway.v1.ChatResponse.text:type_name -> memos.gateway.v1.ChatText
+	40, // 50: memos.gateway.v1.ChatResponse.end:type_name -> memos.gateway.v1.ChatEnd
+	45, // 51: memos.gateway.v1.ChatResponse.error:type_name -> google.rpc.Status
+	4,  // 52: memos.gateway.v1.GatewayService.AddMemories:input_type -> memos.gateway.v1.AddMemoriesRequest
+	8,  // 53: memos.gateway.v1.GatewayService.SearchMemories:input_type -> memos.gateway.v1.SearchMemoriesRequest
+	11, // 54: memos.gateway.v1.GatewayService.GetMemory:input_type -> memos.gateway.v1.GetMemoryRequest
+	13, // 55: memos.gateway.v1.GatewayService.ListMemories:input_type -> memos.gateway.v1.ListMemoriesRequest
+	15, // 56: memos.gateway.v1.GatewayService.UpdateMemory:input_type -> memos.gateway.v1.UpdateMemoryRequest
+	17, // 57: memos.gateway.v1.GatewayService.DeleteMemories:input_type -> memos.gateway.v1.DeleteMemoriesRequest
+	20, // 58: memos.gateway.v1.GatewayService.CreateCube:input_type -> memos.gateway.v1.CreateCubeRequest
+	22, // 59: memos.gateway.v1.GatewayService.ListCubes:input_type -> memos.gateway.v1.ListCubesRequest
+	24, // 60: memos.gateway.v1.GatewayService.ShareCube:input_type -> memos.gateway.v1.ShareCubeRequest
+	26, // 61: memos.gateway.v1.GatewayService.DeleteCube:input_type -> memos.gateway.v1.DeleteCubeRequest
+	28, // 62: memos.gateway.v1.GatewayService.DeleteUserData:input_type -> memos.gateway.v1.DeleteUserDataRequest
+	30, // 63: memos.gateway.v1.GatewayService.ExportUserData:input_type -> memos.gateway.v1.ExportUserDataRequest
+	36, // 64: memos.gateway.v1.GatewayService.Chat:input_type -> memos.gateway.v1.ChatRequest
+	6,  // 65: memos.gateway.v1.GatewayService.AddMemories:output_type -> memos.gateway.v1.AddMemoriesResponse
+	10, // 66: memos.gateway.v1.GatewayService.SearchMemories:output_type -> memos.gateway.v1.SearchMemoriesResponse
+	12, // 67: memos.gateway.v1.GatewayService.GetMemory:output_type -> memos.gateway.v1.GetMemoryResponse
+	14, // 68: memos.gateway.v1.GatewayService.ListMemories:output_type -> memos.gateway.v1.ListMemoriesResponse
+	16, // 69: memos.gateway.v1.GatewayService.UpdateMemory:output_type -> memos.gateway.v1.UpdateMemoryResponse
+	18, // 70: memos.gateway.v1.GatewayService.DeleteMemories:output_type -> memos.gateway.v1.DeleteMemoriesResponse
+	21, // 71: memos.gateway.v1.GatewayService.CreateCube:output_type -> memos.gateway.v1.CreateCubeResponse
+	23, // 72: memos.gateway.v1.GatewayService.ListCubes:output_type -> memos.gateway.v1.ListCubesResponse
+	25, // 73: memos.gateway.v1.GatewayService.ShareCube:output_type -> memos.gateway.v1.ShareCubeResponse
+	27, // 74: memos.gateway.v1.GatewayService.DeleteCube:output_type -> memos.gateway.v1.DeleteCubeResponse
+	29, // 75: memos.gateway.v1.GatewayService.DeleteUserData:output_type -> memos.gateway.v1.DeleteUserDataResponse
+	35, // 76: memos.gateway.v1.GatewayService.ExportUserData:output_type -> memos.gateway.v1.ExportUserDataResponse
+	41, // 77: memos.gateway.v1.GatewayService.Chat:output_type -> memos.gateway.v1.ChatResponse
+	65, // [65:78] is the sub-list for method output_type
+	52, // [52:65] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_memos_gateway_v1_gateway_proto_init() }
@@ -2850,6 +3410,15 @@ func file_memos_gateway_v1_gateway_proto_init() {
 		return
 	}
 	file_memos_gateway_v1_gateway_proto_msgTypes[31].OneofWrappers = []any{
+		(*ExportUserDataResponse_Cube)(nil),
+		(*ExportUserDataResponse_Memory)(nil),
+		(*ExportUserDataResponse_Preference)(nil),
+		(*ExportUserDataResponse_WorkingMemory)(nil),
+		(*ExportUserDataResponse_Task)(nil),
+		(*ExportUserDataResponse_KvCache)(nil),
+		(*ExportUserDataResponse_Summary)(nil),
+	}
+	file_memos_gateway_v1_gateway_proto_msgTypes[37].OneofWrappers = []any{
 		(*ChatResponse_Status)(nil),
 		(*ChatResponse_References)(nil),
 		(*ChatResponse_Text)(nil),
@@ -2862,7 +3431,7 @@ func file_memos_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memos_gateway_v1_gateway_proto_rawDesc), len(file_memos_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   32,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	GatewayService_ShareCube_FullMethodName      = "/memos.gateway.v1.GatewayService/ShareCube"
 	GatewayService_DeleteCube_FullMethodName     = "/memos.gateway.v1.GatewayService/DeleteCube"
 	GatewayService_DeleteUserData_FullMethodName = "/memos.gateway.v1.GatewayService/DeleteUserData"
+	GatewayService_ExportUserData_FullMethodName = "/memos.gateway.v1.GatewayService/ExportUserData"
 	GatewayService_Chat_FullMethodName           = "/memos.gateway.v1.GatewayService/Chat"
 )
 
@@ -69,6 +70,20 @@ type GatewayServiceClient interface {
 	// the cubes the user owned; if they cannot be removed the call fails UNAVAILABLE
 	// (reason TASK_PURGE_FAILED), and is safe to retry.
 	DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error)
+	// Exports everything the suite holds about one user (the rights of access and to data
+	// portability), as a stream of records, one per response: the user's cubes (owned, with whom
+	// they are shared; and those shared with the user), every memory the user wrote in any cube,
+	// whatever the user's access there now (each with its earlier versions), the user's
+	// preferences and working memory, the scheduler's tasks of the user in any state (pending,
+	// running, finished within the retention, dead-lettered), and the descriptions (no tensors)
+	// of the KV caches of the cubes the user owns. Memories other users wrote, even in a cube
+	// the user owns, are not exported: an export is the data about the user, and handing other
+	// people's memories into a portable archive would disclose their data (the owner still reads
+	// them with ListMemories). The last record is a summary with the count of each kind; a
+	// stream that ends without one (an error status after some records) is incomplete and
+	// should be asked for again. Only the user may ask, or an admin API key acting for them
+	// (PERMISSION_DENIED otherwise); a missing user_id is INVALID_ARGUMENT.
+	ExportUserData(ctx context.Context, in *ExportUserDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUserDataResponse], error)
 	// Answers a query with the user's memories: retrieves from the readable cubes,
 	// streams the answer, and optionally stores the exchange in the writable cubes.
 	Chat(ctx context.Context, in *ChatRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatResponse], error)
@@ -192,9 +207,28 @@ func (c *gatewayServiceClient) DeleteUserData(ctx context.Context, in *DeleteUse
 	return out, nil
 }
 
+func (c *gatewayServiceClient) ExportUserData(ctx context.Context, in *ExportUserDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUserDataResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &GatewayService_ServiceDesc.Streams[0], GatewayService_ExportUserData_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportUserDataRequest, ExportUserDataResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GatewayService_ExportUserDataClient = grpc.ServerStreamingClient[ExportUserDataResponse]
+
 func (c *gatewayServiceClient) Chat(ctx context.Context, in *ChatRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &GatewayService_ServiceDesc.Streams[0], GatewayService_Chat_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &GatewayService_ServiceDesc.Streams[1], GatewayService_Chat_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -247,6 +281,20 @@ type GatewayServiceServer interface {
 	// the cubes the user owned; if they cannot be removed the call fails UNAVAILABLE
 	// (reason TASK_PURGE_FAILED), and is safe to retry.
 	DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error)
+	// Exports everything the suite holds about one user (the rights of access and to data
+	// portability), as a stream of records, one per response: the user's cubes (owned, with whom
+	// they are shared; and those shared with the user), every memory the user wrote in any cube,
+	// whatever the user's access there now (each with its earlier versions), the user's
+	// preferences and working memory, the scheduler's tasks of the user in any state (pending,
+	// running, finished within the retention, dead-lettered), and the descriptions (no tensors)
+	// of the KV caches of the cubes the user owns. Memories other users wrote, even in a cube
+	// the user owns, are not exported: an export is the data about the user, and handing other
+	// people's memories into a portable archive would disclose their data (the owner still reads
+	// them with ListMemories). The last record is a summary with the count of each kind; a
+	// stream that ends without one (an error status after some records) is incomplete and
+	// should be asked for again. Only the user may ask, or an admin API key acting for them
+	// (PERMISSION_DENIED otherwise); a missing user_id is INVALID_ARGUMENT.
+	ExportUserData(*ExportUserDataRequest, grpc.ServerStreamingServer[ExportUserDataResponse]) error
 	// Answers a query with the user's memories: retrieves from the readable cubes,
 	// streams the answer, and optionally stores the exchange in the writable cubes.
 	Chat(*ChatRequest, grpc.ServerStreamingServer[ChatResponse]) error
@@ -292,6 +340,9 @@ func (UnimplementedGatewayServiceServer) DeleteCube(context.Context, *DeleteCube
 }
 func (UnimplementedGatewayServiceServer) DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteUserData not implemented")
+}
+func (UnimplementedGatewayServiceServer) ExportUserData(*ExportUserDataRequest, grpc.ServerStreamingServer[ExportUserDataResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportUserData not implemented")
 }
 func (UnimplementedGatewayServiceServer) Chat(*ChatRequest, grpc.ServerStreamingServer[ChatResponse]) error {
 	return status.Error(codes.Unimplemented, "method Chat not implemented")
@@ -515,6 +566,17 @@ func _GatewayService_DeleteUserData_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatewayService_ExportUserData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportUserDataRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(GatewayServiceServer).ExportUserData(m, &grpc.GenericServerStream[ExportUserDataRequest, ExportUserDataResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type GatewayService_ExportUserDataServer = grpc.ServerStreamingServer[ExportUserDataResponse]
+
 func _GatewayService_Chat_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ChatRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -579,6 +641,11 @@ var GatewayService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportUserData",
+			Handler:       _GatewayService_ExportUserData_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "Chat",
 			Handler:       _GatewayService_Chat_Handler,

@@ -1459,6 +1459,125 @@ func (x *PurgeTasksResponse) GetFinishedCount() int64 {
 	return 0
 }
 
+type ListUserTasksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whose tasks (ScheduleMessage.user_id); required (INVALID_ARGUMENT, MISSING_USER_ID).
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// 1 to 1000; 100 when 0. A hint: a page may hold fewer tasks (even none) and still not be
+	// the last, or (with the Redis queue) somewhat more.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserTasksRequest) Reset() {
+	*x = ListUserTasksRequest{}
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserTasksRequest) ProtoMessage() {}
+
+func (x *ListUserTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserTasksRequest.ProtoReflect.Descriptor instead.
+func (*ListUserTasksRequest) Descriptor() ([]byte, []int) {
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListUserTasksRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ListUserTasksRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListUserTasksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListUserTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's tasks; with the SQLite queue in submission order.
+	Tasks []*Task `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	// Empty when there are no more pages. A task submitted or finished while the listing runs
+	// may be missed, or (with the Redis queue) listed twice.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserTasksResponse) Reset() {
+	*x = ListUserTasksResponse{}
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserTasksResponse) ProtoMessage() {}
+
+func (x *ListUserTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_scheduler_v1_scheduler_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserTasksResponse.ProtoReflect.Descriptor instead.
+func (*ListUserTasksResponse) Descriptor() ([]byte, []int) {
+	return file_memos_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListUserTasksResponse) GetTasks() []*Task {
+	if x != nil {
+		return x.Tasks
+	}
+	return nil
+}
+
+func (x *ListUserTasksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_memos_scheduler_v1_scheduler_proto protoreflect.FileDescriptor
 
 const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
@@ -1564,14 +1683,22 @@ const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\rpending_count\x18\x01 \x01(\x03R\fpendingCount\x12#\n" +
 	"\rrunning_count\x18\x02 \x01(\x03R\frunningCount\x12.\n" +
 	"\x13dead_lettered_count\x18\x03 \x01(\x03R\x11deadLetteredCount\x12%\n" +
-	"\x0efinished_count\x18\x04 \x01(\x03R\rfinishedCount*\xa1\x01\n" +
+	"\x0efinished_count\x18\x04 \x01(\x03R\rfinishedCount\"k\n" +
+	"\x14ListUserTasksRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
+	"\x15ListUserTasksResponse\x12.\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x18.memos.scheduler.v1.TaskR\x05tasks\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xa1\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_RUNNING\x10\x02\x12\x13\n" +
 	"\x0fTASK_STATE_DONE\x10\x03\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x04\x12\x1c\n" +
-	"\x18TASK_STATE_DEAD_LETTERED\x10\x052\xcb\x05\n" +
+	"\x18TASK_STATE_DEAD_LETTERED\x10\x052\xb1\x06\n" +
 	"\x10SchedulerService\x12g\n" +
 	"\x0eSubmitMessages\x12).memos.scheduler.v1.SubmitMessagesRequest\x1a*.memos.scheduler.v1.SubmitMessagesResponse\x12\\\n" +
 	"\tSubscribe\x12$.memos.scheduler.v1.SubscribeRequest\x1a%.memos.scheduler.v1.SubscribeResponse(\x010\x01\x12R\n" +
@@ -1580,7 +1707,8 @@ const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\x0fListDeadLetters\x12*.memos.scheduler.v1.ListDeadLettersRequest\x1a+.memos.scheduler.v1.ListDeadLettersResponse\x12p\n" +
 	"\x11ReplayDeadLetters\x12,.memos.scheduler.v1.ReplayDeadLettersRequest\x1a-.memos.scheduler.v1.ReplayDeadLettersResponse\x12[\n" +
 	"\n" +
-	"PurgeTasks\x12%.memos.scheduler.v1.PurgeTasksRequest\x1a&.memos.scheduler.v1.PurgeTasksResponseB\xdb\x01\n" +
+	"PurgeTasks\x12%.memos.scheduler.v1.PurgeTasksRequest\x1a&.memos.scheduler.v1.PurgeTasksResponse\x12d\n" +
+	"\rListUserTasks\x12(.memos.scheduler.v1.ListUserTasksRequest\x1a).memos.scheduler.v1.ListUserTasksResponseB\xdb\x01\n" +
 	"\x16com.memos.scheduler.v1B\x0eSchedulerProtoP\x01ZGgithub.com/memos-os/memos/clients/go/gen/memos/scheduler/v1;schedulerv1\xa2\x02\x03MSX\xaa\x02\x12Memos.Scheduler.V1\xca\x02\x12Memos\\Scheduler\\V1\xe2\x02\x1eMemos\\Scheduler\\V1\\GPBMetadata\xea\x02\x14Memos::Scheduler::V1b\x06proto3"
 
 var (
@@ -1596,7 +1724,7 @@ func file_memos_scheduler_v1_scheduler_proto_rawDescGZIP() []byte {
 }
 
 var file_memos_scheduler_v1_scheduler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_memos_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_memos_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_memos_scheduler_v1_scheduler_proto_goTypes = []any{
 	(TaskState)(0),                    // 0: memos.scheduler.v1.TaskState
 	(*ScheduleMessage)(nil),           // 1: memos.scheduler.v1.ScheduleMessage
@@ -1620,15 +1748,17 @@ var file_memos_scheduler_v1_scheduler_proto_goTypes = []any{
 	(*ReplayDeadLettersResponse)(nil), // 19: memos.scheduler.v1.ReplayDeadLettersResponse
 	(*PurgeTasksRequest)(nil),         // 20: memos.scheduler.v1.PurgeTasksRequest
 	(*PurgeTasksResponse)(nil),        // 21: memos.scheduler.v1.PurgeTasksResponse
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 23: google.protobuf.Struct
+	(*ListUserTasksRequest)(nil),      // 22: memos.scheduler.v1.ListUserTasksRequest
+	(*ListUserTasksResponse)(nil),     // 23: memos.scheduler.v1.ListUserTasksResponse
+	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 25: google.protobuf.Struct
 }
 var file_memos_scheduler_v1_scheduler_proto_depIdxs = []int32{
-	22, // 0: memos.scheduler.v1.ScheduleMessage.timestamp:type_name -> google.protobuf.Timestamp
-	23, // 1: memos.scheduler.v1.ScheduleMessage.info:type_name -> google.protobuf.Struct
+	24, // 0: memos.scheduler.v1.ScheduleMessage.timestamp:type_name -> google.protobuf.Timestamp
+	25, // 1: memos.scheduler.v1.ScheduleMessage.info:type_name -> google.protobuf.Struct
 	1,  // 2: memos.scheduler.v1.Task.message:type_name -> memos.scheduler.v1.ScheduleMessage
 	0,  // 3: memos.scheduler.v1.Task.state:type_name -> memos.scheduler.v1.TaskState
-	22, // 4: memos.scheduler.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 4: memos.scheduler.v1.Task.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: memos.scheduler.v1.SubmitMessagesRequest.messages:type_name -> memos.scheduler.v1.ScheduleMessage
 	7,  // 6: memos.scheduler.v1.SubscribeRequest.subscription:type_name -> memos.scheduler.v1.Subscription
 	8,  // 7: memos.scheduler.v1.SubscribeRequest.ack:type_name -> memos.scheduler.v1.Acknowledgement
@@ -1640,25 +1770,28 @@ var file_memos_scheduler_v1_scheduler_proto_depIdxs = []int32{
 	1,  // 13: memos.scheduler.v1.Delivery.message:type_name -> memos.scheduler.v1.ScheduleMessage
 	2,  // 14: memos.scheduler.v1.GetTaskResponse.task:type_name -> memos.scheduler.v1.Task
 	2,  // 15: memos.scheduler.v1.ListDeadLettersResponse.tasks:type_name -> memos.scheduler.v1.Task
-	3,  // 16: memos.scheduler.v1.SchedulerService.SubmitMessages:input_type -> memos.scheduler.v1.SubmitMessagesRequest
-	5,  // 17: memos.scheduler.v1.SchedulerService.Subscribe:input_type -> memos.scheduler.v1.SubscribeRequest
-	12, // 18: memos.scheduler.v1.SchedulerService.GetTask:input_type -> memos.scheduler.v1.GetTaskRequest
-	14, // 19: memos.scheduler.v1.SchedulerService.WaitForTasks:input_type -> memos.scheduler.v1.WaitForTasksRequest
-	16, // 20: memos.scheduler.v1.SchedulerService.ListDeadLetters:input_type -> memos.scheduler.v1.ListDeadLettersRequest
-	18, // 21: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:input_type -> memos.scheduler.v1.ReplayDeadLettersRequest
-	20, // 22: memos.scheduler.v1.SchedulerService.PurgeTasks:input_type -> memos.scheduler.v1.PurgeTasksRequest
-	4,  // 23: memos.scheduler.v1.SchedulerService.SubmitMessages:output_type -> memos.scheduler.v1.SubmitMessagesResponse
-	9,  // 24: memos.scheduler.v1.SchedulerService.Subscribe:output_type -> memos.scheduler.v1.SubscribeResponse
-	13, // 25: memos.scheduler.v1.SchedulerService.GetTask:output_type -> memos.scheduler.v1.GetTaskResponse
-	15, // 26: memos.scheduler.v1.SchedulerService.WaitForTasks:output_type -> memos.scheduler.v1.WaitForTasksResponse
-	17, // 27: memos.scheduler.v1.SchedulerService.ListDeadLetters:output_type -> memos.scheduler.v1.ListDeadLettersResponse
-	19, // 28: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:output_type -> memos.scheduler.v1.ReplayDeadLettersResponse
-	21, // 29: memos.scheduler.v1.SchedulerService.PurgeTasks:output_type -> memos.scheduler.v1.PurgeTasksResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	2,  // 16: memos.scheduler.v1.ListUserTasksResponse.tasks:type_name -> memos.scheduler.v1.Task
+	3,  // 17: memos.scheduler.v1.SchedulerService.SubmitMessages:input_type -> memos.scheduler.v1.SubmitMessagesRequest
+	5,  // 18: memos.scheduler.v1.SchedulerService.Subscribe:input_type -> memos.scheduler.v1.SubscribeRequest
+	12, // 19: memos.scheduler.v1.SchedulerService.GetTask:input_type -> memos.scheduler.v1.GetTaskRequest
+	14, // 20: memos.scheduler.v1.SchedulerService.WaitForTasks:input_type -> memos.scheduler.v1.WaitForTasksRequest
+	16, // 21: memos.scheduler.v1.SchedulerService.ListDeadLetters:input_type -> memos.scheduler.v1.ListDeadLettersRequest
+	18, // 22: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:input_type -> memos.scheduler.v1.ReplayDeadLettersRequest
+	20, // 23: memos.scheduler.v1.SchedulerService.PurgeTasks:input_type -> memos.scheduler.v1.PurgeTasksRequest
+	22, // 24: memos.scheduler.v1.SchedulerService.ListUserTasks:input_type -> memos.scheduler.v1.ListUserTasksRequest
+	4,  // 25: memos.scheduler.v1.SchedulerService.SubmitMessages:output_type -> memos.scheduler.v1.SubmitMessagesResponse
+	9,  // 26: memos.scheduler.v1.SchedulerService.Subscribe:output_type -> memos.scheduler.v1.SubscribeResponse
+	13, // 27: memos.scheduler.v1.SchedulerService.GetTask:output_type -> memos.scheduler.v1.GetTaskResponse
+	15, // 28: memos.scheduler.v1.SchedulerService.WaitForTasks:output_type -> memos.scheduler.v1.WaitForTasksResponse
+	17, // 29: memos.scheduler.v1.SchedulerService.ListDeadLetters:output_type -> memos.scheduler.v1.ListDeadLettersResponse
+	19, // 30: memos.scheduler.v1.SchedulerService.ReplayDeadLetters:output_type -> memos.scheduler.v1.ReplayDeadLettersResponse
+	21, // 31: memos.scheduler.v1.SchedulerService.PurgeTasks:output_type -> memos.scheduler.v1.PurgeTasksResponse
+	23, // 32: memos.scheduler.v1.SchedulerService.ListUserTasks:output_type -> memos.scheduler.v1.ListUserTasksResponse
+	25, // [25:33] is the sub-list for method output_type
+	17, // [17:25] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_memos_scheduler_v1_scheduler_proto_init() }
@@ -1677,7 +1810,7 @@ func file_memos_scheduler_v1_scheduler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memos_scheduler_v1_scheduler_proto_rawDesc), len(file_memos_scheduler_v1_scheduler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	SchedulerService_ListDeadLetters_FullMethodName   = "/memos.scheduler.v1.SchedulerService/ListDeadLetters"
 	SchedulerService_ReplayDeadLetters_FullMethodName = "/memos.scheduler.v1.SchedulerService/ReplayDeadLetters"
 	SchedulerService_PurgeTasks_FullMethodName        = "/memos.scheduler.v1.SchedulerService/PurgeTasks"
+	SchedulerService_ListUserTasks_FullMethodName     = "/memos.scheduler.v1.SchedulerService/ListUserTasks"
 )
 
 // SchedulerServiceClient is the client API for SchedulerService service.
@@ -51,6 +52,9 @@ type SchedulerServiceClient interface {
 	// bodies. For data rights: deleting a cube or a user removes the work queued for it.
 	// Idempotent: a retry, with this request id or another, removes what is left.
 	PurgeTasks(ctx context.Context, in *PurgeTasksRequest, opts ...grpc.CallOption) (*PurgeTasksResponse, error)
+	// Pages through every task of a user, in any state (pending, running, done or failed within
+	// the retention, dead-lettered). For data rights: the gateway's ExportUserData.
+	ListUserTasks(ctx context.Context, in *ListUserTasksRequest, opts ...grpc.CallOption) (*ListUserTasksResponse, error)
 }
 
 type schedulerServiceClient struct {
@@ -134,6 +138,16 @@ func (c *schedulerServiceClient) PurgeTasks(ctx context.Context, in *PurgeTasksR
 	return out, nil
 }
 
+func (c *schedulerServiceClient) ListUserTasks(ctx context.Context, in *ListUserTasksRequest, opts ...grpc.CallOption) (*ListUserTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUserTasksResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_ListUserTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SchedulerServiceServer is the server API for SchedulerService service.
 // All implementations must embed UnimplementedSchedulerServiceServer
 // for forward compatibility.
@@ -157,6 +171,9 @@ type SchedulerServiceServer interface {
 	// bodies. For data rights: deleting a cube or a user removes the work queued for it.
 	// Idempotent: a retry, with this request id or another, removes what is left.
 	PurgeTasks(context.Context, *PurgeTasksRequest) (*PurgeTasksResponse, error)
+	// Pages through every task of a user, in any state (pending, running, done or failed within
+	// the retention, dead-lettered). For data rights: the gateway's ExportUserData.
+	ListUserTasks(context.Context, *ListUserTasksRequest) (*ListUserTasksResponse, error)
 	mustEmbedUnimplementedSchedulerServiceServer()
 }
 
@@ -187,6 +204,9 @@ func (UnimplementedSchedulerServiceServer) ReplayDeadLetters(context.Context, *R
 }
 func (UnimplementedSchedulerServiceServer) PurgeTasks(context.Context, *PurgeTasksRequest) (*PurgeTasksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PurgeTasks not implemented")
+}
+func (UnimplementedSchedulerServiceServer) ListUserTasks(context.Context, *ListUserTasksRequest) (*ListUserTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUserTasks not implemented")
 }
 func (UnimplementedSchedulerServiceServer) mustEmbedUnimplementedSchedulerServiceServer() {}
 func (UnimplementedSchedulerServiceServer) testEmbeddedByValue()                          {}
@@ -324,6 +344,24 @@ func _SchedulerService_PurgeTasks_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SchedulerService_ListUserTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUserTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).ListUserTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_ListUserTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).ListUserTasks(ctx, req.(*ListUserTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SchedulerService_ServiceDesc is the grpc.ServiceDesc for SchedulerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -354,6 +392,10 @@ var SchedulerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PurgeTasks",
 			Handler:    _SchedulerService_PurgeTasks_Handler,
+		},
+		{
+			MethodName: "ListUserTasks",
+			Handler:    _SchedulerService_ListUserTasks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1458,6 +1458,179 @@ func (x *ReplaceWorkingMemoryResponse) GetRemovedCount() int64 {
 	return 0
 }
 
+type ListUserMemoriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whose memories (MemoryMetadata.user_id); required (INVALID_ARGUMENT, MISSING_USER_ID).
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// 1 to 1000; 100 when 0.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserMemoriesRequest) Reset() {
+	*x = ListUserMemoriesRequest{}
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserMemoriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserMemoriesRequest) ProtoMessage() {}
+
+func (x *ListUserMemoriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserMemoriesRequest.ProtoReflect.Descriptor instead.
+func (*ListUserMemoriesRequest) Descriptor() ([]byte, []int) {
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListUserMemoriesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ListUserMemoriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListUserMemoriesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// A memory of the user with the versions updates replaced.
+type UserMemory struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The memory as it is now, with its sources.
+	Memory *v1.MemoryItem `protobuf:"bytes,1,opt,name=memory,proto3" json:"memory,omitempty"`
+	// As GetMemoryResponse.history: newest first, empty for a memory never updated.
+	History       []*v1.MemoryItem `protobuf:"bytes,2,rep,name=history,proto3" json:"history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserMemory) Reset() {
+	*x = UserMemory{}
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserMemory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserMemory) ProtoMessage() {}
+
+func (x *UserMemory) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserMemory.ProtoReflect.Descriptor instead.
+func (*UserMemory) Descriptor() ([]byte, []int) {
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UserMemory) GetMemory() *v1.MemoryItem {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *UserMemory) GetHistory() []*v1.MemoryItem {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+type ListUserMemoriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cube by cube (in cube id order), each cube's in insertion order.
+	Memories []*UserMemory `protobuf:"bytes,1,rep,name=memories,proto3" json:"memories,omitempty"`
+	// Empty when there are no more pages. Memories written after the listing passed their cube
+	// may be missed; none that existed for the whole listing is.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserMemoriesResponse) Reset() {
+	*x = ListUserMemoriesResponse{}
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserMemoriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserMemoriesResponse) ProtoMessage() {}
+
+func (x *ListUserMemoriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserMemoriesResponse.ProtoReflect.Descriptor instead.
+func (*ListUserMemoriesResponse) Descriptor() ([]byte, []int) {
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListUserMemoriesResponse) GetMemories() []*UserMemory {
+	if x != nil {
+		return x.Memories
+	}
+	return nil
+}
+
+func (x *ListUserMemoriesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // A user's access to a cube.
 type CubeMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1469,7 +1642,7 @@ type CubeMember struct {
 
 func (x *CubeMember) Reset() {
 	*x = CubeMember{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[21]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1654,7 @@ func (x *CubeMember) String() string {
 func (*CubeMember) ProtoMessage() {}
 
 func (x *CubeMember) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[21]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1667,7 @@ func (x *CubeMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CubeMember.ProtoReflect.Descriptor instead.
 func (*CubeMember) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{21}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CubeMember) GetUserId() string {
@@ -1526,7 +1699,7 @@ type Cube struct {
 
 func (x *Cube) Reset() {
 	*x = Cube{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[22]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1711,7 @@ func (x *Cube) String() string {
 func (*Cube) ProtoMessage() {}
 
 func (x *Cube) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[22]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1724,7 @@ func (x *Cube) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cube.ProtoReflect.Descriptor instead.
 func (*Cube) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{22}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Cube) GetCubeId() string {
@@ -1601,7 +1774,7 @@ type CreateCubeRequest struct {
 
 func (x *CreateCubeRequest) Reset() {
 	*x = CreateCubeRequest{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[23]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1786,7 @@ func (x *CreateCubeRequest) String() string {
 func (*CreateCubeRequest) ProtoMessage() {}
 
 func (x *CreateCubeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[23]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1799,7 @@ func (x *CreateCubeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCubeRequest.ProtoReflect.Descriptor instead.
 func (*CreateCubeRequest) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{23}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateCubeRequest) GetRequestId() string {
@@ -1666,7 +1839,7 @@ type CreateCubeResponse struct {
 
 func (x *CreateCubeResponse) Reset() {
 	*x = CreateCubeResponse{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[24]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1851,7 @@ func (x *CreateCubeResponse) String() string {
 func (*CreateCubeResponse) ProtoMessage() {}
 
 func (x *CreateCubeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[24]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1864,7 @@ func (x *CreateCubeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCubeResponse.ProtoReflect.Descriptor instead.
 func (*CreateCubeResponse) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{24}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateCubeResponse) GetCube() *Cube {
@@ -1710,7 +1883,7 @@ type GetCubeRequest struct {
 
 func (x *GetCubeRequest) Reset() {
 	*x = GetCubeRequest{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[25]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1895,7 @@ func (x *GetCubeRequest) String() string {
 func (*GetCubeRequest) ProtoMessage() {}
 
 func (x *GetCubeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[25]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1908,7 @@ func (x *GetCubeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCubeRequest.ProtoReflect.Descriptor instead.
 func (*GetCubeRequest) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{25}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetCubeRequest) GetCubeId() string {
@@ -1754,7 +1927,7 @@ type GetCubeResponse struct {
 
 func (x *GetCubeResponse) Reset() {
 	*x = GetCubeResponse{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[26]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1939,7 @@ func (x *GetCubeResponse) String() string {
 func (*GetCubeResponse) ProtoMessage() {}
 
 func (x *GetCubeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[26]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1952,7 @@ func (x *GetCubeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCubeResponse.ProtoReflect.Descriptor instead.
 func (*GetCubeResponse) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{26}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetCubeResponse) GetCube() *Cube {
@@ -1800,7 +1973,7 @@ type EnsureCubeRequest struct {
 
 func (x *EnsureCubeRequest) Reset() {
 	*x = EnsureCubeRequest{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[27]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1985,7 @@ func (x *EnsureCubeRequest) String() string {
 func (*EnsureCubeRequest) ProtoMessage() {}
 
 func (x *EnsureCubeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[27]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1998,7 @@ func (x *EnsureCubeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureCubeRequest.ProtoReflect.Descriptor instead.
 func (*EnsureCubeRequest) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{27}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EnsureCubeRequest) GetCubeId() string {
@@ -1852,7 +2025,7 @@ type EnsureCubeResponse struct {
 
 func (x *EnsureCubeResponse) Reset() {
 	*x = EnsureCubeResponse{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[28]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2037,7 @@ func (x *EnsureCubeResponse) String() string {
 func (*EnsureCubeResponse) ProtoMessage() {}
 
 func (x *EnsureCubeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[28]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2050,7 @@ func (x *EnsureCubeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnsureCubeResponse.ProtoReflect.Descriptor instead.
 func (*EnsureCubeResponse) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{28}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EnsureCubeResponse) GetCube() *Cube {
@@ -1904,7 +2077,7 @@ type ListCubesRequest struct {
 
 func (x *ListCubesRequest) Reset() {
 	*x = ListCubesRequest{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[29]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2089,7 @@ func (x *ListCubesRequest) String() string {
 func (*ListCubesRequest) ProtoMessage() {}
 
 func (x *ListCubesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[29]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2102,7 @@ func (x *ListCubesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCubesRequest.ProtoReflect.Descriptor instead.
 func (*ListCubesRequest) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{29}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListCubesRequest) GetUserId() string {
@@ -1948,7 +2121,7 @@ type ListCubesResponse struct {
 
 func (x *ListCubesResponse) Reset() {
 	*x = ListCubesResponse{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[30]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2133,7 @@ func (x *ListCubesResponse) String() string {
 func (*ListCubesResponse) ProtoMessage() {}
 
 func (x *ListCubesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[30]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2146,7 @@ func (x *ListCubesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCubesResponse.ProtoReflect.Descriptor instead.
 func (*ListCubesResponse) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{30}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListCubesResponse) GetCubes() []*Cube {
@@ -1998,7 +2171,7 @@ type SetCubeAccessRequest struct {
 
 func (x *SetCubeAccessRequest) Reset() {
 	*x = SetCubeAccessRequest{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[31]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2183,7 @@ func (x *SetCubeAccessRequest) String() string {
 func (*SetCubeAccessRequest) ProtoMessage() {}
 
 func (x *SetCubeAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[31]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2196,7 @@ func (x *SetCubeAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCubeAccessRequest.ProtoReflect.Descriptor instead.
 func (*SetCubeAccessRequest) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{31}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetCubeAccessRequest) GetRequestId() string {
@@ -2070,7 +2243,7 @@ type SetCubeAccessResponse struct {
 
 func (x *SetCubeAccessResponse) Reset() {
 	*x = SetCubeAccessResponse{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[32]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2255,7 @@ func (x *SetCubeAccessResponse) String() string {
 func (*SetCubeAccessResponse) ProtoMessage() {}
 
 func (x *SetCubeAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[32]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2268,7 @@ func (x *SetCubeAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetCubeAccessResponse.ProtoReflect.Descriptor instead.
 func (*SetCubeAccessResponse) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{32}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetCubeAccessResponse) GetCube() *Cube {
@@ -2117,7 +2290,7 @@ type DeleteCubeRequest struct {
 
 func (x *DeleteCubeRequest) Reset() {
 	*x = DeleteCubeRequest{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[33]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2302,7 @@ func (x *DeleteCubeRequest) String() string {
 func (*DeleteCubeRequest) ProtoMessage() {}
 
 func (x *DeleteCubeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[33]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2315,7 @@ func (x *DeleteCubeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCubeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteCubeRequest) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{33}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeleteCubeRequest) GetRequestId() string {
@@ -2175,7 +2348,7 @@ type DeleteCubeResponse struct {
 
 func (x *DeleteCubeResponse) Reset() {
 	*x = DeleteCubeResponse{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[34]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2360,7 @@ func (x *DeleteCubeResponse) String() string {
 func (*DeleteCubeResponse) ProtoMessage() {}
 
 func (x *DeleteCubeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[34]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2373,7 @@ func (x *DeleteCubeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteCubeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteCubeResponse) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{34}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeleteCubeResponse) GetDeletedMemories() int64 {
@@ -2222,7 +2395,7 @@ type DeleteUserDataRequest struct {
 
 func (x *DeleteUserDataRequest) Reset() {
 	*x = DeleteUserDataRequest{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[35]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2407,7 @@ func (x *DeleteUserDataRequest) String() string {
 func (*DeleteUserDataRequest) ProtoMessage() {}
 
 func (x *DeleteUserDataRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[35]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2420,7 @@ func (x *DeleteUserDataRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserDataRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserDataRequest) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{35}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteUserDataRequest) GetRequestId() string {
@@ -2280,7 +2453,7 @@ type DeleteUserDataResponse struct {
 
 func (x *DeleteUserDataResponse) Reset() {
 	*x = DeleteUserDataResponse{}
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[36]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2465,7 @@ func (x *DeleteUserDataResponse) String() string {
 func (*DeleteUserDataResponse) ProtoMessage() {}
 
 func (x *DeleteUserDataResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[36]
+	mi := &file_memos_textmem_v1_textmem_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2478,7 @@ func (x *DeleteUserDataResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserDataResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserDataResponse) Descriptor() ([]byte, []int) {
-	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{36}
+	return file_memos_textmem_v1_textmem_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeleteUserDataResponse) GetDeletedMemories() int64 {
@@ -2450,7 +2623,19 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"memory_ids\x18\x04 \x03(\tR\tmemoryIds\"|\n" +
 	"\x1cReplaceWorkingMemoryResponse\x127\n" +
 	"\bmemories\x18\x01 \x03(\v2\x1b.memos.common.v1.MemoryItemR\bmemories\x12#\n" +
-	"\rremoved_count\x18\x02 \x01(\x03R\fremovedCount\"U\n" +
+	"\rremoved_count\x18\x02 \x01(\x03R\fremovedCount\"n\n" +
+	"\x17ListUserMemoriesRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"x\n" +
+	"\n" +
+	"UserMemory\x123\n" +
+	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\x125\n" +
+	"\ahistory\x18\x02 \x03(\v2\x1b.memos.common.v1.MemoryItemR\ahistory\"|\n" +
+	"\x18ListUserMemoriesResponse\x128\n" +
+	"\bmemories\x18\x01 \x03(\v2\x1c.memos.textmem.v1.UserMemoryR\bmemories\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"U\n" +
 	"\n" +
 	"CubeMember\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12.\n" +
@@ -2513,7 +2698,7 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\x15CUBE_ROLE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CUBE_ROLE_READER\x10\x01\x12\x14\n" +
 	"\x10CUBE_ROLE_WRITER\x10\x02\x12\x13\n" +
-	"\x0fCUBE_ROLE_OWNER\x10\x032\x97\a\n" +
+	"\x0fCUBE_ROLE_OWNER\x10\x032\x82\b\n" +
 	"\x0eTextMemService\x12Z\n" +
 	"\vAddMemories\x12$.memos.textmem.v1.AddMemoriesRequest\x1a%.memos.textmem.v1.AddMemoriesResponse\x12`\n" +
 	"\rWriteMemories\x12&.memos.textmem.v1.WriteMemoriesRequest\x1a'.memos.textmem.v1.WriteMemoriesResponse\x12c\n" +
@@ -2523,7 +2708,8 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\fListMemories\x12%.memos.textmem.v1.ListMemoriesRequest\x1a&.memos.textmem.v1.ListMemoriesResponse\x12]\n" +
 	"\fUpdateMemory\x12%.memos.textmem.v1.UpdateMemoryRequest\x1a&.memos.textmem.v1.UpdateMemoryResponse\x12c\n" +
 	"\x0eDeleteMemories\x12'.memos.textmem.v1.DeleteMemoriesRequest\x1a(.memos.textmem.v1.DeleteMemoriesResponse\x12u\n" +
-	"\x14ReplaceWorkingMemory\x12-.memos.textmem.v1.ReplaceWorkingMemoryRequest\x1a..memos.textmem.v1.ReplaceWorkingMemoryResponse2\x85\x05\n" +
+	"\x14ReplaceWorkingMemory\x12-.memos.textmem.v1.ReplaceWorkingMemoryRequest\x1a..memos.textmem.v1.ReplaceWorkingMemoryResponse\x12i\n" +
+	"\x10ListUserMemories\x12).memos.textmem.v1.ListUserMemoriesRequest\x1a*.memos.textmem.v1.ListUserMemoriesResponse2\x85\x05\n" +
 	"\vCubeService\x12W\n" +
 	"\n" +
 	"CreateCube\x12#.memos.textmem.v1.CreateCubeRequest\x1a$.memos.textmem.v1.CreateCubeResponse\x12N\n" +
@@ -2550,7 +2736,7 @@ func file_memos_textmem_v1_textmem_proto_rawDescGZIP() []byte {
 }
 
 var file_memos_textmem_v1_textmem_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_memos_textmem_v1_textmem_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_memos_textmem_v1_textmem_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_memos_textmem_v1_textmem_proto_goTypes = []any{
 	(CubeRole)(0),                        // 0: memos.textmem.v1.CubeRole
 	(*WindowOptions)(nil),                // 1: memos.textmem.v1.WindowOptions
@@ -2574,101 +2760,109 @@ var file_memos_textmem_v1_textmem_proto_goTypes = []any{
 	(*DeleteMemoriesResponse)(nil),       // 19: memos.textmem.v1.DeleteMemoriesResponse
 	(*ReplaceWorkingMemoryRequest)(nil),  // 20: memos.textmem.v1.ReplaceWorkingMemoryRequest
 	(*ReplaceWorkingMemoryResponse)(nil), // 21: memos.textmem.v1.ReplaceWorkingMemoryResponse
-	(*CubeMember)(nil),                   // 22: memos.textmem.v1.CubeMember
-	(*Cube)(nil),                         // 23: memos.textmem.v1.Cube
-	(*CreateCubeRequest)(nil),            // 24: memos.textmem.v1.CreateCubeRequest
-	(*CreateCubeResponse)(nil),           // 25: memos.textmem.v1.CreateCubeResponse
-	(*GetCubeRequest)(nil),               // 26: memos.textmem.v1.GetCubeRequest
-	(*GetCubeResponse)(nil),              // 27: memos.textmem.v1.GetCubeResponse
-	(*EnsureCubeRequest)(nil),            // 28: memos.textmem.v1.EnsureCubeRequest
-	(*EnsureCubeResponse)(nil),           // 29: memos.textmem.v1.EnsureCubeResponse
-	(*ListCubesRequest)(nil),             // 30: memos.textmem.v1.ListCubesRequest
-	(*ListCubesResponse)(nil),            // 31: memos.textmem.v1.ListCubesResponse
-	(*SetCubeAccessRequest)(nil),         // 32: memos.textmem.v1.SetCubeAccessRequest
-	(*SetCubeAccessResponse)(nil),        // 33: memos.textmem.v1.SetCubeAccessResponse
-	(*DeleteCubeRequest)(nil),            // 34: memos.textmem.v1.DeleteCubeRequest
-	(*DeleteCubeResponse)(nil),           // 35: memos.textmem.v1.DeleteCubeResponse
-	(*DeleteUserDataRequest)(nil),        // 36: memos.textmem.v1.DeleteUserDataRequest
-	(*DeleteUserDataResponse)(nil),       // 37: memos.textmem.v1.DeleteUserDataResponse
-	(*v1.ChatMessage)(nil),               // 38: memos.common.v1.ChatMessage
-	(*structpb.Struct)(nil),              // 39: google.protobuf.Struct
-	(*v1.MemoryItem)(nil),                // 40: memos.common.v1.MemoryItem
-	(*v1.MemoryMetadata)(nil),            // 41: memos.common.v1.MemoryMetadata
-	(*v1.MemoryFilter)(nil),              // 42: memos.common.v1.MemoryFilter
-	(*v1.ScoredMemory)(nil),              // 43: memos.common.v1.ScoredMemory
-	(*status.Status)(nil),                // 44: google.rpc.Status
-	(*fieldmaskpb.FieldMask)(nil),        // 45: google.protobuf.FieldMask
-	(*timestamppb.Timestamp)(nil),        // 46: google.protobuf.Timestamp
+	(*ListUserMemoriesRequest)(nil),      // 22: memos.textmem.v1.ListUserMemoriesRequest
+	(*UserMemory)(nil),                   // 23: memos.textmem.v1.UserMemory
+	(*ListUserMemoriesResponse)(nil),     // 24: memos.textmem.v1.ListUserMemoriesResponse
+	(*CubeMember)(nil),                   // 25: memos.textmem.v1.CubeMember
+	(*Cube)(nil),                         // 26: memos.textmem.v1.Cube
+	(*CreateCubeRequest)(nil),            // 27: memos.textmem.v1.CreateCubeRequest
+	(*CreateCubeResponse)(nil),           // 28: memos.textmem.v1.CreateCubeResponse
+	(*GetCubeRequest)(nil),               // 29: memos.textmem.v1.GetCubeRequest
+	(*GetCubeResponse)(nil),              // 30: memos.textmem.v1.GetCubeResponse
+	(*EnsureCubeRequest)(nil),            // 31: memos.textmem.v1.EnsureCubeRequest
+	(*EnsureCubeResponse)(nil),           // 32: memos.textmem.v1.EnsureCubeResponse
+	(*ListCubesRequest)(nil),             // 33: memos.textmem.v1.ListCubesRequest
+	(*ListCubesResponse)(nil),            // 34: memos.textmem.v1.ListCubesResponse
+	(*SetCubeAccessRequest)(nil),         // 35: memos.textmem.v1.SetCubeAccessRequest
+	(*SetCubeAccessResponse)(nil),        // 36: memos.textmem.v1.SetCubeAccessResponse
+	(*DeleteCubeRequest)(nil),            // 37: memos.textmem.v1.DeleteCubeRequest
+	(*DeleteCubeResponse)(nil),           // 38: memos.textmem.v1.DeleteCubeResponse
+	(*DeleteUserDataRequest)(nil),        // 39: memos.textmem.v1.DeleteUserDataRequest
+	(*DeleteUserDataResponse)(nil),       // 40: memos.textmem.v1.DeleteUserDataResponse
+	(*v1.ChatMessage)(nil),               // 41: memos.common.v1.ChatMessage
+	(*structpb.Struct)(nil),              // 42: google.protobuf.Struct
+	(*v1.MemoryItem)(nil),                // 43: memos.common.v1.MemoryItem
+	(*v1.MemoryMetadata)(nil),            // 44: memos.common.v1.MemoryMetadata
+	(*v1.MemoryFilter)(nil),              // 45: memos.common.v1.MemoryFilter
+	(*v1.ScoredMemory)(nil),              // 46: memos.common.v1.ScoredMemory
+	(*status.Status)(nil),                // 47: google.rpc.Status
+	(*fieldmaskpb.FieldMask)(nil),        // 48: google.protobuf.FieldMask
+	(*timestamppb.Timestamp)(nil),        // 49: google.protobuf.Timestamp
 }
 var file_memos_textmem_v1_textmem_proto_depIdxs = []int32{
-	38, // 0: memos.textmem.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
-	39, // 1: memos.textmem.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
+	41, // 0: memos.textmem.v1.AddMemoriesRequest.messages:type_name -> memos.common.v1.ChatMessage
+	42, // 1: memos.textmem.v1.AddMemoriesRequest.info:type_name -> google.protobuf.Struct
 	1,  // 2: memos.textmem.v1.AddMemoriesRequest.window:type_name -> memos.textmem.v1.WindowOptions
-	40, // 3: memos.textmem.v1.AddMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	41, // 4: memos.textmem.v1.MemoryCandidate.metadata:type_name -> memos.common.v1.MemoryMetadata
+	43, // 3: memos.textmem.v1.AddMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	44, // 4: memos.textmem.v1.MemoryCandidate.metadata:type_name -> memos.common.v1.MemoryMetadata
 	4,  // 5: memos.textmem.v1.WriteMemoriesRequest.candidates:type_name -> memos.textmem.v1.MemoryCandidate
-	40, // 6: memos.textmem.v1.WriteMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	42, // 7: memos.textmem.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	43, // 8: memos.textmem.v1.SearchMemoriesResponse.memories:type_name -> memos.common.v1.ScoredMemory
-	42, // 9: memos.textmem.v1.BatchSearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	43, // 10: memos.textmem.v1.CubeSearchResult.memories:type_name -> memos.common.v1.ScoredMemory
-	44, // 11: memos.textmem.v1.CubeSearchResult.status:type_name -> google.rpc.Status
+	43, // 6: memos.textmem.v1.WriteMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	45, // 7: memos.textmem.v1.SearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	46, // 8: memos.textmem.v1.SearchMemoriesResponse.memories:type_name -> memos.common.v1.ScoredMemory
+	45, // 9: memos.textmem.v1.BatchSearchMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	46, // 10: memos.textmem.v1.CubeSearchResult.memories:type_name -> memos.common.v1.ScoredMemory
+	47, // 11: memos.textmem.v1.CubeSearchResult.status:type_name -> google.rpc.Status
 	10, // 12: memos.textmem.v1.BatchSearchMemoriesResponse.results:type_name -> memos.textmem.v1.CubeSearchResult
-	40, // 13: memos.textmem.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	40, // 14: memos.textmem.v1.GetMemoryResponse.history:type_name -> memos.common.v1.MemoryItem
-	42, // 15: memos.textmem.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	40, // 16: memos.textmem.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
-	40, // 17: memos.textmem.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
-	45, // 18: memos.textmem.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	40, // 19: memos.textmem.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
-	42, // 20: memos.textmem.v1.DeleteMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
-	40, // 21: memos.textmem.v1.ReplaceWorkingMemoryResponse.memories:type_name -> memos.common.v1.MemoryItem
-	0,  // 22: memos.textmem.v1.CubeMember.role:type_name -> memos.textmem.v1.CubeRole
-	22, // 23: memos.textmem.v1.Cube.members:type_name -> memos.textmem.v1.CubeMember
-	46, // 24: memos.textmem.v1.Cube.created_at:type_name -> google.protobuf.Timestamp
-	23, // 25: memos.textmem.v1.CreateCubeResponse.cube:type_name -> memos.textmem.v1.Cube
-	23, // 26: memos.textmem.v1.GetCubeResponse.cube:type_name -> memos.textmem.v1.Cube
-	23, // 27: memos.textmem.v1.EnsureCubeResponse.cube:type_name -> memos.textmem.v1.Cube
-	23, // 28: memos.textmem.v1.ListCubesResponse.cubes:type_name -> memos.textmem.v1.Cube
-	0,  // 29: memos.textmem.v1.SetCubeAccessRequest.role:type_name -> memos.textmem.v1.CubeRole
-	23, // 30: memos.textmem.v1.SetCubeAccessResponse.cube:type_name -> memos.textmem.v1.Cube
-	2,  // 31: memos.textmem.v1.TextMemService.AddMemories:input_type -> memos.textmem.v1.AddMemoriesRequest
-	5,  // 32: memos.textmem.v1.TextMemService.WriteMemories:input_type -> memos.textmem.v1.WriteMemoriesRequest
-	7,  // 33: memos.textmem.v1.TextMemService.SearchMemories:input_type -> memos.textmem.v1.SearchMemoriesRequest
-	9,  // 34: memos.textmem.v1.TextMemService.BatchSearchMemories:input_type -> memos.textmem.v1.BatchSearchMemoriesRequest
-	12, // 35: memos.textmem.v1.TextMemService.GetMemory:input_type -> memos.textmem.v1.GetMemoryRequest
-	14, // 36: memos.textmem.v1.TextMemService.ListMemories:input_type -> memos.textmem.v1.ListMemoriesRequest
-	16, // 37: memos.textmem.v1.TextMemService.UpdateMemory:input_type -> memos.textmem.v1.UpdateMemoryRequest
-	18, // 38: memos.textmem.v1.TextMemService.DeleteMemories:input_type -> memos.textmem.v1.DeleteMemoriesRequest
-	20, // 39: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:input_type -> memos.textmem.v1.ReplaceWorkingMemoryRequest
-	24, // 40: memos.textmem.v1.CubeService.CreateCube:input_type -> memos.textmem.v1.CreateCubeRequest
-	26, // 41: memos.textmem.v1.CubeService.GetCube:input_type -> memos.textmem.v1.GetCubeRequest
-	28, // 42: memos.textmem.v1.CubeService.EnsureCube:input_type -> memos.textmem.v1.EnsureCubeRequest
-	30, // 43: memos.textmem.v1.CubeService.ListCubes:input_type -> memos.textmem.v1.ListCubesRequest
-	32, // 44: memos.textmem.v1.CubeService.SetCubeAccess:input_type -> memos.textmem.v1.SetCubeAccessRequest
-	34, // 45: memos.textmem.v1.CubeService.DeleteCube:input_type -> memos.textmem.v1.DeleteCubeRequest
-	36, // 46: memos.textmem.v1.CubeService.DeleteUserData:input_type -> memos.textmem.v1.DeleteUserDataRequest
-	3,  // 47: memos.textmem.v1.TextMemService.AddMemories:output_type -> memos.textmem.v1.AddMemoriesResponse
-	6,  // 48: memos.textmem.v1.TextMemService.WriteMemories:output_type -> memos.textmem.v1.WriteMemoriesResponse
-	8,  // 49: memos.textmem.v1.TextMemService.SearchMemories:output_type -> memos.textmem.v1.SearchMemoriesResponse
-	11, // 50: memos.textmem.v1.TextMemService.BatchSearchMemories:output_type -> memos.textmem.v1.BatchSearchMemoriesResponse
-	13, // 51: memos.textmem.v1.TextMemService.GetMemory:output_type -> memos.textmem.v1.GetMemoryResponse
-	15, // 52: memos.textmem.v1.TextMemService.ListMemories:output_type -> memos.textmem.v1.ListMemoriesResponse
-	17, // 53: memos.textmem.v1.TextMemService.UpdateMemory:output_type -> memos.textmem.v1.UpdateMemoryResponse
-	19, // 54: memos.textmem.v1.TextMemService.DeleteMemories:output_type -> memos.textmem.v1.DeleteMemoriesResponse
-	21, // 55: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:output_type -> memos.textmem.v1.ReplaceWorkingMemoryResponse
-	25, // 56: memos.textmem.v1.CubeService.CreateCube:output_type -> memos.textmem.v1.CreateCubeResponse
-	27, // 57: memos.textmem.v1.CubeService.GetCube:output_type -> memos.textmem.v1.GetCubeResponse
-	29, // 58: memos.textmem.v1.CubeService.EnsureCube:output_type -> memos.textmem.v1.EnsureCubeResponse
-	31, // 59: memos.textmem.v1.CubeService.ListCubes:output_type -> memos.textmem.v1.ListCubesResponse
-	33, // 60: memos.textmem.v1.CubeService.SetCubeAccess:output_type -> memos.textmem.v1.SetCubeAccessResponse
-	35, // 61: memos.textmem.v1.CubeService.DeleteCube:output_type -> memos.textmem.v1.DeleteCubeResponse
-	37, // 62: memos.textmem.v1.CubeService.DeleteUserData:output_type -> memos.textmem.v1.DeleteUserDataResponse
-	47, // [47:63] is the sub-list for method output_type
-	31, // [31:47] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	43, // 13: memos.textmem.v1.GetMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	43, // 14: memos.textmem.v1.GetMemoryResponse.history:type_name -> memos.common.v1.MemoryItem
+	45, // 15: memos.textmem.v1.ListMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	43, // 16: memos.textmem.v1.ListMemoriesResponse.memories:type_name -> memos.common.v1.MemoryItem
+	43, // 17: memos.textmem.v1.UpdateMemoryRequest.memory:type_name -> memos.common.v1.MemoryItem
+	48, // 18: memos.textmem.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	43, // 19: memos.textmem.v1.UpdateMemoryResponse.memory:type_name -> memos.common.v1.MemoryItem
+	45, // 20: memos.textmem.v1.DeleteMemoriesRequest.filter:type_name -> memos.common.v1.MemoryFilter
+	43, // 21: memos.textmem.v1.ReplaceWorkingMemoryResponse.memories:type_name -> memos.common.v1.MemoryItem
+	43, // 22: memos.textmem.v1.UserMemory.memory:type_name -> memos.common.v1.MemoryItem
+	43, // 23: memos.textmem.v1.UserMemory.history:type_name -> memos.common.v1.MemoryItem
+	23, // 24: memos.textmem.v1.ListUserMemoriesResponse.memories:type_name -> memos.textmem.v1.UserMemory
+	0,  // 25: memos.textmem.v1.CubeMember.role:type_name -> memos.textmem.v1.CubeRole
+	25, // 26: memos.textmem.v1.Cube.members:type_name -> memos.textmem.v1.CubeMember
+	49, // 27: memos.textmem.v1.Cube.created_at:type_name -> google.protobuf.Timestamp
+	26, // 28: memos.textmem.v1.CreateCubeResponse.cube:type_name -> memos.textmem.v1.Cube
+	26, // 29: memos.textmem.v1.GetCubeResponse.cube:type_name -> memos.textmem.v1.Cube
+	26, // 30: memos.textmem.v1.EnsureCubeResponse.cube:type_name -> memos.textmem.v1.Cube
+	26, // 31: memos.textmem.v1.ListCubesResponse.cubes:type_name -> memos.textmem.v1.Cube
+	0,  // 32: memos.textmem.v1.SetCubeAccessRequest.role:type_name -> memos.textmem.v1.CubeRole
+	26, // 33: memos.textmem.v1.SetCubeAccessResponse.cube:type_name -> memos.textmem.v1.Cube
+	2,  // 34: memos.textmem.v1.TextMemService.AddMemories:input_type -> memos.textmem.v1.AddMemoriesRequest
+	5,  // 35: memos.textmem.v1.TextMemService.WriteMemories:input_type -> memos.textmem.v1.WriteMemoriesRequest
+	7,  // 36: memos.textmem.v1.TextMemService.SearchMemories:input_type -> memos.textmem.v1.SearchMemoriesRequest
+	9,  // 37: memos.textmem.v1.TextMemService.BatchSearchMemories:input_type -> memos.textmem.v1.BatchSearchMemoriesRequest
+	12, // 38: memos.textmem.v1.TextMemService.GetMemory:input_type -> memos.textmem.v1.GetMemoryRequest
+	14, // 39: memos.textmem.v1.TextMemService.ListMemories:input_type -> memos.textmem.v1.ListMemoriesRequest
+	16, // 40: memos.textmem.v1.TextMemService.UpdateMemory:input_type -> memos.textmem.v1.UpdateMemoryRequest
+	18, // 41: memos.textmem.v1.TextMemService.DeleteMemories:input_type -> memos.textmem.v1.DeleteMemoriesRequest
+	20, // 42: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:input_type -> memos.textmem.v1.ReplaceWorkingMemoryRequest
+	22, // 43: memos.textmem.v1.TextMemService.ListUserMemories:input_type -> memos.textmem.v1.ListUserMemoriesRequest
+	27, // 44: memos.textmem.v1.CubeService.CreateCube:input_type -> memos.textmem.v1.CreateCubeRequest
+	29, // 45: memos.textmem.v1.CubeService.GetCube:input_type -> memos.textmem.v1.GetCubeRequest
+	31, // 46: memos.textmem.v1.CubeService.EnsureCube:input_type -> memos.textmem.v1.EnsureCubeRequest
+	33, // 47: memos.textmem.v1.CubeService.ListCubes:input_type -> memos.textmem.v1.ListCubesRequest
+	35, // 48: memos.textmem.v1.CubeService.SetCubeAccess:input_type -> memos.textmem.v1.SetCubeAccessRequest
+	37, // 49: memos.textmem.v1.CubeService.DeleteCube:input_type -> memos.textmem.v1.DeleteCubeRequest
+	39, // 50: memos.textmem.v1.CubeService.DeleteUserData:input_type -> memos.textmem.v1.DeleteUserDataRequest
+	3,  // 51: memos.textmem.v1.TextMemService.AddMemories:output_type -> memos.textmem.v1.AddMemoriesResponse
+	6,  // 52: memos.textmem.v1.TextMemService.WriteMemories:output_type -> memos.textmem.v1.WriteMemoriesResponse
+	8,  // 53: memos.textmem.v1.TextMemService.SearchMemories:output_type -> memos.textmem.v1.SearchMemoriesResponse
+	11, // 54: memos.textmem.v1.TextMemService.BatchSearchMemories:output_type -> memos.textmem.v1.BatchSearchMemoriesResponse
+	13, // 55: memos.textmem.v1.TextMemService.GetMemory:output_type -> memos.textmem.v1.GetMemoryResponse
+	15, // 56: memos.textmem.v1.TextMemService.ListMemories:output_type -> memos.textmem.v1.ListMemoriesResponse
+	17, // 57: memos.textmem.v1.TextMemService.UpdateMemory:output_type -> memos.textmem.v1.UpdateMemoryResponse
+	19, // 58: memos.textmem.v1.TextMemService.DeleteMemories:output_type -> memos.textmem.v1.DeleteMemoriesResponse
+	21, // 59: memos.textmem.v1.TextMemService.ReplaceWorkingMemory:output_type -> memos.textmem.v1.ReplaceWorkingMemoryResponse
+	24, // 60: memos.textmem.v1.TextMemService.ListUserMemories:output_type -> memos.textmem.v1.ListUserMemoriesResponse
+	28, // 61: memos.textmem.v1.CubeService.CreateCube:output_type -> memos.textmem.v1.CreateCubeResponse
+	30, // 62: memos.textmem.v1.CubeService.GetCube:output_type -> memos.textmem.v1.GetCubeResponse
+	32, // 63: memos.textmem.v1.CubeService.EnsureCube:output_type -> memos.textmem.v1.EnsureCubeResponse
+	34, // 64: memos.textmem.v1.CubeService.ListCubes:output_type -> memos.textmem.v1.ListCubesResponse
+	36, // 65: memos.textmem.v1.CubeService.SetCubeAccess:output_type -> memos.textmem.v1.SetCubeAccessResponse
+	38, // 66: memos.textmem.v1.CubeService.DeleteCube:output_type -> memos.textmem.v1.DeleteCubeResponse
+	40, // 67: memos.textmem.v1.CubeService.DeleteUserData:output_type -> memos.textmem.v1.DeleteUserDataResponse
+	51, // [51:68] is the sub-list for method output_type
+	34, // [34:51] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_memos_textmem_v1_textmem_proto_init() }
@@ -2683,7 +2877,7 @@ func file_memos_textmem_v1_textmem_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_memos_textmem_v1_textmem_proto_rawDesc), len(file_memos_textmem_v1_textmem_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

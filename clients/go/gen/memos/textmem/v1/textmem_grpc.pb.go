@@ -28,6 +28,7 @@ const (
 	TextMemService_UpdateMemory_FullMethodName         = "/memos.textmem.v1.TextMemService/UpdateMemory"
 	TextMemService_DeleteMemories_FullMethodName       = "/memos.textmem.v1.TextMemService/DeleteMemories"
 	TextMemService_ReplaceWorkingMemory_FullMethodName = "/memos.textmem.v1.TextMemService/ReplaceWorkingMemory"
+	TextMemService_ListUserMemories_FullMethodName     = "/memos.textmem.v1.TextMemService/ListUserMemories"
 )
 
 // TextMemServiceClient is the client API for TextMemService service.
@@ -61,6 +62,11 @@ type TextMemServiceClient interface {
 	// bounded by the service's capacity. The new set is stored before the old one is
 	// removed, so a search never finds the cube without one.
 	ReplaceWorkingMemory(ctx context.Context, in *ReplaceWorkingMemoryRequest, opts ...grpc.CallOption) (*ReplaceWorkingMemoryResponse, error)
+	// Pages through every memory one user wrote, in every cube that holds one, whatever the
+	// user's access there now: every type (preferences and working memory included) and status
+	// (archived included), each with its earlier versions. Scoped to the user, not to a cube:
+	// for data rights (the gateway's ExportUserData), the counterpart of DeleteUserData.
+	ListUserMemories(ctx context.Context, in *ListUserMemoriesRequest, opts ...grpc.CallOption) (*ListUserMemoriesResponse, error)
 }
 
 type textMemServiceClient struct {
@@ -161,6 +167,16 @@ func (c *textMemServiceClient) ReplaceWorkingMemory(ctx context.Context, in *Rep
 	return out, nil
 }
 
+func (c *textMemServiceClient) ListUserMemories(ctx context.Context, in *ListUserMemoriesRequest, opts ...grpc.CallOption) (*ListUserMemoriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUserMemoriesResponse)
+	err := c.cc.Invoke(ctx, TextMemService_ListUserMemories_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TextMemServiceServer is the server API for TextMemService service.
 // All implementations must embed UnimplementedTextMemServiceServer
 // for forward compatibility.
@@ -192,6 +208,11 @@ type TextMemServiceServer interface {
 	// bounded by the service's capacity. The new set is stored before the old one is
 	// removed, so a search never finds the cube without one.
 	ReplaceWorkingMemory(context.Context, *ReplaceWorkingMemoryRequest) (*ReplaceWorkingMemoryResponse, error)
+	// Pages through every memory one user wrote, in every cube that holds one, whatever the
+	// user's access there now: every type (preferences and working memory included) and status
+	// (archived included), each with its earlier versions. Scoped to the user, not to a cube:
+	// for data rights (the gateway's ExportUserData), the counterpart of DeleteUserData.
+	ListUserMemories(context.Context, *ListUserMemoriesRequest) (*ListUserMemoriesResponse, error)
 	mustEmbedUnimplementedTextMemServiceServer()
 }
 
@@ -228,6 +249,9 @@ func (UnimplementedTextMemServiceServer) DeleteMemories(context.Context, *Delete
 }
 func (UnimplementedTextMemServiceServer) ReplaceWorkingMemory(context.Context, *ReplaceWorkingMemoryRequest) (*ReplaceWorkingMemoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplaceWorkingMemory not implemented")
+}
+func (UnimplementedTextMemServiceServer) ListUserMemories(context.Context, *ListUserMemoriesRequest) (*ListUserMemoriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUserMemories not implemented")
 }
 func (UnimplementedTextMemServiceServer) mustEmbedUnimplementedTextMemServiceServer() {}
 func (UnimplementedTextMemServiceServer) testEmbeddedByValue()                        {}
@@ -412,6 +436,24 @@ func _TextMemService_ReplaceWorkingMemory_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TextMemService_ListUserMemories_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUserMemoriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TextMemServiceServer).ListUserMemories(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TextMemService_ListUserMemories_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TextMemServiceServer).ListUserMemories(ctx, req.(*ListUserMemoriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TextMemService_ServiceDesc is the grpc.ServiceDesc for TextMemService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -454,6 +496,10 @@ var TextMemService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplaceWorkingMemory",
 			Handler:    _TextMemService_ReplaceWorkingMemory_Handler,
+		},
+		{
+			MethodName: "ListUserMemories",
+			Handler:    _TextMemService_ListUserMemories_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
