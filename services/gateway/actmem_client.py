@@ -1,5 +1,5 @@
-"""The gateway's view of actmem: reads the descriptions of a cube's KV caches (never their tensors),
-raising :mod:`shared.errors`."""
+"""The gateway's view of actmem: the descriptions of a cube's KV caches (never their tensors), for
+exports, and the deletion of a cube's caches, for erasure; raising :mod:`shared.errors`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from shared.channels import open_channel
 from shared.grpc_errors import from_rpc_error
 from shared.settings import ClientSettings
 
-# Reads only: safe to retry.
-_IDEMPOTENT = ["/memos.actmem.v1.ActMemService/ListCaches"]
+# A read, and a deletion that removes what is left when repeated: both safe to retry.
+_IDEMPOTENT = ["/memos.actmem.v1.ActMemService/ListCaches", "/memos.actmem.v1.ActMemService/DeleteAllCaches"]
 
 
 class ActMemClient:
@@ -24,6 +24,14 @@ class ActMemClient:
     ) -> actmem_pb2.ListCachesResponse:
         try:
             return await self.stub.ListCaches(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def delete_all_caches(
+        self, request: actmem_pb2.DeleteAllCachesRequest, timeout: float | None
+    ) -> actmem_pb2.DeleteAllCachesResponse:
+        try:
+            return await self.stub.DeleteAllCaches(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 

@@ -36,7 +36,7 @@ def build_server(settings: GatewaySettings) -> GrpcServer:
             max_tokens=settings.chat_llm_max_tokens,
             semaphore=asyncio.Semaphore(settings.chat_llm_max_concurrency),
         )
-    gateway = Gateway(settings, textmem, ingest, scheduler)
+    gateway = Gateway(settings, textmem, ingest, scheduler, actmem)
     jwt_verifier = JwtVerifier.from_settings(settings)
     auth = Authenticator(ApiKeyStore(settings.api_keys_file) if settings.api_keys_file else None, jwt_verifier)
     limiter = RateLimiter(settings.rate_limit_per_user, settings.rate_limit_burst)

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from google.protobuf import field_mask_pb2, json_format, struct_pb2
 from google.rpc import status_pb2
 
+from memos.actmem.v1 import actmem_pb2
 from memos.common.v1 import memory_pb2
 from memos.gateway.v1 import gateway_pb2
 from memos.ingest.v1 import ingest_pb2
 from memos.scheduler.v1 import scheduler_pb2
 from memos.textmem.v1 import textmem_pb2
+from services.gateway.actmem_client import ActMemClient
 from services.gateway.auth import check_acting_user
 from services.gateway.ingest_client import IngestClient
 from services.gateway.scheduler_client import SchedulerClient
@@ -164,11 +166,13 @@ class Gateway:
         textmem: TextMemClient,
         ingest: IngestClient | None = None,
         scheduler: SchedulerClient | None = None,
+        actmem: ActMemClient | None = None,
     ) -> None:
         self.settings = settings
         self.textmem = textmem
         self.ingest = ingest
         self.scheduler = scheduler
+        self.actmem = actmem
         self._cube_cache: dict[str, _CachedCube] = {}
 
     # cubes and access ---------------------------------------------------------------
@@ -670,8 +674,8 @@ class Gateway:
         check_cube_ids([req.cube_id], "cube_id", 1)
         self._forget(req.cube_id)
         request_id = req.request_id or uuid.uuid4().hex
-        if self.scheduler is not None:
-            # Only the owner may purge the cube's queue: checked here first, as textmem will.
+        if self.scheduler is not None or self.actmem is not None:
+            # Only the owner may purge the cube's queue and caches: checked here first, as textmem will.
             cube = await self._get_cube(req.cube_id, timeout)
             self._forget(req.cube_id)
             if cube is None:
@@ -681,6 +685,7 @@ class Gateway:
             if cube.owner_id != req.user_id:
                 raise PermissionDenied("only the cube's owner can delete it", reason="NOT_CUBE_OWNER")
             await self._purge_tasks(request_id, timeout, cube_ids=[req.cube_id])
+            await self._drop_caches(request_id, [req.cube_id], timeout)
         resp = await self.textmem.call(
             self.textmem.cubes.DeleteCube,
             textmem_pb2.DeleteCubeRequest(request_id=req.request_id, cube_id=req.cube_id, owner_id=req.user_id),
@@ -688,7 +693,20 @@ class Gateway:
         )
         self._forget(req.cube_id)
         await self._purge_tasks(request_id, timeout, cube_ids=[req.cube_id], after=True)
+        await self._drop_caches(request_id, [req.cube_id], timeout)
         return gateway_pb2.DeleteCubeResponse(deleted_memories=resp.deleted_memories)
+
+    async def _drop_caches(self, request_id: str, cube_ids: Sequence[str], timeout: float | None) -> None:
+        """Deletes every KV cache actmem holds for these cubes, when an actmem is configured. Run
+        before the cube's memories go (a failure is UNAVAILABLE and leaves the memories: retry) and
+        once more after (caches extracted meanwhile). A cache is derived from memories, so dropping
+        it first loses nothing the memories cannot rebuild."""
+        if self.actmem is None:
+            return
+        for cube_id in dict.fromkeys(cube_ids):
+            await self.actmem.delete_all_caches(
+                actmem_pb2.DeleteAllCachesRequest(request_id=f"{request_id}:{cube_id}", cube_id=cube_id), timeout
+            )
 
     async def _purge_tasks(
         self,
@@ -732,14 +750,17 @@ class Gateway:
         require_user(req.user_id)
         request_id = req.request_id or uuid.uuid4().hex
         log.info("deleting a user's data", extra={"request_id": request_id})
-        if self.scheduler is not None:
-            # The user's tasks, and every task queued for the cubes the user owns (they go too),
-            # before anything is deleted: a failure leaves all as it was (UNAVAILABLE, retry).
+        owned: list[str] = []
+        if self.scheduler is not None or self.actmem is not None:
+            # The user's tasks, every task queued for the cubes the user owns (they go too) and those
+            # cubes' KV caches, before anything is deleted: a failure leaves all as it was
+            # (UNAVAILABLE, retry).
             cubes = await self.textmem.call(
                 self.textmem.cubes.ListCubes, textmem_pb2.ListCubesRequest(user_id=req.user_id), timeout
             )
             owned = [c.cube_id for c in cubes.cubes if c.owner_id == req.user_id]
             await self._purge_tasks(request_id, timeout, user_id=req.user_id, cube_ids=owned)
+            await self._drop_caches(request_id, owned, timeout)
         resp = await self.textmem.call(
             self.textmem.cubes.DeleteUserData,
             textmem_pb2.DeleteUserDataRequest(request_id=request_id, user_id=req.user_id),
@@ -748,6 +769,7 @@ class Gateway:
         for cube_id in (*resp.deleted_cube_ids, *resp.revoked_cube_ids):
             self._forget(cube_id)
         await self._purge_tasks(request_id, timeout, user_id=req.user_id, cube_ids=resp.deleted_cube_ids, after=True)
+        await self._drop_caches(request_id, [*owned, *resp.deleted_cube_ids], timeout)
         return gateway_pb2.DeleteUserDataResponse(
             deleted_memories=resp.deleted_memories,
             deleted_cube_ids=resp.deleted_cube_ids,

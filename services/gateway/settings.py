@@ -96,8 +96,9 @@ class GatewaySettings(ServerSettings, ClientSettings):
     query events (no working-memory refresh)."""
 
     actmem_addr: str = ""
-    """Where the actmem service listens; the gateway only reads the descriptions of KV caches there,
-    for ExportUserData. Empty: exports leave KV caches out (and say so in their summary)."""
+    """Where the actmem service listens: DeleteCube and DeleteUserData delete the deleted cubes'
+    KV caches there, and ExportUserData reads their descriptions (never tensors). Empty: erasure
+    leaves actmem alone and exports leave KV caches out (and say so in their summary)."""
 
     search_timeout_s: float = Field(default=10.0, gt=0)
     """Deadline of a search whose caller set none."""

@@ -292,6 +292,17 @@ def test_actmem_pod_has_gpus_and_a_vllm_container_on_localhost(rendered: dict[st
     assert {"name": "dshm", "mountPath": "/dev/shm"} in vllm["volumeMounts"]
     # Without the sidecar the actmem pod is a single container.
     assert "actmem" not in _deployments(rendered["minimal"])
+    # The gateway knows actmem when there is one (erasure deletes KV caches), and only then.
+    gateway_env = {
+        e["name"]: e.get("value")
+        for e in _deployments(rendered["gpu"])["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert gateway_env["MEMOS_ACTMEM_ADDR"].endswith(":50055") or "actmem" in gateway_env["MEMOS_ACTMEM_ADDR"]
+    minimal_env = {
+        e["name"]
+        for e in _deployments(rendered["minimal"])["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert "MEMOS_ACTMEM_ADDR" not in minimal_env
 
 
 def _settings_classes() -> dict[str, type]:

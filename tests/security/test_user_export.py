@@ -271,6 +271,9 @@ async def test_after_erasure_the_export_is_an_empty_summary(es: ExportSuite) -> 
         await carol.delete_user_data(CAROL)
 
         records = await export(carol, CAROL)
+    # Not only out of the export: actmem itself holds nothing of the erased cube any more.
+    left = await es.caches.ListCaches(actmem_pb2.ListCachesRequest(cube_id=cube))
+    assert list(left.caches) == []
     assert [r.WhichOneof("record") for r in records] == ["summary"]
     s = records[0].summary
     assert (

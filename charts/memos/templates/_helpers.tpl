@@ -230,6 +230,11 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
 - name: MEMOS_SCHEDULER_ADDR
   value: {{ include "memos.addr" (dict "root" .root "name" "scheduler") | quote }}
 {{- end }}
+{{- if $v.actmem.enabled }}
+{{- /* Erasure deletes the cubes' KV caches; exports list them. */}}
+- name: MEMOS_ACTMEM_ADDR
+  value: {{ include "memos.addr" (dict "root" .root "name" "actmem") | quote }}
+{{- end }}
 {{- with .root.Values.engines.llm }}
 {{- if .enabled }}
 - name: MEMOS_CHAT_LLM_BASE_URL
