@@ -15,6 +15,7 @@ from services.textmem.settings import TextMemSettings
 from services.textmem.stores.exact_index import ExactIndexVectorStore
 from services.textmem.stores.graph import GraphStore, MemoryStats
 from services.textmem.stores.milvus_vector import MilvusVectorStore
+from services.textmem.stores.routed_vector import PREFERENCE_TYPES, RoutedVectorStore
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
 from services.textmem.stores.vector import VectorStore
 from shared.llm import ChatClient
@@ -70,25 +71,61 @@ def build_conflict_judge(settings: TextMemSettings) -> ConflictJudge | None:
     )
 
 
+def milvus_uri(settings: TextMemSettings) -> str:
+    """The Milvus server's URI, or the Milvus Lite file under data_dir."""
+    return settings.milvus_uri or str(settings.data_dir / "milvus.db")
+
+
+def build_vector_store(settings: TextMemSettings, dim: int, graph: GraphStore) -> VectorStore:
+    """Two collections of one Milvus behind a RoutedVectorStore: preferences in their own (see
+    routed_vector.py), every other memory in the main one; on Milvus Lite each with an exact
+    in-process copy in front. Preference vectors an earlier version kept in the main collection
+    are moved first, before any copy is loaded."""
+
+    def milvus(collection: str) -> MilvusVectorStore:
+        return MilvusVectorStore(
+            milvus_uri(settings),
+            collection,
+            dim,
+            token=settings.milvus_token,
+            index_type=settings.milvus_index_type,
+            lite_flush_interval_s=settings.milvus_lite_flush_interval_s,
+            lite_threads=settings.milvus_lite_threads,
+        )
+
+    main = milvus(settings.milvus_collection)
+    try:
+        prefs = milvus(settings.preference_collection)
+    except BaseException:
+        main.close()
+        raise
+    try:
+        # At every start, before anything is served or copied: idempotent, and a crash mid-move
+        # leaves rows in both collections, which the next start finishes moving.
+        moved = main.move_rows(PREFERENCE_TYPES, prefs)
+    except BaseException:
+        main.close()
+        prefs.close()
+        raise
+    if moved:
+        log.info("moved preference vectors to their own collection", extra={"moved": moved})
+    if not (main.is_lite and settings.milvus_lite_exact_index):
+        return RoutedVectorStore(main, prefs)
+    exact_main, exact_prefs = ExactIndexVectorStore(main), ExactIndexVectorStore(prefs)
+    if settings.milvus_lite_prewarm_cubes:
+        largest = lambda: [c for c, _ in graph.memory_stats(settings.milvus_lite_prewarm_cubes).largest]  # noqa: E731
+        exact_main.start_prewarm(largest)
+        # The same cubes: a loaded copy lets the router's clearing of an id from the other store
+        # (on every write) skip Milvus, and preferences are few, so the load is cheap.
+        exact_prefs.start_prewarm(largest)
+    return RoutedVectorStore(exact_main, exact_prefs)
+
+
 def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) -> TextMemory:
     embedder = embedder or build_embedder(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     graph = build_graph_store(settings)
-    milvus = MilvusVectorStore(
-        settings.milvus_uri or str(settings.data_dir / "milvus.db"),
-        settings.milvus_collection,
-        embedder.dim,
-        token=settings.milvus_token,
-        index_type=settings.milvus_index_type,
-        lite_flush_interval_s=settings.milvus_lite_flush_interval_s,
-        lite_threads=settings.milvus_lite_threads,
-    )
-    vectors: VectorStore = milvus
-    if milvus.is_lite and settings.milvus_lite_exact_index:
-        exact = ExactIndexVectorStore(milvus)
-        if settings.milvus_lite_prewarm_cubes:
-            exact.start_prewarm(lambda: [c for c, _ in graph.memory_stats(settings.milvus_lite_prewarm_cubes).largest])
-        vectors = exact
+    vectors = build_vector_store(settings, embedder.dim, graph)
     memory = TextMemory(
         graph,
         vectors,
@@ -106,7 +143,7 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         max_bytes_per_cube=settings.max_bytes_per_cube,
         conflicts=build_conflict_judge(settings),
     )
-    if milvus.is_lite:
+    if MilvusVectorStore.is_lite_uri(milvus_uri(settings)):
         # This process is the Milvus Lite file's only writer: every mark left is from a crash.
         repaired = memory.repair_vector_writes(older_than_s=0.0)
         if repaired != VectorRepair():

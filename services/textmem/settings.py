@@ -24,7 +24,13 @@ class TextMemSettings(ServerSettings):
     """Milvus token ("user:password" or API key), if the server needs one."""
 
     milvus_collection: str = "memos_text"
-    """Collection holding every cube's vectors (cubes are partition keys)."""
+    """Collection holding every cube's vectors (cubes are partition keys), preferences aside."""
+
+    milvus_preference_collection: str = ""
+    """Collection holding the preference vectors (PreferenceMemory, explicit and implicit) of
+    every cube, in the same Milvus as milvus_collection and scoped the same way; empty:
+    milvus_collection + "_preferences". Preferences stored in milvus_collection by earlier
+    versions are moved here at start."""
 
     milvus_index_type: str = ""
     """Vector index type for a new collection (AUTOINDEX, HNSW, IVF_FLAT, FLAT); empty picks
@@ -270,6 +276,11 @@ class TextMemSettings(ServerSettings):
     time boosts), "+session" (memories of the sessions holding the best hits preferred; the
     default)."""
 
+    @property
+    def preference_collection(self) -> str:
+        """The collection preference vectors live in (milvus_preference_collection, or derived)."""
+        return self.milvus_preference_collection or f"{self.milvus_collection}_preferences"
+
     @model_validator(mode="after")
     def _window_is_usable(self) -> TextMemSettings:
         # Refuse at start rather than fail every add with a caller-facing error.
@@ -277,6 +288,8 @@ class TextMemSettings(ServerSettings):
             raise ValueError(
                 f"window_overlap ({self.window_overlap}) must be smaller than window_size ({self.window_size})"
             )
+        if self.preference_collection == self.milvus_collection:
+            raise ValueError("milvus_preference_collection must differ from milvus_collection")
         if self.conflict_llm_base_url and not self.conflict_llm_model:
             raise ValueError("conflict_llm_model is required when conflict_llm_base_url is set")
         return self

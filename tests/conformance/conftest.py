@@ -28,6 +28,7 @@ from services.textmem.stores.exact_index import ExactIndexVectorStore
 from services.textmem.stores.graph import GraphStore
 from services.textmem.stores.milvus_vector import MilvusVectorStore
 from services.textmem.stores.neo4j_graph import Neo4jGraphStore
+from services.textmem.stores.routed_vector import RoutedVectorStore
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
 from services.textmem.stores.vector import VectorStore
 from tests.neo4j_server import Neo4jServer, ensure_built, stop_server
@@ -59,6 +60,20 @@ def _exact_index_over_milvus_lite(tmp: Path) -> VectorStore:
     return ExactIndexVectorStore(MilvusVectorStore(str(tmp / "m.db"), "conf", VECTOR_DIM))
 
 
+def _routed_milvus_lite(tmp: Path) -> VectorStore:
+    # As textmem wires it: preferences in a second collection of the same Milvus.
+    main, prefs = (MilvusVectorStore(str(tmp / "m.db"), name, VECTOR_DIM) for name in ("conf", "conf_preferences"))
+    return RoutedVectorStore(main, prefs)
+
+
+def _routed_exact_index_over_milvus_lite(tmp: Path) -> VectorStore:
+    main, prefs = (
+        ExactIndexVectorStore(MilvusVectorStore(str(tmp / "m.db"), name, VECTOR_DIM))
+        for name in ("conf", "conf_preferences")
+    )
+    return RoutedVectorStore(main, prefs)
+
+
 # name -> factory(test request, empty directory) -> store. Add implementations here.
 GRAPH_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], GraphStore]] = {
     "sqlite": _sqlite_graph,
@@ -68,6 +83,8 @@ GRAPH_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], GraphStore]] = {
 VECTOR_STORES: dict[str, Callable[[Path], VectorStore]] = {
     "milvus-lite": _milvus_lite,
     "exact-index+milvus-lite": _exact_index_over_milvus_lite,
+    "routed+milvus-lite": _routed_milvus_lite,
+    "routed+exact-index+milvus-lite": _routed_exact_index_over_milvus_lite,
 }
 
 

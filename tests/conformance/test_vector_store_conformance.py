@@ -223,6 +223,68 @@ def test_cubes_never_see_each_others_vectors(vector_store: VectorStore, new_cube
     assert vector_store.count(a) == 2
 
 
+PREF = MemoryFilter(memory_types=("PreferenceMemory",))
+LONG_AND_PREF = MemoryFilter(memory_types=("LongTermMemory", "PreferenceMemory"))
+
+
+def test_upsert_changing_the_type_moves_the_vector(vector_store: VectorStore, new_cube: NewCube) -> None:
+    """A store may keep some types apart (preferences, RoutedVectorStore): an update that changes
+    a memory's type must leave it under its new type only, and once."""
+    cube = new_cube()
+    moving = rec(cube, axis(0), memory_type="LongTermMemory")
+    pref = rec(cube, unit(1, 1), memory_type="PreferenceMemory")
+    vector_store.upsert([moving, pref])
+    assert hit_ids(vector_store, cube, axis(0), LONG_AND_PREF) == [moving.id, pref.id]
+
+    vector_store.upsert([rec(cube, axis(0), id=moving.id, memory_type="PreferenceMemory")])
+    assert vector_store.count(cube) == 2
+    assert hit_ids(vector_store, cube, axis(0), PREF) == [moving.id, pref.id]
+    assert hit_ids(vector_store, cube, axis(0)) == []
+    assert hit_ids(vector_store, cube, axis(0), LONG_AND_PREF) == [moving.id, pref.id]
+    assert set(vector_store.get_vectors(cube, [moving.id, pref.id])) == {moving.id, pref.id}
+
+    vector_store.upsert([rec(cube, axis(2), id=moving.id, memory_type="UserMemory")])
+    assert vector_store.count(cube) == 2
+    assert hit_ids(vector_store, cube, axis(2)) == [moving.id]
+    assert hit_ids(vector_store, cube, axis(2), PREF) == [pref.id]
+    np.testing.assert_allclose(vector_store.get_vectors(cube, [moving.id])[moving.id], axis(2), atol=1e-5)
+
+    vector_store.delete(cube, [moving.id, pref.id])
+    assert vector_store.count(cube) == 0
+    assert hit_ids(vector_store, cube, axis(0), LONG_AND_PREF) == []
+
+
+def test_mixed_type_searches_merge_by_similarity(vector_store: VectorStore, new_cube: NewCube) -> None:
+    cubes = [new_cube("mix0"), new_cube("mix1"), new_cube("mix2")]
+    rng = np.random.default_rng(11)
+    for n, cube in zip((12, 3, 0), cubes, strict=True):
+        vector_store.upsert(
+            [
+                rec(cube, axis(0) + 0.5 * rng.normal(size=8), memory_type=("PreferenceMemory", "LongTermMemory")[i % 2])
+                for i in range(n)
+            ]
+        )
+    for cube in cubes:
+        every = vector_store.search(cube, axis(0), LONG_AND_PREF, 50)
+        prefs = vector_store.search(cube, axis(0), PREF, 50)
+        longs = vector_store.search(cube, axis(0), MemoryFilter(memory_types=("LongTermMemory",)), 50)
+        assert {i for i, _ in every} == {i for i, _ in prefs} | {i for i, _ in longs}
+        assert [s for _, s in every] == sorted((s for _, s in every), reverse=True)
+        top = vector_store.search(cube, axis(0), LONG_AND_PREF, 4)
+        assert [i for i, _ in top] == [i for i, _ in every[:4]]
+    many = vector_store.search_many(cubes, axis(0), LONG_AND_PREF, 4)
+    for cube in cubes:
+        assert [i for i, _ in many[cube]] == [i for i, _ in vector_store.search(cube, axis(0), LONG_AND_PREF, 4)]
+    assert [len(many[c]) for c in cubes] == [4, 3, 0]
+    pref_many = vector_store.search_many(cubes, axis(0), PREF, 4)
+    assert [len(pref_many[c]) for c in cubes] == [4, 2, 0]
+
+    vector_store.delete_cube(cubes[0])
+    assert vector_store.count(cubes[0]) == 0
+    assert vector_store.search(cubes[0], axis(0), PREF, 4) == []
+    assert vector_store.count(cubes[1]) == 3
+
+
 # filters ------------------------------------------------------------------------------
 FILTER_DATA = {
     "long": dict(memory_type="LongTermMemory", user_id="u1", session_id="s1", created_at=1000.0),

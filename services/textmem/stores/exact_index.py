@@ -349,6 +349,12 @@ class ExactIndexVectorStore:
         if not ids:
             return
         with self._lock(cube_id):
+            index = self._cubes.get(cube_id)
+            if index is not None and not any(mid in index.pos for mid in ids):
+                # A loaded copy holds what the durable store holds for the cube: none of these
+                # ids is there, so there is nothing to delete. Spares a Milvus Lite round trip
+                # (~4-10 ms) on each write a RoutedVectorStore clears from its other store.
+                return
             try:
                 self._durable.delete(cube_id, ids)
             except Exception:

@@ -111,7 +111,7 @@ class MilvusVectorStore:
         lite_flush_interval_s: float = 1.0,
         lite_threads: int = 1,
     ) -> None:
-        self.is_lite = "://" not in uri
+        self.is_lite = self.is_lite_uri(uri)
         if self.is_lite:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.dim = dim
@@ -138,6 +138,11 @@ class MilvusVectorStore:
                 target=self._flush_loop, args=(lite_flush_interval_s,), name="milvus-lite-flush", daemon=True
             )
             self._flusher.start()
+
+    @staticmethod
+    def is_lite_uri(uri: str) -> bool:
+        """Whether the URI names a Milvus Lite file rather than a server."""
+        return "://" not in uri
 
     def _flush_loop(self, interval_s: float) -> None:
         while not self._closed.is_set():
@@ -345,6 +350,55 @@ class MilvusVectorStore:
                     )
         finally:
             it.close()
+
+    def move_rows(self, memory_types: Sequence[str], to: MilvusVectorStore, batch_size: int = 1000) -> int:
+        """Moves every row of the given memory types, whatever its cube, to another store's
+        collection, as stored (scope keys and unit vectors); returns how many rows moved.
+
+        Every row is written there before any is deleted here (an iterator's pages must not shift
+        under deletes), so a crash leaves rows in both collections, never in neither, and the next
+        run (idempotent: upserts by id) finishes the move. The delete names the types too, so a
+        row whose type changed meanwhile stays."""
+        if to.dim != self.dim:
+            raise ValueError(f"cannot move {self.dim}-dimensional rows to a {to.dim}-dimensional store")
+        types = _closed(memory_types, MEMORY_TYPES)
+        fields = ["id", "cube_key", "user_key", "session_key", "memory_type", "status", "created_at", "vector"]
+        it = self._call(
+            "query",
+            self._client.query_iterator,
+            self._collection,
+            batch_size=batch_size,
+            filter=f"memory_type in {types}",
+            output_fields=fields,
+        )
+        moved: list[str] = []
+        try:
+            while True:
+                rows = self._call("query", it.next)
+                if not rows:
+                    break
+                batch = [
+                    {
+                        **{f: r[f] for f in fields if f != "vector"},
+                        "vector": np.asarray(r["vector"], np.float32).tolist(),
+                    }
+                    for r in rows
+                ]
+                _ids_literal([r["id"] for r in batch])
+                to._call("upsert", to._client.upsert, to._collection, batch)
+                to._dirty.set()
+                moved.extend(r["id"] for r in batch)
+        finally:
+            it.close()
+        for i in range(0, len(moved), 1000):
+            chunk = moved[i : i + 1000]
+            self._call(
+                "delete",
+                self._client.delete,
+                self._collection,
+                filter=f"id in {_ids_literal(chunk)} and memory_type in {types}",
+            )
+        return len(moved)
 
     def delete(self, cube_id: str, ids: Sequence[str]) -> None:
         if not ids:
