@@ -33,7 +33,7 @@ RUN python -m compileall -q /app
 # The ONNX export of the bundled embedder, made now so that pods (read-only root, empty /tmp)
 # never spend their first seconds exporting it; MEMOS_EMBEDDING_ONNX_CACHE_DIR points at it.
 RUN cd /app && PYTHONPATH=/app:/app/gen/python /opt/venv/bin/python -c \
-    "from services.textmem.embedders import OnnxEmbedder; OnnxEmbedder(cache_dir='/opt/memos/onnx')"
+    "from services.textmem.embedders import OnnxEmbedder; OnnxEmbedder(cache_dir='/opt/memos/onnx', quantize='int8')"
 # The embedder ships in a package: never reach the Hugging Face hub at run time.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app:/app/gen/python \

@@ -53,6 +53,6 @@ tools/gen_clients.sh --tools
 echo "setup: helm (built with go install) and kubernetes-validate for the chart test"
 tools/chart_test.sh --install-only
 echo "setup: exporting the bundled embedder to ONNX once (shared by every data directory; textmem would do it at its first start)"
-.venv/bin/python -c "from services.textmem.embedders import OnnxEmbedder; print('setup: ONNX embedder at', OnnxEmbedder().onnx_path)" \
+.venv/bin/python -c "from services.textmem.embedders import OnnxEmbedder; print('setup: ONNX embedder at', OnnxEmbedder(quantize='int8').onnx_path)" \
   || echo "setup: ONNX export failed; textmem will run the embedder on torch"
 echo "setup: done"

@@ -309,8 +309,14 @@ class OnnxEmbedder:
             except Exception as exc:  # noqa: BLE001 - any failure to load a cached file means: quantize again
                 log.warning("cached quantized model %s is unusable (%s); quantizing again", path, exc)
         log.info("quantizing %s to int8 at %s (once per model)", graph, path)
-        quantize_onnx_int8(graph, path)
-        self._load(path)
+        try:
+            quantize_onnx_int8(graph, path)
+            self._load(path)
+        except Exception as exc:  # noqa: BLE001 - the float graph is loaded and works: slower, not broken
+            # E.g. a read-only cache directory in a pod whose image baked only the float graph.
+            log.warning("int8 quantization unavailable (%s: %s); running the float model", type(exc).__name__, exc)
+            self._load(graph)
+            return graph
         return path
 
     def _open_float(self, folder: Path, transformer_dir: Path, cache_dir: Path) -> Path:

@@ -191,15 +191,39 @@ def test_default_settings_run_onnx_from_the_user_cache(  # type: ignore[no-untyp
     onnx, _ = exported
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("MEMOS_EMBEDDING_ONNX_CACHE_DIR", raising=False)
+    monkeypatch.delenv("MEMOS_EMBEDDING_QUANTIZE", raising=False)
     settings = TextMemSettings(data_dir=tmp_path)
-    assert settings.embedding_runtime == "onnx"
+    assert settings.embedding_runtime == "onnx" and settings.embedding_quantize == "int8"
     cached = tmp_path / "xdg" / "memos" / "onnx" / onnx.onnx_path.name
     cached.parent.mkdir(parents=True)
     shutil.copyfile(onnx.onnx_path, cached)
     emb = build_embedder(settings)
     assert isinstance(emb, OnnxEmbedder)
-    assert emb.onnx_path == cached
+    # The float export is found in the cache (not exported again); its int8 twin is made beside it.
+    assert emb.onnx_path == cached.with_name(cached.stem + "-int8.onnx") and emb.onnx_path.is_file()
     assert torch_factory.calls == [] and no_export.calls == []
+
+
+def test_a_failed_quantization_runs_the_float_graph_not_torch(  # type: ignore[no-untyped-def]
+    exported, tmp_path: Path, no_export, torch_factory, monkeypatch, caplog
+) -> None:
+    onnx, _ = exported
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copyfile(onnx.onnx_path, cache / onnx.onnx_path.name)
+
+    def read_only(src: Path, dest: Path) -> None:
+        raise PermissionError(13, "Read-only file system", str(dest))
+
+    monkeypatch.setattr(embedders, "quantize_onnx_int8", read_only)
+    with caplog.at_level(logging.WARNING, logger=embedders.__name__):
+        emb = build_embedder(
+            TextMemSettings(data_dir=tmp_path, embedding_onnx_cache_dir=cache, embedding_quantize="int8")
+        )
+    assert isinstance(emb, OnnxEmbedder) and emb.onnx_path == cache / onnx.onnx_path.name
+    assert "running the float model" in caplog.text
+    assert torch_factory.calls == []
+    np.testing.assert_allclose(emb.embed(TEXTS[:2]), onnx.embed(TEXTS[:2]), atol=1e-6)
 
 
 def test_unusable_cache_and_failed_export_fall_back_to_torch(  # type: ignore[no-untyped-def]
