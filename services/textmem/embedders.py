@@ -301,7 +301,8 @@ class OnnxEmbedder:
         graph = self._open_float(folder, transformer_dir, cache_dir)
         if self._quantize == "none":
             return graph
-        path = cache_dir / f"{graph.stem}-int8.onnx"
+        # Named by the model, not by the graph's file: shipped graphs are all called model.onnx.
+        path = cache_dir / f"{self.model_name}-{onnx_cache_key(transformer_dir)}-int8.onnx"
         if path.is_file():
             try:
                 self._load(path)
