@@ -348,7 +348,7 @@ class Gateway:
                     for m in resp.memories
                 )
         except MemosError:
-            await self._roll_back(written, archived)
+            await self._roll_back(written, archived, request_id)
             raise
         task_ids: list[str] = []
         # Only what the add stored anew is refined: merged-into memories are older than the add.
@@ -412,9 +412,13 @@ class Gateway:
             notices.append(f"refinement not queued ({err.reason or err.code.name}): the fast memories stay as they are")
             return []
 
-    async def _roll_back(self, written: dict[str, list[str]], archived: dict[str, list[str]] | None = None) -> None:
-        """A multi-cube add failed part-way: remove what the earlier cubes got, and set the
-        memories their adds archived (conflict resolution) live again."""
+    async def _roll_back(
+        self, written: dict[str, list[str]], archived: dict[str, list[str]] | None = None, request_id: str = ""
+    ) -> None:
+        """A multi-cube add failed part-way: remove what the earlier cubes got (with textmem's
+        record of those adds, so that the client's retry under the same request id writes them
+        again instead of replaying deleted ids), and set the memories their adds archived
+        (conflict resolution) live again."""
         for cube_id, ids in (archived or {}).items():
             for memory_id in ids:
                 try:
@@ -439,7 +443,12 @@ class Gateway:
             try:
                 await self.textmem.call(
                     self.textmem.memories.DeleteMemories,
-                    textmem_pb2.DeleteMemoriesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id, memory_ids=ids),
+                    textmem_pb2.DeleteMemoriesRequest(
+                        request_id=uuid.uuid4().hex,
+                        cube_id=cube_id,
+                        memory_ids=ids,
+                        rolled_back_request_id=f"{request_id}:{cube_id}" if request_id else "",
+                    ),
                     self.settings.search_timeout_s,
                 )
             except MemosError:

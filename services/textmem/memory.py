@@ -666,10 +666,23 @@ class TextMemory:
         whole_cube: bool = False,
         flt: MemoryFilter | None = None,
         dry_run: bool = False,
+        rolled_back_request_id: str = "",
     ) -> int:
         """Deletes by exactly one selector (ids, all, or a filter that narrows); with ``dry_run``
-        only counts what would go. Returns the count."""
+        only counts what would go. Returns the count. ``rolled_back_request_id`` (with ids): the
+        add that wrote them is being undone, so its idempotency record goes first; a retry of it
+        then writes again rather than replaying ids that are gone. (Record first: if the delete
+        then fails, a retry writes the same texts again, which dedupe merges.)"""
         self.check_cube_id(cube_id)
+        if rolled_back_request_id:
+            if not ids or whole_cube or flt is not None:
+                raise InvalidArgument(
+                    "rolled_back_request_id goes with memory_ids only",
+                    reason="CONFLICTING_SELECTORS",
+                    metadata={"field": "rolled_back_request_id"},
+                )
+            if not dry_run:
+                self.graph.forget_request(cube_id, rolled_back_request_id)
         chosen = [
             name for name, on in (("memory_ids", bool(ids)), ("all", whole_cube), ("filter", flt is not None)) if on
         ]

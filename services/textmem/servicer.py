@@ -192,6 +192,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             whole_cube=request.all,
             flt=flt,
             dry_run=request.dry_run,
+            rolled_back_request_id=request.rolled_back_request_id,
         )
         return textmem_pb2.DeleteMemoriesResponse(deleted_count=n)
 

@@ -220,6 +220,18 @@ def test_request_id_records_the_ids_in_order(graph_store: GraphStore) -> None:
     assert graph_store.memory_ids_for_request("B", "req-1") is None
 
 
+def test_a_forgotten_request_id_can_be_used_again_in_its_cube_only(graph_store: GraphStore) -> None:
+    graph_store.insert_memories("A", [mem("A", "first try")], request_id="req-1")
+    graph_store.insert_memories("B", [mem("B", "other cube")], request_id="req-1")
+    assert graph_store.forget_request("A", "req-1") is True
+    assert graph_store.forget_request("A", "req-1") is False  # nothing left to forget
+    assert graph_store.memory_ids_for_request("A", "req-1") is None
+    assert graph_store.memory_ids_for_request("B", "req-1") is not None
+    again = mem("A", "second try")
+    graph_store.insert_memories("A", [again], request_id="req-1")
+    assert graph_store.memory_ids_for_request("A", "req-1") == [again.id]
+
+
 def test_insert_without_request_id_records_nothing(graph_store: GraphStore) -> None:
     graph_store.insert_memories("A", [mem("A")])
     assert graph_store.memory_ids_for_request("A", "") is None

@@ -57,3 +57,36 @@ async def test_deleting_a_cube_removes_everything(client: AsyncMemosClient, suit
     assert await asyncio.to_thread(suite.memory.graph.count, cube) == 0
     with pytest.raises(NotFound):
         await client.search_memories(user, [cube], "fact")
+
+
+async def test_a_retry_of_a_rolled_back_multi_cube_add_stores_everything(
+    client: AsyncMemosClient, suite, unique, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    # The second cube fails once (a passing outage); the client retries with the same request id,
+    # as it may for an idempotent add. The rollback removed the first cube's memories: the retry
+    # must write them again, not replay their deleted ids and answer OK with the cube empty.
+    user = f"rhea-{unique}"
+    first, flaky = f"first-{unique}", f"flaky-{unique}"
+    real_add = type(suite.memory).add_messages
+    failures = []
+
+    def fail_once(self, cube_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if cube_id == flaky and not failures:
+            failures.append(cube_id)
+            raise DomainUnavailable("a passing outage", reason="INJECTED_OUTAGE")
+        return real_add(self, cube_id, *args, **kwargs)
+
+    monkeypatch.setattr(type(suite.memory), "add_messages", fail_once)
+    messages = [{"role": "user", "content": "the spare key is under the blue flowerpot"}]
+    with pytest.raises(Unavailable):
+        await client.add_memories(user, [first, flaky], messages, request_id=f"retry-{unique}")
+    assert (await client.list_memories(user, first)).memories == []
+    resp = await client.add_memories(user, [first, flaky], messages, request_id=f"retry-{unique}")
+    assert {m.cube_id for m in resp.memories} == {first, flaky}
+    for cube in (first, flaky):
+        stored = (await client.list_memories(user, cube)).memories
+        assert len(stored) == 1 and "blue flowerpot" in stored[0].memory
+        assert await asyncio.to_thread(suite.memory.vectors.count, cube) == 1
+    # And a third call under the same id replays: nothing new anywhere.
+    again = await client.add_memories(user, [first, flaky], messages, request_id=f"retry-{unique}")
+    assert sorted(m.memory_id for m in again.memories) == sorted(m.memory_id for m in resp.memories)

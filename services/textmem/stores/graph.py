@@ -69,6 +69,10 @@ class GraphStore(Protocol):
     def merged_ids_for_request(self, cube_id: str, request_id: str) -> list[str]:
         """The merge targets recorded with (cube, request id); [] if none or never seen."""
 
+    def forget_request(self, cube_id: str, request_id: str) -> bool:
+        """Removes the idempotency record of (cube, request id), so the request can run again;
+        whether there was one."""
+
     def find_by_text_hash(self, cube_id: str, memory_type: str, hashes: Sequence[str]) -> dict[str, str]:
         """For each hash that a live (activated or resolving) memory of the cube and type has, the
         oldest such memory's id: an indexed lookup. Working-memory copies are never returned."""

@@ -454,6 +454,17 @@ class Neo4jGraphStore:
 
         return self._read(work)
 
+    def forget_request(self, cube_id: str, request_id: str) -> bool:
+        def work(tx: ManagedTransaction) -> int:
+            record = tx.run(
+                "MATCH (r:Request {cube_id: $cube, request_id: $rid}) DELETE r RETURN count(r) AS n",
+                cube=cube_id,
+                rid=request_id,
+            ).single()
+            return int(record["n"]) if record is not None else 0
+
+        return self._write(work) > 0
+
     def memory_ids_for_request(self, cube_id: str, request_id: str) -> list[str] | None:
         def work(tx: ManagedTransaction) -> list[str] | None:
             record = tx.run(

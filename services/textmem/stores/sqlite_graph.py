@@ -389,6 +389,11 @@ class SqliteGraphStore:
         )
         return [] if row is None else json.loads(row["merged_ids"])
 
+    def forget_request(self, cube_id: str, request_id: str) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM requests WHERE cube_id = ? AND request_id = ?", (cube_id, request_id))
+        return cur.rowcount > 0
+
     def memory_ids_for_request(self, cube_id: str, request_id: str) -> list[str] | None:
         row = (
             self._conn()

@@ -211,20 +211,22 @@ class UpdateMemoryResponse(_message.Message):
     def __init__(self, memory: _Optional[_Union[_memory_pb2.MemoryItem, _Mapping]] = ...) -> None: ...
 
 class DeleteMemoriesRequest(_message.Message):
-    __slots__ = ("request_id", "cube_id", "memory_ids", "all", "filter", "dry_run")
+    __slots__ = ("request_id", "cube_id", "memory_ids", "all", "filter", "dry_run", "rolled_back_request_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_IDS_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cube_id: str
     memory_ids: _containers.RepeatedScalarFieldContainer[str]
     all: bool
     filter: _memory_pb2.MemoryFilter
     dry_run: bool
-    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., filter: _Optional[_Union[_memory_pb2.MemoryFilter, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    rolled_back_request_id: str
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., memory_ids: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., filter: _Optional[_Union[_memory_pb2.MemoryFilter, _Mapping]] = ..., dry_run: _Optional[bool] = ..., rolled_back_request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteMemoriesResponse(_message.Message):
     __slots__ = ("deleted_count",)

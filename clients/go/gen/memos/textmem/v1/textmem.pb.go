@@ -1212,9 +1212,13 @@ type DeleteMemoriesRequest struct {
 	// one removed from the graph before its vectors.
 	Filter *v1.MemoryFilter `protobuf:"bytes,5,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Delete nothing; deleted_count tells how many memories the call would delete.
-	DryRun        bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DryRun bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// With memory_ids: the request_id of the add that wrote them, which the caller is rolling
+	// back. Its idempotency record goes too, so that a retry of that add writes again instead of
+	// replaying ids that are gone (and answering OK with nothing stored).
+	RolledBackRequestId string `protobuf:"bytes,7,opt,name=rolled_back_request_id,json=rolledBackRequestId,proto3" json:"rolled_back_request_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *DeleteMemoriesRequest) Reset() {
@@ -1287,6 +1291,13 @@ func (x *DeleteMemoriesRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *DeleteMemoriesRequest) GetRolledBackRequestId() string {
+	if x != nil {
+		return x.RolledBackRequestId
+	}
+	return ""
 }
 
 type DeleteMemoriesResponse struct {
@@ -2602,7 +2613,7 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"K\n" +
 	"\x14UpdateMemoryResponse\x123\n" +
-	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\xd0\x01\n" +
+	"\x06memory\x18\x01 \x01(\v2\x1b.memos.common.v1.MemoryItemR\x06memory\"\x85\x02\n" +
 	"\x15DeleteMemoriesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -2611,7 +2622,8 @@ const file_memos_textmem_v1_textmem_proto_rawDesc = "" +
 	"memory_ids\x18\x03 \x03(\tR\tmemoryIds\x12\x10\n" +
 	"\x03all\x18\x04 \x01(\bR\x03all\x125\n" +
 	"\x06filter\x18\x05 \x01(\v2\x1d.memos.common.v1.MemoryFilterR\x06filter\x12\x17\n" +
-	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"=\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\x123\n" +
+	"\x16rolled_back_request_id\x18\a \x01(\tR\x13rolledBackRequestId\"=\n" +
 	"\x16DeleteMemoriesResponse\x12#\n" +
 	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\"\x8d\x01\n" +
 	"\x1bReplaceWorkingMemoryRequest\x12\x1d\n" +
