@@ -19,6 +19,7 @@ help:
 	@echo "make chart-test - helm lint/template the chart under every ci/ values file, validate against the Kubernetes schemas"
 	@echo "make bench-locomo - LoCoMo retrieval recall at 250/500/1000 words, ablation side by side (LOCOMO=path)"
 	@echo "make bench-dedupe - add cost with dedupe on vs off, and what re-adding 1,000 messages creates"
+	@echo "make bench-scale  - search p50/p99 on cubes of 10,000 and 100,000 memories, SQLite vs Neo4j, growth ratio"
 	@echo "make bench-embedder - the local embedder on torch vs ONNX Runtime (query latency, batch throughput)"
 	@echo "make docs   - regenerate docs/reference/ (API and configuration) from protos/ and the settings classes"
 	@echo "make clients - generate the Go (committed) and TypeScript clients from protos/ and compile both"
@@ -121,6 +122,11 @@ bench-load: $(STAMP)
 LOCOMO ?= ../shared/data/locomo10.json
 bench-locomo: $(STAMP)
 	$(PY) benchmarks/bench_locomo.py --data $(LOCOMO) --window-size 1 --window-overlap 0
+
+.PHONY: bench-scale
+# Embedded backends and a Neo4j the bench starts itself (tools/neo4j); --sizes 2000,20000 for a quick look.
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py
 
 .PHONY: bench-dedupe bench-embedder
 bench-dedupe: $(STAMP)
