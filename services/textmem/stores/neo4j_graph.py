@@ -90,6 +90,9 @@ _SCHEMA = [
     # Composite property uniqueness is a Community feature in Neo4j 5 (node keys are not).
     "CREATE CONSTRAINT request_key IF NOT EXISTS FOR (r:Request) REQUIRE (r.cube_id, r.request_id) IS UNIQUE",
     "CREATE INDEX memory_cube_seq IF NOT EXISTS FOR (m:Memory) ON (m.cube_id, m.seq)",
+    # Every search counts its cube's searchable memories (type and status lists): with this index
+    # the count is answered from index entries instead of reading every node of the cube.
+    "CREATE INDEX memory_cube_type_status IF NOT EXISTS FOR (m:Memory) ON (m.cube_id, m.memory_type, m.status)",
     "CREATE INDEX source_cube IF NOT EXISTS FOR (s:Source) ON (s.cube_id)",
     # Exact dedupe on add: memories of a cube by dedupe.text_hash of their text.
     f"CREATE INDEX {TEXT_HASH_INDEX} IF NOT EXISTS FOR (m:Memory) ON (m.cube_id, m.text_hash)",
