@@ -1207,15 +1207,10 @@ def summarize(args: argparse.Namespace, res: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not args.data.exists():
-        print(f"dataset not found: {args.data} (pass --data)", file=sys.stderr)
-        return 2
-    t_start = time.perf_counter()
-    corpus = Corpus(args.data)
-    log(f"corpus: {len(corpus.turns):,} turns from {args.data}")
-    res: dict[str, Any] = {
+def run_header(args: argparse.Namespace, corpus: Corpus, targets: dict[str, float]) -> dict[str, Any]:
+    """What every benchmark's JSON starts with: when, on what machine and code, with which
+    arguments and corpus, against which targets."""
+    return {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
@@ -1227,7 +1222,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
         "code": code_version(),
         "corpus": {"file": args.data.name, "turns": len(corpus.turns), "questions": corpus.n_questions},
-        "targets": TARGETS,
+        "targets": targets,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.data.exists():
+        print(f"dataset not found: {args.data} (pass --data)", file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    corpus = Corpus(args.data)
+    log(f"corpus: {len(corpus.turns):,} turns from {args.data}")
+    res: dict[str, Any] = {
+        **run_header(args, corpus, TARGETS),
         "loads": [],
         "search": [],
         "fanout": [],

@@ -66,12 +66,10 @@ non-zero only when a backend could not run. ``--sizes 2000,20000`` is a quick ch
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -94,13 +92,12 @@ from benchmarks.bench_gateway import (  # noqa: E402
     Corpus,
     CpuMeter,
     Progress,
-    code_version,
-    cpu_model,
     fmt_table,
     free_port,
     latency_stats,
     loadavg,
     log,
+    run_header,
     verdict,
 )
 from services.textmem.app import build_memory  # noqa: E402
@@ -931,18 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = Corpus(args.data)
     log(f"corpus: {len(corpus.turns):,} turns from {args.data}")
     res: dict[str, Any] = {
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "cpu_model": cpu_model(),
-            "python": platform.python_version(),
-            "platform": platform.platform(terse=True),
-            "loadavg_start": loadavg(),
-        },
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "output"},
-        "code": code_version(),
-        "corpus": {"file": args.data.name, "turns": len(corpus.turns), "questions": corpus.n_questions},
-        "targets": TARGETS,
+        **run_header(args, corpus, TARGETS),
         "backends": [],
     }
     if os.getloadavg()[0] > 0.5:
