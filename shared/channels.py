@@ -96,6 +96,17 @@ def raw_channel(
     )
 
 
+def blocking_channel(target: str, settings: MemosSettings, *, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+    """The blocking twin of :func:`raw_channel`, for SDK clients (the gateway client, scheduler
+    workers, actmem): TLS with the settings' CA and client certificate when ``MEMOS_TLS_CA_FILE``
+    is set, plaintext otherwise. A worker outside the release presents a certificate of the
+    release's CA to reach a scheduler that requires mutual TLS."""
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.insecure_channel(target, options=list(options))
+    return grpc.secure_channel(target, credentials, options=[*options, *channel_tls_options(settings)])
+
+
 def method_names(service_descriptor) -> list[str]:  # type: ignore[no-untyped-def]
     """Full method names of a service descriptor, for ``idempotent_methods``."""
     return [f"/{service_descriptor.full_name}/{m.name}" for m in service_descriptor.methods]

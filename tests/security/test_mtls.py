@@ -8,18 +8,12 @@ health-only port.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memos.client import AsyncMemosClient
@@ -29,74 +23,10 @@ from services.gateway.settings import GatewaySettings
 from services.textmem.settings import TextMemSettings
 from shared import tls
 from tests.conftest import start_suite, stop_suite
+from tests.security.pki import CA, Issued, write_files
 
 pytestmark = pytest.mark.timeout(180)
 SERVER_NAME = "memos-textmem"  # what a Kubernetes Service name would be
-
-
-@dataclass
-class Issued:
-    key: bytes
-    cert: bytes
-
-
-class CA:
-    def __init__(self, name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, name: str, dns: list[str], ips: list[str] = ()) -> Issued:  # type: ignore[assignment]
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            # One certificate per service, for its listener and for its calls (as cert-manager issues them).
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return Issued(key_pem, cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _write(directory: Path, issued: Issued, ca: CA) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "tls_cert_file": directory / "tls.crt",
-        "tls_key_file": directory / "tls.key",
-        "tls_ca_file": directory / "ca.crt",
-    }
-    paths["tls_cert_file"].write_bytes(issued.cert)
-    paths["tls_key_file"].write_bytes(issued.key)
-    paths["tls_ca_file"].write_bytes(ca.pem)
-    return paths
 
 
 @dataclass
@@ -111,9 +41,9 @@ class Release:
 async def release(tmp_path_factory, embedder) -> AsyncIterator[Release]:  # type: ignore[no-untyped-def]
     secrets = tmp_path_factory.mktemp("pki")
     ca = CA("memos release CA")
-    textmem_files = _write(secrets / "textmem", ca.issue(SERVER_NAME, [SERVER_NAME, "localhost"]), ca)
+    textmem_files = write_files(secrets / "textmem", ca.issue(SERVER_NAME, [SERVER_NAME, "localhost"]), ca)
     gateway_cert = ca.issue("memos-gateway", ["memos-gateway"])
-    gateway_files = _write(secrets / "gateway", gateway_cert, ca)
+    gateway_files = write_files(secrets / "gateway", gateway_cert, ca)
     suite = await start_suite(
         tmp_path_factory.mktemp("mtls"),
         embedder,
@@ -192,7 +122,7 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
 ) -> None:
     monkeypatch.setattr(tls._ReloadingCertificates, "RECHECK_S", 0.0)
     old_ca, new_ca = CA("old CA"), CA("new CA")
-    files = _write(tmp_path / "srv", old_ca.issue(SERVER_NAME, [SERVER_NAME]), old_ca)
+    files = write_files(tmp_path / "srv", old_ca.issue(SERVER_NAME, [SERVER_NAME]), old_ca)
     # A gateway is just a convenient server here; its listener serves TLS when asked to.
     settings = GatewaySettings(listen_addr="127.0.0.1:0", tls_serve=True, **files)
     server = build_gateway(settings)
@@ -212,7 +142,7 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
         assert await health(old_ca, old_client) == grpc.StatusCode.OK
         assert await health(new_ca, new_client) == grpc.StatusCode.UNAVAILABLE
         # cert-manager renews with a new CA: the Secret's three files change together.
-        _write(tmp_path / "srv", new_ca.issue(SERVER_NAME, [SERVER_NAME]), new_ca)
+        write_files(tmp_path / "srv", new_ca.issue(SERVER_NAME, [SERVER_NAME]), new_ca)
         assert await health(new_ca, new_client) == grpc.StatusCode.OK
         assert await health(old_ca, old_client) == grpc.StatusCode.UNAVAILABLE
     finally:

@@ -9,7 +9,7 @@ import grpc
 
 from memos.client._base import IDEMPOTENT_METHODS, ClientMethods, auth_metadata
 from memos.gateway.v1 import gateway_pb2_grpc
-from shared.channels import channel_options
+from shared.channels import blocking_channel, channel_options
 from shared.context import REQUEST_ID_HEADER, new_request_id
 from shared.grpc_errors import from_rpc_error
 from shared.settings import ClientSettings
@@ -23,7 +23,9 @@ class MemosClient(ClientMethods):
     ) -> None:
         self._settings = settings or ClientSettings()
         self._auth = auth_metadata(api_key)
-        self._channel = grpc.insecure_channel(target, options=channel_options(self._settings, IDEMPOTENT_METHODS))
+        self._channel = blocking_channel(
+            target, self._settings, options=channel_options(self._settings, IDEMPOTENT_METHODS)
+        )
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
 
     def _invoke(self, method: str, request: Any, timeout: float | None) -> Any:

@@ -22,9 +22,10 @@ import grpc
 from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
 from memos.client import _convert
 from services.actmem import codec
-from shared.channels import with_service_token
+from shared.channels import blocking_channel, with_service_token
 from shared.errors import InvalidArgument
 from shared.grpc_errors import from_rpc_error
+from shared.settings import ClientSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,15 @@ class ActMemClient:
         chunk_bytes: int = 1024 * 1024,
         timeout_s: float | None = 600.0,
         service_token: str | None = None,
+        settings: ClientSettings | None = None,
     ) -> None:
+        """``settings``: transport security (``MEMOS_TLS_*``) from the environment unless given."""
         self.target = target
         self._chunk = chunk_bytes
         self._timeout = timeout_s
-        channel = grpc.insecure_channel(
+        channel = blocking_channel(
             target,
+            settings or ClientSettings(),
             options=[("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)],
         )
         # actmem is internal to a release: callers send its service token (MEMOS_SERVICE_TOKEN).

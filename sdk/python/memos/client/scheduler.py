@@ -38,8 +38,9 @@ import grpc
 from google.protobuf import json_format
 
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
-from shared.channels import with_service_token
+from shared.channels import blocking_channel, with_service_token
 from shared.grpc_errors import from_rpc_error
+from shared.settings import ClientSettings
 
 log = logging.getLogger(__name__)
 
@@ -287,11 +288,20 @@ class Worker:
 
 
 class SchedulerClient:
-    def __init__(self, target: str, *, timeout_s: float | None = 30.0, service_token: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float | None = 30.0,
+        service_token: str | None = None,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        """``settings``: transport security (``MEMOS_TLS_*``) from the environment unless given."""
         self.target = target
         self._timeout = timeout_s
-        # The scheduler is internal to a release: callers send its service token (MEMOS_SERVICE_TOKEN).
-        self._channel = with_service_token(grpc.insecure_channel(target), service_token)
+        # The scheduler is internal to a release: callers send its service token (MEMOS_SERVICE_TOKEN)
+        # and, where the release runs mutual TLS, a certificate of the release's CA.
+        self._channel = with_service_token(blocking_channel(target, settings or ClientSettings()), service_token)
         self.stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
         self._workers: list[Worker] = []
 
