@@ -96,7 +96,9 @@ def raw_channel(
     )
 
 
-def blocking_channel(target: str, settings: MemosSettings, *, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
+def blocking_channel(
+    target: str, settings: MemosSettings, *, options: Sequence[tuple[str, object]] = ()
+) -> grpc.Channel:
     """The blocking twin of :func:`raw_channel`, for SDK clients (the gateway client, scheduler
     workers, actmem): TLS with the settings' CA and client certificate when ``MEMOS_TLS_CA_FILE``
     is set, plaintext otherwise. A worker outside the release presents a certificate of the
