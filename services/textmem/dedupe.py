@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from services.textmem.models import SEARCHABLE_STATUSES, Edge, Memory, MemoryFilter, Source
+from shared.errors import Aborted
 
 if TYPE_CHECKING:
     from services.textmem.stores.graph import GraphStore
@@ -233,6 +234,23 @@ def merged_fields(target: Memory, merge: Merge) -> MergedFields:
 
 def is_merge_target(m: Memory) -> bool:
     return m.memory_type != WORKING and m.status in SEARCHABLE_STATUSES
+
+
+TextKey = tuple[str, str, str]  # (text_hash, memory_type, user_id)
+
+
+def unique_text_keys(memories: Iterable[Memory]) -> set[TextKey]:
+    """What must not already be live in the cube when ``memories`` are stored by an add that
+    dedupes (``GraphStore.insert_memories(unique_texts=True)``): the exact-text keys of those
+    that later adds could merge into."""
+    return {(text_hash(m.memory), m.memory_type, m.user_id) for m in memories if is_merge_target(m)}
+
+
+def text_added_meanwhile() -> Aborted:
+    return Aborted(
+        "a memory with the same text was added meanwhile; plan the add again",
+        reason="TEXT_ADDED_MEANWHILE",
+    )
 
 
 def _later(a: float | None, b: float | None) -> float | None:

@@ -49,7 +49,15 @@ from services.textmem.rerank import pool_bm25, query_terms
 from services.textmem.stores.graph import GraphStore
 from services.textmem.stores.vector import VectorRecord, VectorStore
 from services.textmem.windowing import build_window_memories
-from shared.errors import AlreadyExists, InvalidArgument, MemosError, NotFound, PermissionDenied, Unavailable
+from shared.errors import (
+    Aborted,
+    AlreadyExists,
+    InvalidArgument,
+    MemosError,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +350,7 @@ class TextMemory:
                         result_ids=plan.result_ids,
                         quota=self.quota,
                         archives=resolution.archives,
+                        unique_texts=True,
                     )
             except AlreadyExists:
                 # A concurrent retry of the same request won the race: undo ours, return theirs.
@@ -355,6 +364,12 @@ class TextMemory:
                 # is no longer live: plan again (the LLM's verdicts are kept).
                 undo()
                 if exc.reason not in ("MERGE_TARGET_GONE", "ARCHIVE_TARGET_GONE") or attempt == attempts - 1:
+                    raise
+                continue
+            except Aborted as exc:
+                # A racing add stored one of these texts first: plan again, merging into it.
+                undo()
+                if exc.reason != "TEXT_ADDED_MEANWHILE" or attempt == attempts - 1:
                     raise
                 continue
             except BaseException:

@@ -12,7 +12,7 @@ from services.textmem.dedupe import MERGES_KEY, Merge, text_hash
 from services.textmem.models import Edge, Memory, MemoryFilter, Source
 from services.textmem.stores.graph import GraphStore
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
-from shared.errors import AlreadyExists, NotFound
+from shared.errors import Aborted, AlreadyExists, NotFound
 
 
 def mem(cube: str, text: str, **fields: object) -> Memory:
@@ -205,3 +205,31 @@ def test_neo4j_memories_of_an_earlier_version_get_their_hash(request: pytest.Fix
         assert store.find_by_text_hash("A", "LongTermMemory", [h]) == {h: old.id}
     finally:
         store.close()
+
+
+def test_unique_texts_refuses_a_text_that_became_live_meanwhile(graph_store: GraphStore) -> None:
+    cube = f"A-{uuid.uuid4().hex[:6]}"
+    first = mem(cube, "The user's dentist is on Friday.", user_id="u1")
+    graph_store.insert_memories(cube, [first], unique_texts=True)
+    twin = mem(cube, "the user's dentist is on friday", user_id="u1")
+    bystander = mem(cube, "A different fact.", user_id="u1")
+    with pytest.raises(Aborted) as err:
+        graph_store.insert_memories(cube, [bystander, twin], request_id="r-twin", unique_texts=True)
+    assert err.value.reason == "TEXT_ADDED_MEANWHILE"
+    # Nothing of the refused insert was written, its request id included.
+    assert set(graph_store.get_memories(cube, [first.id, twin.id, bystander.id])) == {first.id}
+    assert graph_store.memory_ids_for_request(cube, "r-twin") is None
+    # Other users, other types, and archived or working-memory twins are no merge targets.
+    others = [
+        mem(cube, "The user's dentist is on Friday.", user_id="u2"),
+        mem(cube, "The user's dentist is on Friday.", user_id="u1", memory_type="UserMemory"),
+        mem(cube, "The user's dentist is on Friday.", user_id="u1", memory_type="WorkingMemory"),
+    ]
+    graph_store.insert_memories(cube, others, unique_texts=True)
+    archived = mem(cube, "An archived fact.", user_id="u1", status="archived")
+    graph_store.insert_memories(cube, [archived])
+    again = mem(cube, "An archived fact.", user_id="u1")
+    graph_store.insert_memories(cube, [again], unique_texts=True)
+    # Without the flag (dedupe off), repeats are stored as before.
+    graph_store.insert_memories(cube, [twin])
+    assert twin.id in graph_store.get_memories(cube, [twin.id])

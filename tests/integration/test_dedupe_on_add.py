@@ -12,6 +12,7 @@ import pytest
 
 from memos.client import AsyncMemosClient
 from memos.client import Unavailable as ClientUnavailable
+from services.textmem import dedupe as dedupe_rules
 from services.textmem.app import build_memory
 from services.textmem.dedupe import MERGES_KEY
 from services.textmem.memory import TextMemory
@@ -231,3 +232,43 @@ async def test_gateway_reports_merges_and_a_roll_back_keeps_merged_memories(
         await client.add_memories(user, [good, down], said)
     listed = await client.list_memories(user, good)
     assert [m.id for m in listed.memories] == [first.memories[0].memory_id]
+
+
+def test_concurrent_adds_of_the_same_text_store_it_once(memory: TextMemory, cube: str) -> None:
+    """Adds of the same fact that race (different requests, each planned before any wrote)
+    end with one live memory that counts every other add as merged into it."""
+    import threading
+
+    adders = 6
+    barrier = threading.Barrier(adders)
+    real_plan = dedupe_rules.plan_add
+    results: list[object] = [None] * adders
+
+    def plan_then_wait(*args, **kwargs):  # type: ignore[no-untyped-def]
+        plan = real_plan(*args, **kwargs)
+        if threading.current_thread().name.startswith("adder-"):
+            try:
+                barrier.wait(timeout=10)  # every adder has planned before any writes
+            except threading.BrokenBarrierError:
+                pass  # a re-plan after a lost race: nobody waits for it
+        return plan
+
+    def add(i: int) -> None:
+        results[i] = memory.write_memories(
+            cube, "u", f"s{i}", [cand("The user's dentist appointment is on Friday.", session_id=f"s{i}")]
+        )
+
+    dedupe_rules.plan_add = plan_then_wait  # type: ignore[assignment]
+    try:
+        threads = [threading.Thread(target=add, args=(i,), name=f"adder-{i}") for i in range(adders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        dedupe_rules.plan_add = real_plan  # type: ignore[assignment]
+    live = [m for m in everything(memory, cube) if m.status == "activated"]
+    assert len(live) == 1, [m.memory for m in live]
+    assert memory.vectors.count(cube) == 1
+    assert {r.memories[0].id for r in results} == {live[0].id}  # type: ignore[attr-defined]
+    assert live[0].info[MERGES_KEY] == adders - 1

@@ -40,6 +40,7 @@ class GraphStore(Protocol):
         result_ids: Sequence[str] | None = None,
         quota: CubeQuota | None = None,
         archives: Sequence[Archive] = (),
+        unique_texts: bool = False,
     ) -> None:
         """Stores memories, their sources and edges, and applies ``merges`` (dedupe: sources
         appended to existing memories of the cube as :func:`~services.textmem.dedupe.merged_fields`
@@ -57,6 +58,13 @@ class GraphStore(Protocol):
         it inside the transaction, with the cube's inserts serialised, so that concurrent inserts
         cannot overshoot it together; past it, ``CubeQuota.check``'s ``ResourceExhausted`` is
         raised and nothing is written.
+
+        With ``unique_texts`` (an add that dedupes), a new live memory whose exact text
+        (:func:`~services.textmem.dedupe.text_hash`), type and user a live memory of the cube
+        already has (one another add wrote since this one was planned) raises ``Aborted`` with
+        reason ``TEXT_ADDED_MEANWHILE`` and nothing is written: the caller plans again and
+        merges into it. Checked with the cube's inserts serialised, so that racing adds of one
+        fact store it once.
 
         With ``request_id``, records it with ``result_ids`` (default: the new memories' ids) and
         the merge targets' ids; a second insert with the same (cube, request id) raises

@@ -63,7 +63,15 @@ from neo4j.exceptions import (
 )
 
 from services.textmem.conflicts import SUPERSEDED_BY_KEY, Archive
-from services.textmem.dedupe import Merge, is_merge_target, merged_fields, text_hash
+from services.textmem.dedupe import (
+    Merge,
+    TextKey,
+    is_merge_target,
+    merged_fields,
+    text_added_meanwhile,
+    text_hash,
+    unique_text_keys,
+)
 from services.textmem.models import SEARCHABLE_STATUSES, Cube, Edge, Memory, MemoryFilter, Source
 from services.textmem.quota import UNCOUNTED_TYPE, CubeQuota, CubeUsage, text_bytes, update_growth
 from services.textmem.stores.graph import MemoryStats
@@ -357,6 +365,7 @@ class Neo4jGraphStore:
         result_ids: Sequence[str] | None = None,
         quota: CubeQuota | None = None,
         archives: Sequence[Archive] = (),
+        unique_texts: bool = False,
     ) -> None:
         for m in memories:
             if m.cube_id != cube_id:
@@ -365,6 +374,7 @@ class Neo4jGraphStore:
         ids = [m.id for m in memories] if result_ids is None else list(result_ids)
         adding = CubeUsage.of(memories)
         checked = quota is not None and quota.enabled and adding.memories > 0
+        guarded = unique_text_keys(memories) if unique_texts else set()
         edge_rows = [{"src": e.src_id, "dst": e.dst_id, "type": e.type} for e in edges]
 
         def work(tx: ManagedTransaction) -> None:
@@ -382,12 +392,16 @@ class Neo4jGraphStore:
                     ).consume()
                 except ConstraintError as exc:
                     raise AlreadyExists("request id already used", reason="DUPLICATE_REQUEST") from exc
+            if checked or guarded:
+                # The cube's counter is locked before the count and the text check: a concurrent
+                # insert into the cube (which bumps the counter first) has committed, or waits
+                # until this one has.
+                _lock_cube(tx, cube_id)
             if checked:
                 assert quota is not None
-                # The cube's counter is locked before the count: a concurrent insert into the cube
-                # (which bumps the counter first) has committed, or waits until this one has.
-                _lock_cube(tx, cube_id)
                 quota.check(cube_id, _usage(tx, cube_id), adding)
+            if guarded and _live_text_keys(tx, cube_id, guarded):
+                raise text_added_meanwhile()
             for g in merges:
                 _apply_merge(tx, cube_id, g)
             for a in archives:
@@ -951,6 +965,19 @@ def _lock_cube(tx: ManagedTransaction, cube_id: str) -> None:
         "MERGE (q:MemorySeq {cube_id: $cube}) ON CREATE SET q.value = 0 SET q._locking = true REMOVE q._locking",
         cube=cube_id,
     ).consume()
+
+
+def _live_text_keys(tx: ManagedTransaction, cube_id: str, keys: set[TextKey]) -> set[TextKey]:
+    """Which of ``keys`` live merge targets of the cube have."""
+    result = tx.run(
+        "MATCH (m:Memory) WHERE m.cube_id = $cube AND m.text_hash IN $hashes"
+        " AND m.memory_type <> 'WorkingMemory' AND m.status IN $statuses"
+        " RETURN m.text_hash AS h, m.memory_type AS t, m.user_id AS u",
+        cube=cube_id,
+        hashes=list({h for h, _, _ in keys}),
+        statuses=list(SEARCHABLE_STATUSES),
+    )
+    return {(r["h"], r["t"], r["u"]) for r in result} & keys
 
 
 def _usage(tx: ManagedTransaction, cube_id: str) -> CubeUsage:

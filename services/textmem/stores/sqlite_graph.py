@@ -19,7 +19,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.textmem.conflicts import SUPERSEDED_BY_KEY, Archive
-from services.textmem.dedupe import Merge, is_merge_target, merged_fields, text_hash
+from services.textmem.dedupe import (
+    Merge,
+    TextKey,
+    is_merge_target,
+    merged_fields,
+    text_added_meanwhile,
+    text_hash,
+    unique_text_keys,
+)
 from services.textmem.models import SEARCHABLE_STATUSES, Cube, Edge, Memory, MemoryFilter, Source
 from services.textmem.quota import UNCOUNTED_TYPE, CubeQuota, CubeUsage, update_growth
 from services.textmem.stores.graph import MemoryStats
@@ -262,13 +270,17 @@ class SqliteGraphStore:
         result_ids: Sequence[str] | None = None,
         quota: CubeQuota | None = None,
         archives: Sequence[Archive] = (),
+        unique_texts: bool = False,
     ) -> None:
         ids = [m.id for m in memories] if result_ids is None else list(result_ids)
         adding = CubeUsage.of(memories)
+        guarded = unique_text_keys(memories) if unique_texts else set()
         with self._tx() as conn:
             if quota is not None and quota.enabled and adding.memories:
                 # Under the store's write lock: no other insert can slip in between check and write.
                 quota.check(cube_id, self._usage(conn, cube_id), adding)
+            if guarded and self._live_text_keys(conn, cube_id, guarded):
+                raise text_added_meanwhile()
             if request_id:
                 try:
                     conn.execute(
@@ -322,6 +334,23 @@ class SqliteGraphStore:
                     " SELECT ?,?,?,? WHERE (SELECT COUNT(*) FROM memories WHERE id IN (?,?) AND cube_id = ?) = 2",
                     (cube_id, e.src_id, e.dst_id, e.type, e.src_id, e.dst_id, cube_id),
                 )
+
+    @staticmethod
+    def _live_text_keys(conn: sqlite3.Connection, cube_id: str, keys: set[TextKey]) -> set[TextKey]:
+        """Which of ``keys`` live merge targets of the cube have (the text hash index)."""
+        hashes = list({h for h, _, _ in keys})
+        found: set[TextKey] = set()
+        for chunk in _chunks(hashes, 500):
+            for r in conn.execute(
+                "SELECT text_hash, memory_type, user_id FROM memories INDEXED BY memories_text_hash"
+                f" WHERE cube_id = ? AND text_hash IN ({','.join('?' * len(chunk))})"
+                f" AND memory_type != 'WorkingMemory' AND status IN ({','.join('?' * len(SEARCHABLE_STATUSES))})",
+                [cube_id, *chunk, *SEARCHABLE_STATUSES],
+            ):
+                key = (r["text_hash"], r["memory_type"], r["user_id"])
+                if key in keys:
+                    found.add(key)
+        return found
 
     def _apply_merge(self, conn: sqlite3.Connection, cube_id: str, merge: Merge) -> None:
         row = conn.execute("SELECT * FROM memories WHERE id = ? AND cube_id = ?", (merge.target_id, cube_id)).fetchone()
