@@ -8,6 +8,9 @@
    the worker handles them; the clock stops when the last one is acknowledged. Two raw
    baselines: acks pipelined per read batch (the fastest idiomatic consumer) and one ``XACK``
    round trip per message (what a per-message ack costs). Target: ours >= 0.5 of raw.
+   ``--rounds`` repeats the raw baselines and ours one after the other, each round in the same
+   conditions; the figures are the medians over rounds, and a ratio is the median of each round's
+   ours / that round's raw (on a shared machine a single run of either swings several-fold).
 2. Async add: time from an async fine add's reply to its refined memory being searchable
    (the scheduler's mem_read task done and a search finding the fine-extracted text), p50/p99,
    with 100 adds in flight at once (one user and cube each), against the suite as ``make run``
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -239,26 +243,46 @@ def main() -> int:
     ap.add_argument("--in-flight", type=int, default=32, help="worker max_in_flight (raw: XREADGROUP COUNT)")
     ap.add_argument("--backends", default="sqlite,redis")
     ap.add_argument("--async-adds", type=int, default=100, help="async fine adds in flight at once (0: skip)")
+    ap.add_argument("--rounds", type=int, default=3, help="raw and ours run one after the other this many times")
     args = ap.parse_args()
 
     server = start_redis()
     workdir = Path(tempfile.mkdtemp(prefix="memos-bench-sched-"))
     results: dict = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_start": os.getloadavg()},
-        "config": {"messages": args.messages, "in_flight": args.in_flight, "submit_batch": BATCH},
+        "config": {
+            "messages": args.messages,
+            "in_flight": args.in_flight,
+            "submit_batch": BATCH,
+            "rounds": args.rounds,
+        },
     }
     try:
         redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
         results["machine"]["redis"] = redis_version
-        raw = bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=True)
-        raw_each = bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=False)
-        results["raw_redis_pipelined_acks"] = raw
-        results["raw_redis_ack_per_message"] = raw_each
-        for backend in args.backends.split(","):
-            ours = bench_ours(backend, args.messages, args.in_flight, server.url, workdir)
-            ours["ratio_to_raw"] = round(ours["msgs_per_s"] / raw["msgs_per_s"], 3)
-            ours["ratio_to_raw_ack_per_message"] = round(ours["msgs_per_s"] / raw_each["msgs_per_s"], 3)
-            results[f"scheduler_{backend}"] = ours
+        backends = args.backends.split(",")
+        rounds: list[dict] = []
+        for _ in range(max(1, args.rounds)):
+            one = {
+                "raw_redis_pipelined_acks": bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=True),
+                "raw_redis_ack_per_message": bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=False),
+            }
+            for backend in backends:
+                ours = bench_ours(backend, args.messages, args.in_flight, server.url, workdir)
+                ours["ratio_to_raw"] = round(ours["msgs_per_s"] / one["raw_redis_pipelined_acks"]["msgs_per_s"], 3)
+                ours["ratio_to_raw_ack_per_message"] = round(
+                    ours["msgs_per_s"] / one["raw_redis_ack_per_message"]["msgs_per_s"], 3
+                )
+                one[f"scheduler_{backend}"] = ours
+            rounds.append(one)
+        for key in rounds[0]:
+            results[key] = {
+                field: statistics.median(r[key][field] for r in rounds)
+                for field in rounds[0][key]
+                if field != "messages"
+            } | {"messages": args.messages}
+        results["rounds"] = rounds
+        raw, raw_each = results["raw_redis_pipelined_acks"], results["raw_redis_ack_per_message"]
         if args.async_adds:
             results["async_add_latency"] = bench_async_add(args.async_adds, workdir)
         results["machine"]["load_avg_end"] = os.getloadavg()
@@ -269,6 +293,7 @@ def main() -> int:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(
         f"\nscheduler throughput, {args.messages} no-op messages, in flight {args.in_flight}, submit batches of {BATCH}"
+        f" (medians of {len(results['rounds'])} rounds)"
     )
     print(f"{'path':<40}{'msgs/s':>12}{'seconds':>10}{'vs raw':>10}{'vs raw/ack':>12}")
     rows = [("raw redis-py, acks pipelined", raw, None), ("raw redis-py, XACK per message", raw_each, None)]
@@ -277,6 +302,8 @@ def main() -> int:
         ratio = f"{r['ratio_to_raw']:.3f}" if b else ""
         ratio2 = f"{r['ratio_to_raw_ack_per_message']:.3f}" if b else ""
         print(f"{name:<40}{r['msgs_per_s']:>12.1f}{r['seconds']:>10.2f}{ratio:>10}{ratio2:>12}")
+    for b in args.backends.split(","):
+        print(f"{b} vs raw, per round: {[r[f'scheduler_{b}']['ratio_to_raw'] for r in results['rounds']]}")
     print("target: scheduler >= 0.5 of raw (not enforced)")
     if args.async_adds:
         a = results["async_add_latency"]

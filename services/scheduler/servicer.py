@@ -51,7 +51,8 @@ MAX_BATCH_BYTES = 1024 * 1024
 _DELIVERY_OVERHEAD = 4 + 3 * 5 + 10
 
 
-def message_from_proto(m: scheduler_pb2.ScheduleMessage) -> Message:
+def message_from_proto(m: scheduler_pb2.ScheduleMessage, now: float = 0.0) -> Message:
+    """``now`` is the timestamp of a message that has none (0: left for the queue to set)."""
     ts = m.timestamp
     return Message.from_json(  # every field: the fast path
         {
@@ -61,8 +62,9 @@ def message_from_proto(m: scheduler_pb2.ScheduleMessage) -> Message:
             "content": m.content,
             "item_id": m.item_id,
             "session_id": m.session_id,
-            # As Timestamp.ToMicroseconds() / 1e6, without its call.
-            "timestamp": (ts.seconds * 1_000_000 + ts.nanos // 1000) / 1e6 if m.HasField("timestamp") else 0.0,
+            # As Timestamp.ToMicroseconds() / 1e6, without its call. None given: now, set here rather
+            # than by TaskQueue.prepare, which would copy the message to set it.
+            "timestamp": (ts.seconds * 1_000_000 + ts.nanos // 1000) / 1e6 if m.HasField("timestamp") else now,
             "trace_id": m.trace_id,
             # MessageToDict costs more than the rest of the message: skip it for an empty Struct.
             "info": json_format.MessageToDict(m.info) if m.info.fields else {},
@@ -151,7 +153,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         self._ordinary: Counter[str] = Counter()
 
     async def SubmitMessages(self, request, context):  # type: ignore[no-untyped-def]
-        messages = [message_from_proto(m) for m in request.messages]
+        now = time.time()
+        messages = [message_from_proto(m, now) for m in request.messages]
         ids = await _in_thread(self._q.submit, messages)
         self._wake.notify()
         return scheduler_pb2.SubmitMessagesResponse(item_ids=ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -176,3 +177,17 @@ async def test_full_queue_is_resource_exhausted(start_scheduler, stub_for) -> No
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     r = await stub.WaitForTasks(pb.WaitForTasksRequest(user_id="u", timeout_seconds=0.1))
     assert r.pending_count == 5  # nothing dropped, nothing extra stored
+
+
+async def test_submit_time_is_the_timestamp_of_a_message_without_one(start_scheduler, stub_for) -> None:
+    stub = stub_for(start_scheduler().address)
+    before = time.time()
+    given = m(item_id="given")
+    given.timestamp.FromMicroseconds(1_700_000_000_250_000)
+    resp = await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(item_id="unset", cube="c2"), given]))
+    after = time.time()
+    assert list(resp.item_ids) == ["unset", "given"]
+    unset = (await stub.GetTask(pb.GetTaskRequest(item_id="unset"))).task.message.timestamp.ToMicroseconds() / 1e6
+    assert before - 0.001 <= unset <= after + 0.001
+    kept = (await stub.GetTask(pb.GetTaskRequest(item_id="given"))).task.message.timestamp.ToMicroseconds()
+    assert kept == 1_700_000_000_250_000

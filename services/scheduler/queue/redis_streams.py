@@ -8,7 +8,8 @@ Layout (every key under ``prefix``):
   a finished or dead-lettered message is ``XACK``ed, and ``XDEL``eted, or (a batch of acks)
   trimmed away with the stream's nodes older than its oldest open entry.
 - ``t:{item}``: a hash per message (body, state, attempts, lease, last error); the body is the
-  ``ScheduleMessage`` encoding (:mod:`services.scheduler.queue.codec`), or JSON from earlier versions.
+  ``ScheduleMessage`` encoding (:mod:`services.scheduler.queue.codec`), or JSON from earlier versions;
+  ``seq`` (its submission order) is 16 digits, or unpadded from earlier versions (read as either).
 - ``g:{group}``: the open item ids of one (user, cube, label) group in order; only the
   head is deliverable, which keeps the order per group.
 - ``r:{label}``: the label's ready set: every group head that is pending, scored by
@@ -72,9 +73,24 @@ CONSUMER = "scheduler"
 # pending; every such head is in its label's ready set ``r:{label}``, scored by -priority with
 # members "{seq:016d}|{item}", so ZRANGE gives them in delivery order (priority, then submission).
 _FUNCS = """
+--
+-- Arguments of redis.call are passed as strings wherever they can be: a Lua number is formatted
+-- with printf("%.17g") on every call, and string.format too cost more than the command itself.
+-- seq is stored as 16 digits (pad_seq); earlier versions stored it unpadded: padded here.
 local function ready_add(pfx, label, prio, seq, item)
-  redis.call('ZADD', pfx..':r:'..label, -tonumber(prio), string.format('%016d', tonumber(seq))..'|'..item)
+  if #seq < 16 then seq=string.rep('0', 16-#seq)..seq end
+  -- -priority, written as a string: "5" -> "-5", "-5" -> "5", "0" -> "-0" (0 to ZADD).
+  local score
+  if string.byte(prio, 1)==45 then score=string.sub(prio, 2) else score='-'..prio end
+  redis.call('ZADD', pfx..':r:'..label, score, seq..'|'..item)
 end
+local function pad_seq(n)
+  -- tostring writes 14 significant digits ("%.14g"): past those, the exact (slower) format.
+  if n >= 1e14 then return string.format('%016d', n) end
+  local s=tostring(n)
+  return string.rep('0', 16-#s)..s
+end
+local STATE={[1]='1', [2]='2', [3]='3', [4]='4', [5]='5'}
 local function promote(pfx, item)
   local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
   if st[1]=='1' then ready_add(pfx, st[2], st[3], st[4], item) end
@@ -102,7 +118,7 @@ local function finish(pfx, item, lease, action, err, now, max, keep)
   if action=='ack' then new=3 elseif action=='release' or action=='unlease' then new=1 elseif action=='fail' then new=4
   elseif (tonumber(st[3]) or 0) >= max then new=5 else new=1 end
   redis.call('ZREM', pfx..':running', item)
-  redis.call('HSET', k, 'state', new, 'lease', '', 'lease_until', 0, 'updated_at', now)
+  redis.call('HSET', k, 'state', STATE[new], 'lease', '', 'lease_until', '0', 'updated_at', now)
   if action=='nack' or action=='fail' or action=='expire' then redis.call('HSET', k, 'last_error', err) end
   if new==1 then
     ready_add(pfx, st[6], st[10], st[11], item)  -- still the head of its group: deliverable again
@@ -125,14 +141,17 @@ local function finish(pfx, item, lease, action, err, now, max, keep)
 end
 """
 
-# ARGV: pfx, max_pending, now, the batch as one JSON array of [item, label, group, priority, user,
-# cube] (one argument: packing six per message cost the scheduler more than the script), then the
-# bodies, one argument each (binary: the ScheduleMessage encoding, see codec).
+# ARGV: pfx, max_pending, now, the batch as one JSON array of [item, label, group, priority (a
+# string), user, cube, the body's length] (one argument: packing six per message cost the scheduler
+# more than the script), then the bodies, one after the other in one argument (binary: the
+# ScheduleMessage encoding, see codec; redis-py packs each argument apart, in Python).
 _SUBMIT = """
-local pfx=ARGV[1]; local max=tonumber(ARGV[2]); local now=ARGV[3]
-local new={}
+local pfx=ARGV[1]; local max=tonumber(ARGV[2]); local now=ARGV[3]; local bodies=ARGV[5]
+local new={}; local off=1
 for i,m in ipairs(cjson.decode(ARGV[4])) do
-  if redis.call('EXISTS', pfx..':t:'..m[1])==0 then m[7]=ARGV[4+i]; table.insert(new, m) end
+  local n=m[7]
+  if redis.call('EXISTS', pfx..':t:'..m[1])==0 then m[7]=string.sub(bodies, off, off+n-1); table.insert(new, m) end
+  off=off+n
 end
 local open=tonumber(redis.call('GET', pfx..':open') or '0')
 if open+#new > max then return {-1, open} end
@@ -140,14 +159,14 @@ if #new==0 then return {0, 0} end
 local seq=redis.call('INCRBY', pfx..':seq', #new) - #new
 local labels={}; local users={}
 for i,m in ipairs(new) do
-  local item=m[1]; local label=m[2]; local prio=m[4]; local user=m[5]; local cube=m[6]
+  local item=m[1]; local label=m[2]; local prio=m[4]; local user=m[5]; local cube=m[6]; local sq=pad_seq(seq+i)
   local sid=redis.call('XADD', pfx..':s:'..label, '*', 'item', item)
   labels[label]=(labels[label] or 0)+1
   -- attempts, last_error, lease, lease_until and dead_seq are left out until set: an absent one
   -- reads as 0 or empty (each field written is a cost on every submit).
   redis.call('HSET', pfx..':t:'..item, 'label', label, 'grp', m[3], 'prio', prio, 'body', m[7],
-    'user', user, 'cube', cube, 'seq', seq+i, 'state', 1, 'updated_at', now, 'sid', sid)
-  if redis.call('RPUSH', pfx..':g:'..m[3], item)==1 then ready_add(pfx, label, prio, seq+i, item) end
+    'user', user, 'cube', cube, 'seq', sq, 'state', '1', 'updated_at', now, 'sid', sid)
+  if redis.call('RPUSH', pfx..':g:'..m[3], item)==1 then ready_add(pfx, label, prio, sq, item) end
   local u=users[user]; if not u then u={}; users[user]=u end
   u[cube]=(u[cube] or 0)+1
 end
@@ -175,7 +194,7 @@ return {0, #new}
 _ANSWER_RECEIVE = """
 local pfx=ARGV[1]; local now=ARGV[2]; local untl=ARGV[3]; local count=tonumber(ARGV[4]); local max=tonumber(ARGV[5])
 local rnd=ARGV[6]; local labels=cjson.decode(ARGV[7]); local acks=cjson.decode(ARGV[8])
-local nacks=cjson.decode(ARGV[9]); local keep={tonumber(ARGV[10]), tonumber(ARGV[11])}
+local nacks=cjson.decode(ARGV[9]); local keep={ARGV[10], ARGV[11]}
 local bad_acks={}; local bad_nacks={}
 local done={}; local sids={}; local users={}
 for i,d in ipairs(acks) do
@@ -185,7 +204,7 @@ for i,d in ipairs(acks) do
   if st[1]~='2' or st[2]~=d then
     table.insert(bad_acks, i)
   else
-    redis.call('HSET', k, 'state', 3, 'lease', '', 'lease_until', 0, 'updated_at', now)
+    redis.call('HSET', k, 'state', '3', 'lease', '', 'lease_until', '0', 'updated_at', now)
     redis.call('PEXPIRE', k, keep[1])
     done[#done+1]=item
     local l=sids[st[4]]; if not l then l={}; sids[st[4]]=l end
@@ -244,7 +263,7 @@ for j,member in ipairs(members) do
   if st[1]=='1' then
     local lease=item..'/'..rnd..string.format('%04x', j)
     local a=(tonumber(st[3]) or 0)+1
-    redis.call('HSET', k, 'state', 2, 'attempts', a, 'lease', lease, 'lease_until', untl, 'updated_at', now)
+    redis.call('HSET', k, 'state', '2', 'attempts', a, 'lease', lease, 'lease_until', untl, 'updated_at', now)
     running[#running+1]=untl; running[#running+1]=item
     out[#out+1]=struct.pack('>HII', #lease, a, #st[2])..lease..st[2]
   end
@@ -254,8 +273,7 @@ return {bad_acks, bad_nacks, table.concat(out)}
 """
 
 _FINISH = """
-return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]),
-  {tonumber(ARGV[8]), tonumber(ARGV[9])})
+return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), {ARGV[8], ARGV[9]})
 """
 
 # ARGV: pfx, limit.
@@ -307,14 +325,23 @@ if st[1]~='5' then return 0 end
 local sid=redis.call('XADD', pfx..':s:'..st[2], '*', 'item', item)
 redis.call('XREADGROUP', 'GROUP', 'scheduler', 'scheduler', 'COUNT', 1, 'STREAMS', pfx..':s:'..st[2], '>')
 -- A replayed message goes behind the open ones (a new sequence number), like a new submission.
-local seq=redis.call('INCR', pfx..':seq')
-redis.call('HSET', k, 'state', 1, 'attempts', 0, 'sid', sid, 'seq', seq, 'dead_seq', 0, 'updated_at', now)
+local seq=pad_seq(redis.call('INCR', pfx..':seq'))
+redis.call('HSET', k, 'state', '1', 'attempts', '0', 'sid', sid, 'seq', seq, 'dead_seq', '0', 'updated_at', now)
 redis.call('PERSIST', k)
 if redis.call('RPUSH', pfx..':g:'..st[3], item)==1 then promote(pfx, item) end
 redis.call('INCR', pfx..':open')
 redis.call('HINCRBY', pfx..':u:'..st[4], st[5], 1)
 redis.call('ZREM', pfx..':dead', item)
 return 1
+"""
+
+# A user's open messages, all cubes: the sum of u:{user}'s fields (ARGV[1]), added up here:
+# WaitForTasks asks every few milliseconds while a user's messages are worked on, and redis-py
+# parsing a value per cube in Python cost more than the rest of the call.
+_UNFINISHED = """
+local n=0
+for _,v in ipairs(redis.call('HVALS', ARGV[1])) do n=n+tonumber(v) end
+return n
 """
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -373,6 +400,7 @@ class RedisTaskQueue(TaskQueue):
         self._replay = self._r.register_script(_FUNCS + _REPLAY)
         self._sweep_dead = self._r.register_script(_FUNCS + _SWEEP_DEAD)
         self._purge = self._r.register_script(_FUNCS + _PURGE)
+        self._unfinished = self._r.register_script(_UNFINISHED)
         self._groups: set[str] = set()
         self._seen_labels: set[str] = set()
 
@@ -426,9 +454,13 @@ class RedisTaskQueue(TaskQueue):
         batch = self.prepare(messages)
         for label in {m.label for m in batch}:
             self._ensure_group(label)
-        rows = [[m.item_id, m.label, m.group, m.priority, m.user_id, m.cube_id] for m in batch]
         bodies = [codec.encode(m) for m in batch]
-        status, n = self._submit(args=[self.prefix, self.limits.max_pending, time.time(), _json(rows), *bodies])
+        rows = [
+            [m.item_id, m.label, m.group, str(m.priority), m.user_id, m.cube_id, len(body)]
+            for m, body in zip(batch, bodies, strict=True)
+        ]
+        args = [self.prefix, self.limits.max_pending, time.time(), _json(rows), b"".join(bodies)]
+        status, n = self._submit(args=args)
         if int(status) < 0:
             raise ResourceExhausted(
                 "the queue is full; retry later",
@@ -538,7 +570,7 @@ class RedisTaskQueue(TaskQueue):
         key = self._k("u", user_id)
         if cube_id:
             return int(self._r.hget(key, cube_id) or 0)
-        return sum(int(v) for v in self._r.hvals(key))
+        return int(self._unfinished(args=[key]))
 
     @_unavailable
     def depth(self) -> dict[str, tuple[int, int]]:
