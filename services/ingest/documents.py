@@ -18,9 +18,12 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from itertools import accumulate, repeat
+from operator import add
 
 from shared.errors import FailedPrecondition, InvalidArgument, MemosError, ResourceExhausted
 
@@ -110,57 +113,118 @@ class Unit:
     """1-based page for pdf; 0 when the format has no pages."""
 
 
+class MarkdownUnits(Sequence[Unit]):
+    """The units of one markdown text, held as columns: each unit's text, which units are headings and each
+    heading's path. A megabyte file has tens of thousands of paragraphs, and an object per paragraph cost more
+    than all the rest of parsing and chunking; ``chunk_units`` reads the columns directly, while indexing or
+    iterating builds the ``Unit`` objects (once) for callers that want them."""
+
+    __slots__ = ("texts", "heads", "head_paths", "base_path", "page", "_units")
+
+    def __init__(
+        self,
+        texts: list[str],
+        heads: list[int],
+        head_paths: list[tuple[str, ...]],
+        base_path: tuple[str, ...],
+        page: int,
+    ) -> None:
+        self.texts = texts
+        self.heads = heads
+        """Indices into ``texts`` of the heading units, ascending."""
+        self.head_paths = head_paths
+        """The path of each heading in ``heads`` (itself included); the units after it share it."""
+        self.base_path = base_path
+        self.page = page
+        self._units: list[Unit] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        return self.units()[i]
+
+    def __iter__(self) -> Iterator[Unit]:
+        return iter(self.units())
+
+    def units(self) -> list[Unit]:
+        if self._units is None:
+            out: list[Unit] = []
+            path, page, prev = self.base_path, self.page, 0
+            for i, hpath in zip(self.heads, self.head_paths, strict=True):
+                out.extend(Unit(t, path, False, page) for t in self.texts[prev:i])
+                path = hpath
+                out.append(Unit(self.texts[i], path, True, page))
+                prev = i + 1
+            out.extend(Unit(t, path, False, page) for t in self.texts[prev:])
+            self._units = out
+        return self._units
+
+
 def markdown_units(text: str, page: int = 0, base_path: tuple[str, ...] = ()) -> list[Unit]:
     """Headings (ATX ``#``) and paragraphs (blank-line separated; fenced code kept whole)."""
+    return parse_markdown(text, page, base_path).units()
+
+
+def parse_markdown(text: str, page: int = 0, base_path: tuple[str, ...] = ()) -> MarkdownUnits:
+    """``markdown_units`` as columns, for ``chunk_units`` (see MarkdownUnits)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    units: list[Unit] = []
-    append = units.append
+    texts: list[str] = []
+    heads: list[int] = []
+    head_paths: list[tuple[str, ...]] = []
     levels: list[int] = []
     titles: list[str] = []
     path = base_path
 
     def heading(line: str, m: re.Match) -> None:
         nonlocal path
-        level = len(m.group(1))
+        level = m.end(1)  # the match starts at the line's start, so this is the number of "#"s
         while levels and levels[-1] >= level:
             levels.pop()
             titles.pop()
         levels.append(level)
         titles.append(line[m.end() :].rstrip().rstrip("#").strip())
         path = base_path + tuple(titles)
-        append(Unit(line.strip(), path, True, page))
+        heads.append(len(texts))
+        head_paths.append(path)
+        texts.append(line.strip())
 
-    if "```" not in text and "~~~" not in text:
-        # Fast path: paragraphs are blank-line separated blocks; only blocks with a heading line are split.
-        # This loop runs once per paragraph of megabyte files, so it does as little per block as it can.
-        for block in _BLANK_LINES.split(text):
-            body = block.strip()
-            if not body:
-                continue
-            if body[0] != "#" and "\n#" not in body:
-                append(Unit(body, path, False, page))
+    # A single-character search is a memchr; "```" is a slower substring search, needed only when a backtick is there.
+    if not (("`" in text and "```" in text) or ("~" in text and "~~~" in text)):
+        # Paragraphs are blank-line separated blocks. Blocks that hold no line starting with "#" are units as they
+        # are: those are found, stripped and copied by list operations that run in C; only the others (headings,
+        # and paragraphs with a "#" line) go through Python code, one block at a time.
+        blocks = _BLANK_LINES.split(text)
+        bodies = list(map(str.strip, blocks))
+        prev = 0
+        for i in [i for i, b in enumerate(bodies) if not b or b[0] == "#" or "\n#" in b]:
+            texts += bodies[prev:i]
+            prev = i + 1
+            block = blocks[i]
+            if not bodies[i]:
                 continue
             if "\n" not in block:
                 m = _HEADING.match(block)
                 if m:
                     heading(block, m)
                 else:
-                    append(Unit(body, path, False, page))
+                    texts.append(bodies[i])
                 continue
             para: list[str] = []
             for line in block.split("\n"):
                 m = _HEADING.match(line) if line[:1] == "#" else None
                 if m:
                     if para:
-                        append(Unit("\n".join(para).strip(), path, False, page))
+                        texts.append("\n".join(para).strip())
                         para = []
                     heading(line, m)
                 else:
                     para.append(line.rstrip())
             if any(p.strip() for p in para):
-                append(Unit("\n".join(para).strip(), path, False, page))
-        return units
+                texts.append("\n".join(para).strip())
+        texts += bodies[prev:]
+        return MarkdownUnits(texts, heads, head_paths, base_path, page)
 
     para = []
     in_fence = False
@@ -169,7 +233,7 @@ def markdown_units(text: str, page: int = 0, base_path: tuple[str, ...] = ()) ->
         body = "\n".join(para).strip()
         para.clear()
         if body:
-            append(Unit(body, path, False, page))
+            texts.append(body)
 
     for line in text.split("\n"):
         # Cheap character tests first: most lines are neither fences nor headings.
@@ -189,7 +253,7 @@ def markdown_units(text: str, page: int = 0, base_path: tuple[str, ...] = ()) ->
         else:
             para.append(line.rstrip())
     flush()
-    return units
+    return MarkdownUnits(texts, heads, head_paths, base_path, page)
 
 
 class _HtmlToMarkdown(HTMLParser):
@@ -327,7 +391,7 @@ def check_zip(data: bytes, max_total: int, max_ratio: int, max_members: int = 10
             )
 
 
-def docx_units(data: bytes, max_total: int, max_ratio: int) -> list[Unit]:
+def docx_units(data: bytes, max_total: int, max_ratio: int) -> MarkdownUnits:
     check_zip(data, max_total, max_ratio)
     import docx
     from docx.table import Table
@@ -362,7 +426,7 @@ def docx_units(data: bytes, max_total: int, max_ratio: int) -> list[Unit]:
         raise
     except Exception as exc:  # noqa: BLE001 - untrusted input: any parser failure means a corrupt file
         raise InvalidArgument(f"the docx is corrupt: {exc}", reason="DOCX_CORRUPT") from None
-    return markdown_units("\n\n".join(lines))
+    return parse_markdown("\n\n".join(lines))
 
 
 def _docx_marker(style: object) -> str | None:
@@ -386,16 +450,16 @@ def parse_document(
     pdf_max_pages: int = 2000,
     docx_max_bytes: int = 200 * 1024 * 1024,
     docx_max_ratio: int = 200,
-) -> list[Unit]:
+) -> Sequence[Unit]:
     """Units of a document of a sniffed media type; raises a MemosError saying why not."""
     if media_type == PDF:
         return pdf_units(data, pdf_max_pages)
     if media_type == DOCX:
         return docx_units(data, docx_max_bytes, docx_max_ratio)
     if media_type == HTML:
-        return markdown_units(html_to_markdown(decode_text(data, charset)))
+        return parse_markdown(html_to_markdown(decode_text(data, charset)))
     if media_type in (MARKDOWN, TEXT):
-        return markdown_units(decode_text(data, charset))
+        return parse_markdown(decode_text(data, charset))
     raise InvalidArgument(
         f"files of type {media_type} are not supported (pdf, docx, html, md, txt are)",
         reason="UNSUPPORTED_MEDIA_TYPE",
@@ -448,6 +512,8 @@ def _tail(text: str, n: int) -> str:
 
 
 def chunk_units(units: Iterable[Unit], chunk_chars: int = 1200, overlap_chars: int = 150) -> list[Chunk]:
+    if isinstance(units, MarkdownUnits):
+        return _chunk_columns(units, chunk_chars, overlap_chars)
     chunks: list[Chunk] = []
     body: list[str] = []
     size = 0
@@ -502,3 +568,111 @@ def chunk_units(units: Iterable[Unit], chunk_chars: int = 1200, overlap_chars: i
     if body:
         chunks.append(Chunk("\n\n".join(body), start_path, start_page))
     return chunks
+
+
+def _chunk_columns(units: MarkdownUnits, chunk_chars: int, overlap_chars: int) -> list[Chunk]:
+    """``chunk_units`` of one markdown text's columns, with the same output, in Python steps per chunk rather than
+    per unit: where a chunk ends is found by bisecting the running sizes and the heading indices.
+
+    The rules, as ``chunk_units`` applies them unit by unit: a chunk's size is the length of its lines (its opening
+    lines, then units) plus 2 for each; a unit after the chunk's first ends the chunk before it when it would take
+    the size past ``chunk_chars``, or when it is a heading and the size is already ``chunk_chars // 2``. The headings
+    at the end of a chunk ending that way move on to the next chunk, unless they are all the chunk holds. A chunk
+    starting at anything but a heading opens with its path line and, when it continues the previous chunk's
+    section, that chunk's tail.
+    """
+    texts, heads, head_paths, base_path, page = units.texts, units.heads, units.head_paths, units.base_path, units.page
+    budget = max(chunk_chars - overlap_chars, chunk_chars // 2)
+    half = chunk_chars // 2
+    lens = list(map(len, texts))
+    if lens and max(lens) > budget:
+        texts, heads, head_paths = _split_long_units(texts, lens, heads, head_paths, budget)
+        lens = list(map(len, texts))
+    n = len(texts)
+    if not n:
+        return []
+    # ends[i]: the size that units 0..i-1 add to a chunk holding all of them (each counts its length plus 2).
+    ends = list(accumulate(map(add, lens, repeat(2)), initial=0))
+    n_heads = len(heads)
+    chunks: list[Chunk] = []
+    append = chunks.append
+    start = 0  # the chunk's first unit (after its opening lines)
+    if heads and heads[0] == 0:
+        start_path, opening = head_paths[0], []
+    else:
+        start_path = base_path
+        opening = [" > ".join(base_path)] if base_path else []
+    # The chunk's size before unit j is ends[j] - offset.
+    offset = -sum(len(line) + 2 for line in opening)
+    first_check = 1  # the first unit that may end the chunk: the one that opened it never does
+    while True:
+        # First j whose own length takes the size past chunk_chars: ends[j] + lens[j] - offset > chunk_chars, that
+        # is ends[j + 1] > chunk_chars + offset + 2 (ends rises with j, so the j that pass form a suffix).
+        j = bisect_right(ends, chunk_chars + offset + 2, first_check + 1) - 1
+        # First heading at or after the first j where the size is already half a chunk.
+        k = bisect_left(ends, half + offset, first_check)
+        k = bisect_left(heads, k if k > first_check else first_check)
+        if k < n_heads and heads[k] < j:
+            j = heads[k]
+        if j >= n:
+            body = texts[start:]
+            body[:0] = opening
+            append(Chunk("\n\n".join(body), start_path, page))
+            return chunks
+        k = bisect_left(heads, j)  # heads[k] == j when unit j is a heading
+        # The run of headings just before unit j, within this chunk, moves on with it.
+        moved = 0
+        while moved < k and heads[k - 1 - moved] == j - 1 - moved and j - 1 - moved >= start:
+            moved += 1
+        if moved and moved < len(opening) + j - start:
+            body = texts[start : j - moved]
+            body[:0] = opening
+            append(Chunk("\n\n".join(body), start_path, page))
+            start = j - moved
+            start_path = head_paths[k - moved]
+            opening = []  # a heading opens the chunk: no path line, and it starts a section
+        else:
+            body = texts[start:j]
+            body[:0] = opening
+            text = "\n\n".join(body)
+            append(Chunk(text, start_path, page))
+            start = j
+            if k < n_heads and heads[k] == j:
+                start_path = head_paths[k]
+                opening = []
+            else:
+                start_path = head_paths[k - 1] if k else base_path
+                opening = [" > ".join(start_path)] if start_path else []
+                tail = _tail(text, overlap_chars)
+                if tail:
+                    opening.append(tail)
+        offset = ends[start]
+        for line in opening:
+            offset -= len(line) + 2
+        first_check = j + 1
+
+
+def _split_long_units(
+    texts: list[str], lens: list[int], heads: list[int], head_paths: list[tuple[str, ...]], budget: int
+) -> tuple[list[str], list[int], list[tuple[str, ...]]]:
+    """The columns with each unit longer than ``budget`` replaced by its ``_split_long`` pieces, each piece of a
+    heading a heading with the heading's path."""
+    head_of = dict(zip(heads, head_paths, strict=True))
+    new_texts: list[str] = []
+    new_heads: list[int] = []
+    new_paths: list[tuple[str, ...]] = []
+    prev = 0
+    for i in [i for i, n in enumerate(lens) if n > budget] + [len(texts)]:
+        for h in heads[bisect_left(heads, prev) : bisect_left(heads, i)]:
+            new_heads.append(len(new_texts) + h - prev)
+            new_paths.append(head_of[h])
+        new_texts += texts[prev:i]
+        if i == len(texts):
+            break
+        pieces = _split_long(texts[i], budget)
+        if i in head_of:
+            new_heads.extend(range(len(new_texts), len(new_texts) + len(pieces)))
+            new_paths.extend([head_of[i]] * len(pieces))
+        new_texts += pieces
+        prev = i + 1
+    return new_texts, new_heads, new_paths

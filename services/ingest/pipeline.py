@@ -487,7 +487,8 @@ class Ingestor:
                 docx_max_bytes=s.docx_max_uncompressed_bytes,
                 docx_max_ratio=s.docx_max_ratio,
             )
-            chunks = documents.chunk_units(units, s.chunk_chars, s.chunk_overlap_chars)
+            # In the thread too: a large document's chunking would stall every other call's loop.
+            chunks = await asyncio.to_thread(documents.chunk_units, units, s.chunk_chars, s.chunk_overlap_chars)
             if not chunks:
                 raise InvalidArgument("the file has no text", reason="FILE_EMPTY")
             if len(chunks) > s.max_chunks_per_file:
