@@ -928,12 +928,9 @@ class TextMemory:
         reads = reads or SearchReads(self.graph, cube_id)
         fused = rrf_fuse([[i for i, _ in dense], [i for i, _ in lexical]], k=recipe.rrf_k)[:depth]
         hydrated: dict[str, Memory] = {}
-        speakers: dict[str, set[str]] = {}
 
-        def speakers_of_memory(mid: str) -> set[str]:
-            if mid not in speakers:
-                speakers[mid] = speakers_of(hydrated[mid].memory)
-            return speakers[mid]
+        def speakers_of_memory(mid: str) -> frozenset[str]:
+            return speakers_of(hydrated[mid].memory)  # cached per text
 
         if recipe.lexical_rescore and recipe.lexical and fused:
             # Stemmed BM25 over the fused candidates' own words replaces the store's ranking.
