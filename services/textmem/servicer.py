@@ -50,6 +50,16 @@ def _cube_result(cube_id: str, job: asyncio.Future) -> textmem_pb2.CubeSearchRes
     )
 
 
+def _batch_timeout(context) -> float | None:  # type: ignore[no-untyped-def]
+    """How long a batch search waits for its cubes: answer with what is done shortly before the
+    deadline rather than not at all."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    reserve = min(max(BATCH_RESERVE_S, remaining * BATCH_RESERVE_SHARE), BATCH_RESERVE_MAX_S)
+    return max(remaining - reserve, 0.0)
+
+
 def _require(value: str, field: str) -> None:
     if not value:
         raise InvalidArgument(f"{field} is required", reason=f"MISSING_{field.upper()}", metadata={"field": field})
@@ -120,6 +130,12 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             self._mem.check_cube_id(cube_id)
         flt = convert.filter_from_proto(request.filter)
         top_k = self._mem.check_search(request.query, request.top_k, flt)
+        if len(cube_ids) == 1:
+            # One cube (most searches): the single-cube search, one thread hop instead of three.
+            [only] = cube_ids
+            job = asyncio.ensure_future(asyncio.to_thread(self._mem.search, only, request.query, top_k, flt))
+            await asyncio.wait([job], timeout=_batch_timeout(context))
+            return textmem_pb2.BatchSearchMemoriesResponse(results=[_cube_result(only, job)])
         # Full-text candidates of every cube are looked up, and what ranking will read about them
         # read ahead, while the query is embedded and the vectors searched (both release the
         # GIL); then each cube is fused on its own.
@@ -141,15 +157,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             )
 
         jobs = {c: asyncio.ensure_future(finish(c)) for c in cube_ids}
-        remaining = context.time_remaining()
-        # Answer with what is done shortly before the deadline rather than not at all.
-        reserve = (
-            None
-            if remaining is None
-            else min(max(BATCH_RESERVE_S, remaining * BATCH_RESERVE_SHARE), BATCH_RESERVE_MAX_S)
-        )
-        timeout = None if remaining is None else max(remaining - reserve, 0.0)
-        await asyncio.wait(jobs.values(), timeout=timeout)
+        await asyncio.wait(jobs.values(), timeout=_batch_timeout(context))
         results = []
         for cube_id, job in jobs.items():
             results.append(_cube_result(cube_id, job))
