@@ -121,7 +121,18 @@ def build_vector_store(settings: TextMemSettings, dim: int, graph: GraphStore) -
     return RoutedVectorStore(exact_main, exact_prefs)
 
 
+def limit_blas_threads(threads: int) -> None:
+    """Caps the BLAS thread pools of this process (numpy's OpenBLAS) at ``threads`` (0: leave
+    them). Process-wide and lasting, like the embedder's thread setting."""
+    if threads <= 0:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
 def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) -> TextMemory:
+    limit_blas_threads(settings.blas_threads)
     embedder = embedder or build_embedder(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     graph = build_graph_store(settings)

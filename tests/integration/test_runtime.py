@@ -94,3 +94,20 @@ async def test_graceful_shutdown_reports_not_serving_and_finishes_in_flight_call
     finally:
         FaultInjectingTextMemory.slow_s = 2.0
         await stop_suite(suite)
+
+
+def test_textmem_caps_the_blas_threads_of_its_process(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from services.textmem.app import build_memory
+    from services.textmem.settings import TextMemSettings
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):  # what an unconfigured 2-core process has
+        mem = build_memory(TextMemSettings(data_dir=tmp_path, log_level="WARNING", blas_threads=1), embedder=embedder)
+        try:
+            assert blas_threads() == {1}
+        finally:
+            mem.close()
