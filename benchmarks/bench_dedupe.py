@@ -13,7 +13,12 @@ temporary data directory:
    median times is the figure (target: at most 1.3);
 2. re-add: the same messages (fresh message objects, same ids) added again to a dedupe-on
    cube: new memories created (target: 0), sources that grew (target: 0) and the time taken;
-3. ``--calibrate``: the near-duplicate threshold table on ``tests/dedupe_pairs.py``:
+3. near-duplicate search (``--search-cube``, 0: skip): dedupe's search of the cube for every
+   new memory of an add, ``--search-batch`` random vectors against a cube of ``--search-cube``
+   memories, once as one search per vector and once as one batched search (what
+   ``dedupe.plan_add`` does: the exact index scores the batch in one matrix product), in
+   alternating rounds; the answers must agree, and the speed-up is the figure;
+4. ``--calibrate``: the near-duplicate threshold table on ``tests/dedupe_pairs.py``:
    for each set of pairs, how many cosine alone and cosine plus the wording rule would
    merge at several thresholds.
 
@@ -46,7 +51,7 @@ from services.textmem.dedupe import DEFAULT_THRESHOLD, same_wording  # noqa: E40
 from services.textmem.memory import TextMemory  # noqa: E402
 from services.textmem.models import ChatMessage, Memory, MemoryFilter, Part  # noqa: E402
 from services.textmem.settings import TextMemSettings  # noqa: E402
-from services.textmem.stores.vector import VectorRecord  # noqa: E402
+from services.textmem.stores.vector import VectorRecord, search_batch  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "dedupe_latest.json"
 TARGET_RATIO = 1.3
@@ -225,6 +230,43 @@ def bench_readd(mem_on: TextMemory, args: argparse.Namespace) -> dict:
     return out
 
 
+def bench_near_search(mem: TextMemory, args: argparse.Namespace) -> dict:
+    """Dedupe's near-duplicate search of one add: one search per new vector against one batched
+    search (same filter, NEAR_CANDIDATES each), alternating rounds, answers compared."""
+    from services.textmem.dedupe import NEAR_CANDIDATES
+
+    cube = f"bench-near-{uuid.uuid4().hex[:8]}"
+    preload(mem, cube, args.search_cube, seed=11)
+    warm(mem, cube)
+    rng = np.random.default_rng(12)
+    queries = rng.standard_normal((args.search_batch, mem.vectors.dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    flt = MemoryFilter(memory_types=("LongTermMemory",), user_id="")
+
+    def per_vector() -> list[list[tuple[str, float]]]:
+        return [mem.vectors.search(cube, q, flt, NEAR_CANDIDATES) for q in queries]
+
+    def batched() -> list[list[tuple[str, float]]]:
+        return search_batch(mem.vectors, cube, queries, flt, NEAR_CANDIDATES)
+
+    same = [[i for i, _ in h] for h in per_vector()] == [[i for i, _ in h] for h in batched()]
+    times: dict[str, list[float]] = {"per_vector": [], "batched": []}
+    for r in range(args.rounds * 2):
+        for name, fn in (("per_vector", per_vector), ("batched", batched))[:: 1 if r % 2 == 0 else -1]:
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    out = {
+        "cube_memories": args.search_cube,
+        "vectors": args.search_batch,
+        "per_vector_s": statistics.median(times["per_vector"]),
+        "batched_s": statistics.median(times["batched"]),
+        "same_answers": same,
+    }
+    out["speedup"] = out["per_vector_s"] / out["batched_s"]
+    return out
+
+
 def calibrate(mem: TextMemory) -> dict:
     import tests.dedupe_pairs as pairs
 
@@ -270,6 +312,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="add rounds per mode (median taken)")
     ap.add_argument("--background", type=int, default=5000, help="memories already in each cube")
     ap.add_argument("--calibrate", action="store_true", help="also print the threshold calibration table")
+    ap.add_argument(
+        "--search-cube", type=int, default=20000, help="memories in the near-search cube (0: skip that section)"
+    )
+    ap.add_argument("--search-batch", type=int, default=250, help="new memories' vectors searched per add")
     ap.add_argument("--skip-add", action="store_true", help="only the re-add (and calibration)")
     args = ap.parse_args()
 
@@ -301,6 +347,15 @@ def main() -> int:
                 )
             print("re-add:")
             results["readd"] = bench_readd(mem_on, args)
+            if args.search_cube > 0:
+                near = bench_near_search(mem_on, args)
+                results["near_search"] = near
+                print(
+                    f"near-duplicate search: {near['vectors']} vectors against {near['cube_memories']:,} memories:"
+                    f" one search each {near['per_vector_s'] * 1000:.0f} ms, batched {near['batched_s'] * 1000:.0f} ms"
+                    f" = {near['speedup']:.1f}x faster; same answers: {near['same_answers']}",
+                    flush=True,
+                )
         finally:
             mem_on.close()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

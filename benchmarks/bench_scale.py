@@ -33,7 +33,10 @@ log the BM25 copies follow) in batches of ``--load-batch``. Then:
 3. in each cube, side by side: where a search's time goes, each step of the search timed on
    its own (query embedding, exact vector search, lexical search, rank: fusion + neighbours +
    hydration + boosts, the cube count the answer carries). ``TextMemory.search`` runs the
-   lexical search beside the embedding and vector search, so its time is less than the sum;
+   lexical search beside the embedding and vector search, so its time is less than the sum.
+   The vector search's answers are also checked against a float32 scan of every row of the
+   cube's exact-index copy (recall@depth: 1.0 unless the index's 8-bit first pass, see
+   stores/exact_index.py, ever let a row slip), with how many searches the 8-bit pass answered;
 4. ``--dedupe-probe``: on the largest cube, more memories written with dedupe on and off,
    alternating batches: what dedupe costs per memory once the cube is that large.
 
@@ -47,13 +50,15 @@ Why the bulk load differs from a live one, and what that leaves out:
   by textmem's embedder model (``--embed-threads`` threads; kept between runs under
   ``--vector-cache``, outside the repo), and a memory of a later pass is given the vector of
   the turn it repeats moved by fixed noise to cosine ~0.85 with it: repeats are neither ties nor dedupe's near
-  duplicates, and the exact index's search cost does not depend on the values anyway. The
+  duplicates; the exact index's 8-bit first pass is exact whatever the values, and only how
+  often it must fall back to the float32 scan (reported) could depend on them. The
   embedder's own rate is measured every run, so that the load rate with embedding can be
   worked out; ``--embed-all`` embeds every text during the load instead (slow).
-* Dedupe is off for the bulk load unless ``--dedupe``: with it on each new memory costs one
-  exact search of the whole cube (dedupe.plan_add searches once per memory), which makes a
-  100,000-memory load quadratic (measured here: 20 to 30 ms more per memory at 20,000, about
-  45 ms at 100,000, against 2 ms per memory without); ``--dedupe-probe`` measures it.
+* Dedupe is off for the bulk load unless ``--dedupe``: with it on, every add searches the whole
+  cube for its new memories' near duplicates (one batched search per type and user of the add
+  since dedupe batches them; before, one search per memory: 20 to 30 ms more per memory at
+  20,000, about 45 ms at 100,000, against 2 ms per memory without), so a load's cost still
+  grows with the cube; ``--dedupe-probe`` measures it.
 * Searches run in this process, without gRPC: the gateway benchmark measures the RPC path
   (about 1 to 2 ms more at concurrency 1).
 
@@ -498,9 +503,12 @@ class Backend:
                     got[k].append(b - a)
                 got["sum of the steps"].append(t[-1] - t[0])
                 got["search() end to end"].append(whole)
+        other = CpuMeter.other_pct(before, self.meter.snapshot())
+        exactness = {cube: vector_exactness(mem, cube, queries[warmup:], flt, depth) for cube in cubes}
         return {
             "queries": len(queries) - warmup,
-            "other_cpu_pct": CpuMeter.other_pct(before, self.meter.snapshot()),
+            "other_cpu_pct": other,
+            "vector_exactness": exactness,
             "cubes": {
                 cube: {
                     "memories": self.size[cube],
@@ -544,6 +552,33 @@ class Backend:
             f"/memory, off {out['off']['ms_per_memory']:.2f} ms/memory"
         )
         return out
+
+
+def vector_exactness(mem: TextMemory, cube: str, queries: list[str], flt: MemoryFilter, depth: int) -> dict[str, Any]:
+    """The vector search's answers against a float32 scan of every passing row of the cube's
+    exact-index copy: recall@depth (1.0 when exact) and how many searches the 8-bit first pass
+    answered without falling back. Empty when the store has no exact index."""
+    store: Any = mem.vectors
+    store = getattr(store, "main", store)
+    index = getattr(store, "_cubes", {}).get(cube)
+    if index is None:
+        return {}
+    key_of = store.durable.key_of
+    found = wanted = 0
+    for q in queries:
+        qvec = mem.embedder.embed([q])[0]
+        got = {i for i, _ in mem.vectors.search(cube, qvec, flt, depth)}
+        unit = qvec / np.linalg.norm(qvec)
+        hits = np.flatnonzero(index.mask(flt, key_of))
+        scores = index.vectors[hits] @ unit.astype(np.float32)
+        top = {index.ids[hits[j]] for j in np.argsort(-scores)[:depth]}
+        found += len(got & top)
+        wanted += len(top)
+    out: dict[str, Any] = {"queries": len(queries), "depth": depth, "recall": found / wanted if wanted else 1.0}
+    counts = getattr(index, "counts", None)
+    if counts is not None:
+        out["searches_by_path"] = dict(counts)
+    return out
 
 
 def run_backend(
@@ -758,6 +793,14 @@ def report(res: dict[str, Any]) -> str:
                 ],
             )
         )
+        for b in res["backends"]:
+            for cube, ex in (b.get("breakdown") or {}).get("vector_exactness", {}).items():
+                if ex:
+                    out.append(
+                        f"  {b['backend']} {cube}: vector search recall@{ex['depth']} against a float32 scan of every"
+                        f" row: {ex['recall']:.4f} ({ex['queries']} queries); searches by path since load:"
+                        f" {ex.get('searches_by_path', {})}"
+                    )
         out.append(
             "  other CPU during the breakdown: "
             + ", ".join(

@@ -57,6 +57,12 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 # Log entries a cube may gather before a search prunes those it has applied.
 PRUNE_AFTER = 4096
+# Per cube, what searches keep between changes of the cube: the filter masks (a handful of
+# filters recur) and each query word's BM25 term weights, so that a search repeats none of
+# the per-row work an earlier one did. The weights hold 8 bytes per posting; past this many
+# postings in all, the cache starts over.
+MASK_CACHE = 16
+TERM_CACHE_POSTINGS = 2_000_000
 
 CHANGE_LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS memory_changes (
@@ -144,6 +150,12 @@ class _CubeLexicon:
         self.live_count = 0
         self.live_length = 0.0
         self.dead = 0
+        # Bumped by every change: what the caches below were computed for.
+        self.version = 0
+        self._masks: dict[tuple, tuple[int, np.ndarray | None]] = {}
+        self._terms: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._terms_version = -1
+        self._terms_postings = 0
 
     def _code(self, value: str) -> int:
         return self.codes.setdefault(value, len(self.codes))
@@ -158,6 +170,7 @@ class _CubeLexicon:
             self.live_count -= 1
             self.live_length -= self.length[slot]
             self.dead += 1
+            self.version += 1
 
     def put(self, row: Sequence) -> None:
         seq, mid, text, memory_type, status, user_id, session_id, created_at, event_time, tags, info = row
@@ -183,6 +196,7 @@ class _CubeLexicon:
         self.created.append(created_at)
         self.live_count += 1
         self.live_length += len(words)
+        self.version += 1
 
     def memories(self, cube_id: str, ids: Iterable[str]) -> dict[str, Memory]:
         out: dict[str, Memory] = {}
@@ -226,11 +240,48 @@ class _CubeLexicon:
             m &= created < flt.created_before
         return m
 
+    def mask(self, flt: MemoryFilter) -> np.ndarray | None:
+        """Live rows passing the filter (None: none can), kept until the cube changes: its cost
+        is a few passes over every row of the cube, the same for every search."""
+        key = (flt.types(), flt.statuses(), flt.user_id, flt.session_id, flt.created_after, flt.created_before)
+        got = self._masks.get(key)
+        if got is not None and got[0] == self.version:
+            return got[1]
+        m = self._mask(flt, np.frombuffer(self.live, dtype=np.int8))
+        if len(self._masks) >= MASK_CACHE:
+            self._masks.clear()
+        self._masks[key] = (self.version, m)
+        return m
+
     def count(self, flt: MemoryFilter) -> int:
         if not self.ids:
             return 0
-        m = self._mask(flt, np.frombuffer(self.live, dtype=np.int8))
+        m = self.mask(flt)
         return 0 if m is None else int(np.count_nonzero(m))
+
+    def _term(self, word: str, live: np.ndarray, length: np.ndarray, avg_length: float):  # type: ignore[no-untyped-def]
+        """A word's live document count, its postings' slots and their BM25 term weights
+        (without idf), or None when no live row holds it; cached until the cube changes."""
+        if self._terms_version != self.version or self._terms_postings > TERM_CACHE_POSTINGS:
+            self._terms.clear()
+            self._terms_version = self.version
+            self._terms_postings = 0
+        got = self._terms.get(word)
+        if got is not None:
+            return got
+        posting = self.postings.get(word)
+        if posting is None:
+            return None
+        # A copy: a view kept in the cache would stop the posting's array from growing.
+        slots = np.frombuffer(posting[0], dtype=np.int32).copy()
+        tf = np.frombuffer(posting[1], dtype=np.float32).astype(np.float64)
+        df = int(np.count_nonzero(live[slots]))
+        if df == 0:
+            return None
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * length[slots] / avg_length)
+        got = self._terms[word] = (df, slots, tf * (BM25_K1 + 1) / (tf + norm))
+        self._terms_postings += len(slots)
+        return got
 
     def search(self, words: Sequence[str], flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
         n = len(self.ids)
@@ -240,29 +291,31 @@ class _CubeLexicon:
         length = np.frombuffer(self.length, dtype=np.float32)
         docs = self.live_count
         avg_length = max(self.live_length / docs, 1e-9)
-        scores = np.zeros(n, dtype=np.float64)
-        matched = False
+        parts_slots: list[np.ndarray] = []
+        parts_scores: list[np.ndarray] = []
         for word in words:
-            posting = self.postings.get(word)
-            if posting is None:
+            term = self._term(word, live, length, avg_length)
+            if term is None:
                 continue
-            slots = np.frombuffer(posting[0], dtype=np.int32)
-            tf = np.frombuffer(posting[1], dtype=np.float32).astype(np.float64)
-            df = int(np.count_nonzero(live[slots]))
-            if df == 0:
-                continue
+            df, slots, weight = term
             # FTS5's idf, floored the same way so that a word in most rows still counts a little.
             idf = math.log((docs - df + 0.5) / (df + 0.5))
             if idf <= 0:
                 idf = 1e-6
-            norm = BM25_K1 * (1 - BM25_B + BM25_B * length[slots] / avg_length)
-            scores[slots] += idf * tf * (BM25_K1 + 1) / (tf + norm)
-            matched = True
-        if not matched:
+            parts_slots.append(slots)
+            parts_scores.append(idf * weight)
+        if not parts_slots:
             return []
-        m = self._mask(flt, live)
+        m = self.mask(flt)
         if m is None:
             return []
+        # One pass adding every word's scores, in the words' order (the sums equal a word-by-word
+        # accumulation); a slot's total is the same whatever words hold it.
+        if len(parts_slots) == 1:
+            slots, contrib = parts_slots[0], parts_scores[0]
+        else:
+            slots, contrib = np.concatenate(parts_slots), np.concatenate(parts_scores)
+        scores = np.bincount(slots, weights=contrib, minlength=n)
         hits = np.flatnonzero(m & (scores > 0))
         if len(hits) == 0:
             return []

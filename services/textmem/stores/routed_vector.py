@@ -28,7 +28,7 @@ import numpy as np
 
 from services.textmem.models import MemoryFilter
 from services.textmem.stores.exact_index import ScannedRow
-from services.textmem.stores.vector import VectorRecord, VectorStore
+from services.textmem.stores.vector import VectorRecord, VectorStore, search_batch
 
 PREFERENCE_TYPES = ("PreferenceMemory",)
 
@@ -107,6 +107,18 @@ class RoutedVectorStore:
             ],
             limit,
         )
+
+    def search_batch(
+        self, cube_id: str, vectors: np.ndarray, flt: MemoryFilter, limit: int
+    ) -> list[list[tuple[str, float]]]:
+        main_flt, routed_flt = self._split(flt)
+        if routed_flt is None:
+            return search_batch(self.main, cube_id, vectors, flt, limit)
+        if main_flt is None:
+            return search_batch(self.routed, cube_id, vectors, routed_flt, limit)
+        a = search_batch(self.main, cube_id, vectors, main_flt, limit)
+        b = search_batch(self.routed, cube_id, vectors, routed_flt, limit)
+        return [_merge([x, y], limit) for x, y in zip(a, b, strict=True)]
 
     def search_many(
         self,

@@ -52,6 +52,10 @@ class VectorStore(Protocol):
 
     def get_vectors(self, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
 
+    # Optional: ``search_batch(cube_id, vectors, flt, limit) -> list[list[tuple[str, float]]]``,
+    # :meth:`search` for each row of ``vectors`` in one pass; :func:`search_batch` falls back to
+    # one search per row for a store without it.
+
     def delete(self, cube_id: str, ids: Sequence[str]) -> None: ...
 
     def delete_cube(self, cube_id: str) -> None: ...
@@ -59,3 +63,15 @@ class VectorStore(Protocol):
     def count(self, cube_id: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def search_batch(
+    store: VectorStore, cube_id: str, vectors: np.ndarray, flt: MemoryFilter, limit: int
+) -> list[list[tuple[str, float]]]:
+    """``store.search`` for each row of ``vectors`` (one filter for all), through the store's own
+    ``search_batch`` where it has one: the exact index scores the whole batch in one matrix
+    product, reading the cube's rows once instead of once per vector."""
+    batch = getattr(store, "search_batch", None)
+    if batch is not None:
+        return batch(cube_id, vectors, flt, limit)
+    return [store.search(cube_id, v, flt, limit) for v in vectors]
