@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
+from memos.actmem.v1 import actmem_pb2
 from services.actmem.backends.base import Backend
 from services.actmem.memory import ActMemory
-from services.actmem.servicer import ActMemServicer
+from services.actmem.servicer import ActMemServicer, add_to_server
 from services.actmem.settings import ActMemSettings
 from services.actmem.store import CacheStore
 from shared.errors import Unimplemented
@@ -82,7 +82,7 @@ def build_server(settings: ActMemSettings, memory: ActMemory | None = None) -> G
         name="actmem",
         settings=settings,
         services=[
-            ServiceBinding(SERVICE_NAME, lambda s: actmem_pb2_grpc.add_ActMemServiceServicer_to_server(servicer, s)),
+            ServiceBinding(SERVICE_NAME, lambda s: add_to_server(servicer, s)),
         ],
         on_stop=[memory.close],
     )

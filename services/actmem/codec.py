@@ -6,6 +6,12 @@ tensor bytes, so any safetensors reader opens a dump. Writing walks the
 tensors one at a time and reading fills preallocated tensors chunk by chunk,
 so a transfer needs no memory beyond the cache itself (no intermediate copy of
 the whole payload, whatever its size). Nothing here ever unpickles.
+
+Copies are what a transfer costs (a memory copy of a large cache runs at a
+few GB/s), so the hot paths copy as little as they can: payloads go out as
+views of the tensors' own memory, files are written from those views and read
+straight into the destination tensors, and checksums run over each chunk
+while it is still in the CPU cache.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from services.actmem.models import KV, Fingerprint
@@ -88,6 +95,11 @@ def _byte_view(t: torch.Tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
+def _array(view: memoryview) -> np.ndarray:
+    """The numpy array a :func:`_byte_view` shows."""
+    return view.obj  # type: ignore[return-value]
+
+
 class Checksum:
     def __init__(self, algorithm: str) -> None:
         if algorithm not in ("crc32", "sha256"):
@@ -117,17 +129,26 @@ class Checksum:
         return f"crc32:{self._crc:08x}"
 
 
-def iter_payload(kv: KV, chunk_bytes: int) -> Iterator[bytes]:
-    """The safetensors payload of ``kv`` in chunks of at most ``chunk_bytes``.
+def iter_views(kv: KV, chunk_bytes: int) -> Iterator[memoryview]:
+    """The safetensors payload of ``kv`` in read-only views of at most ``chunk_bytes``.
 
-    Only one layer's tensor is ever copied to the host at a time."""
-    yield encode_header(specs_of(kv))
+    The views are slices of the tensors' own memory, not copies (a device tensor is
+    copied to the host one at a time), so they show the cache as it is while they
+    are used; whoever keeps one must copy it."""
+    yield memoryview(encode_header(specs_of(kv)))
     for k, v in kv:
         for t in (k, v):
-            host = t.detach().to("cpu").contiguous()
-            view = _byte_view(host)
+            view = _byte_view(t.detach().to("cpu").contiguous()).toreadonly()
             for start in range(0, len(view), chunk_bytes):
-                yield bytes(view[start : start + chunk_bytes])
+                yield view[start : start + chunk_bytes]
+
+
+def iter_payload(kv: KV, chunk_bytes: int) -> Iterator[bytes]:
+    """The safetensors payload of ``kv`` in chunks of at most ``chunk_bytes``, as bytes.
+
+    Only one layer's tensor is ever copied to the host at a time."""
+    for view in iter_views(kv, chunk_bytes):
+        yield bytes(view)
 
 
 def checksum_of(kv: KV, algorithm: str) -> str:
@@ -151,7 +172,10 @@ class PayloadDecoder:
         self._expected = expected
         self._source = source
         self._total = payload_bytes
-        self._want_header = len(encode_header(expected))
+        self._canonical_header = encode_header(expected)
+        self._want_header = len(self._canonical_header)
+        # Whether the payload's header is byte for byte the one this codec writes.
+        self._canonical = False
         if payload_bytes != self._want_header + sum(s.nbytes for s in expected):
             raise CorruptPayload(
                 f"{source}: announced payload of {payload_bytes} bytes does not match its tensors",
@@ -170,6 +194,7 @@ class PayloadDecoder:
         return CorruptPayload(f"{self._source}: {why}", metadata={"source": self._source})
 
     def _parse_header(self) -> None:
+        self._canonical = self._head == self._canonical_header
         (n,) = struct.unpack("<Q", bytes(self._head[:8]))
         if n > MAX_HEADER_BYTES or 8 + n != self._want_header:
             raise self._fail(f"safetensors header of {n} bytes does not describe the announced tensors")
@@ -217,12 +242,48 @@ class PayloadDecoder:
         while len(data):
             view = self._views[self._index]
             take = min(len(view) - self._filled, len(data))
-            view[self._filled : self._filled + take] = data[:take]
+            # numpy copies without holding the GIL (a memoryview assignment holds it): the
+            # other end of an in-process stream, and other calls, run during the copy.
+            np.copyto(_array(view)[self._filled : self._filled + take], np.frombuffer(data[:take], dtype=np.uint8))
             self._filled += take
             data = data[take:]
             if self._filled == len(view):
                 self._index += 1
                 self._filled = 0
+
+    def fill(self, readinto: Callable[[memoryview], int | None], chunk_bytes: int = 1024 * 1024) -> None:
+        """Reads the rest of the payload from ``readinto`` (a file's) straight into the tensors.
+
+        No buffer sits between the source and the tensors: each chunk is read in place and
+        checksummed while it is still in the CPU cache. Stops at the end of the source; a
+        short one is reported by :meth:`finish`, a longer one here."""
+        if len(self._head) < self._want_header:
+            head = bytearray(self._want_header - len(self._head))
+            got = _read_fully(readinto, memoryview(head))
+            self.feed(memoryview(head)[:got])
+            if got < len(head):
+                return
+        while self._index < len(self._views):
+            view = self._views[self._index]
+            part = view[self._filled : self._filled + chunk_bytes]
+            n = readinto(part) or 0
+            if n == 0:
+                return
+            self._checksum.update(part[:n])
+            self._received += n
+            self._filled += n
+            if self._filled == len(view):
+                self._index += 1
+                self._filled = 0
+        if readinto(memoryview(bytearray(1))):
+            raise self._fail(f"more than the announced {self._total} bytes")
+
+    @property
+    def canonical_checksum(self) -> str:
+        """The verified checksum, if it is also that of this codec's own encoding of the cache
+        (the payload's header was byte for byte the canonical one), so that it can be kept
+        instead of recomputed; "" otherwise. Only meaningful after :meth:`finish`."""
+        return self._checksum_expected if self._canonical else ""
 
     def finish(self) -> KV:
         if self._received != self._total:
@@ -234,12 +295,23 @@ class PayloadDecoder:
         return [(ts[i], ts[i + 1]) for i in range(0, len(ts), 2)]
 
 
+def _read_fully(readinto: Callable[[memoryview], int | None], into: memoryview) -> int:
+    got = 0
+    while got < len(into):
+        n = readinto(into[got:]) or 0
+        if n == 0:
+            break
+        got += n
+    return got
+
+
 def write_file(path: Path, kv: KV, chunk_bytes: int = 8 * 1024 * 1024) -> None:
     """Writes atomically: a crash leaves the old file or none, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        for chunk in iter_payload(kv, chunk_bytes):
-            f.write(chunk)
+        # Written from the tensors' memory: the only copy is the kernel's, into the page cache.
+        for view in iter_views(kv, chunk_bytes):
+            f.write(view)
     tmp.replace(path)
 
 
@@ -254,9 +326,8 @@ def read_file(path: Path, expected: list[TensorSpec], checksum: str, device: str
             f"{path.name}: {size} bytes on disk, {payload_size(expected)} expected (truncated or not this cache)",
             metadata={"source": path.name},
         )
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
-            dec.feed(chunk)
+    with open(path, "rb", buffering=0) as f:
+        dec.fill(f.readinto)
     kv = dec.finish()
     if device != "cpu":
         kv = [(k.to(device), v.to(device)) for k, v in kv]

@@ -200,6 +200,11 @@ class ActMemory:
         return codec.PayloadDecoder(expected, payload_bytes, checksum, source=f"cache {meta.cache_id}")
 
     def add(self, meta: CacheMeta, kv: KV) -> CacheMeta:
+        """Stores a received cache. ``meta.checksum``, if set, must be the checksum of the cache's
+        canonical payload (verified on receipt); one in another algorithm than the store's is dropped
+        and recomputed when needed."""
+        if not meta.checksum.startswith(f"{self.store.checksum}:"):
+            meta.checksum = ""
         if self.store.device != "cpu":
             kv = [(k.to(self.store.device), v.to(self.store.device)) for k, v in kv]
         meta.fingerprint = self.fingerprint

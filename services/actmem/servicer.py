@@ -2,7 +2,8 @@
 
 Model runs, checksums and disk I/O block, so they run in threads and the event
 loop stays free for other calls and health checks. Caches cross the wire as a
-header message followed by safetensors chunks of at most ``chunk_bytes``.
+header message followed by safetensors chunks of at most ``chunk_bytes``, framed
+and parsed by :mod:`services.actmem.wire` (see :func:`add_to_server`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
 
 from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
-from services.actmem import codec, convert
+from services.actmem import codec, convert, wire
 from services.actmem.memory import ActMemory
 from services.actmem.models import KV, CacheMeta
 from shared.errors import FailedPrecondition, InvalidArgument
@@ -25,6 +29,42 @@ def _take(it: Iterator, n: int) -> list:  # type: ignore[type-arg]
     return list(itertools.islice(it, n))
 
 
+def _started(events: Iterator) -> tuple[Iterator, list]:  # type: ignore[type-arg]
+    # The first event is computed in the thread that validated the call: one hop less before it.
+    return events, _take(events, 1)
+
+
+class _Handlers:
+    """Collects the generated code's method handlers instead of registering them."""
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+def add_to_server(servicer: ActMemServicer, server: Any) -> None:
+    """Registers the servicer like the generated code does, except that the cache streams'
+    chunks skip protobuf (they are the bulk of every transfer; see :mod:`wire`)."""
+    generated = _Handlers()
+    actmem_pb2_grpc.add_ActMemServiceServicer_to_server(servicer, generated)
+    handlers = generated.handlers
+    for method in ("GetCache", "ComputeCache"):
+        handlers[method] = grpc.unary_stream_rpc_method_handler(
+            getattr(servicer, method),
+            request_deserializer=handlers[method].request_deserializer,
+            response_serializer=wire.serialize_response,
+        )
+    handlers["AddCache"] = grpc.stream_unary_rpc_method_handler(
+        servicer.AddCache,
+        request_deserializer=wire.request_parser(actmem_pb2.AddCacheRequest),
+        response_serializer=handlers["AddCache"].response_serializer,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(generated.service, handlers),))
+    server.add_registered_method_handlers(generated.service, handlers)
+
+
 class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
     def __init__(self, memory: ActMemory, chunk_bytes: int) -> None:
         self._mem = memory
@@ -33,10 +73,11 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
     async def _stream(self, meta: CacheMeta, kv: KV, response_cls) -> AsyncIterator:  # type: ignore[no-untyped-def]
         await asyncio.to_thread(self._mem.checksum, meta, kv)
         yield response_cls(header=convert.meta_to_proto(meta, with_payload=True))
-        chunks = codec.iter_payload(kv, self._chunk)
-        while batch := await asyncio.to_thread(_take, chunks, _CHUNKS_PER_HOP):
-            for c in batch:
-                yield response_cls(chunk=c)
+        # Already serialized chunk messages: one copy of the tensors' bytes each (wire.py).
+        frames = wire.chunk_frames(codec.iter_views(kv, self._chunk))
+        while batch := await asyncio.to_thread(_take, frames, _CHUNKS_PER_HOP):
+            for frame in batch:
+                yield frame
 
     async def ExtractCache(self, request, context):  # type: ignore[no-untyped-def]
         prompt = convert.prompt_from_proto(request)
@@ -79,8 +120,8 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
                 raise InvalidArgument("only chunks may follow the header", reason="UNEXPECTED_HEADER")
             decoder.feed(req.chunk)
         kv = decoder.finish()
-        # Recomputed on demand from the stored tensors, in this service's canonical layout.
-        meta.checksum = ""
+        # Kept when it is also the checksum of this service's own encoding (else recomputed on demand).
+        meta.checksum = decoder.canonical_checksum
         meta = await asyncio.to_thread(self._mem.add, meta, kv)
         return actmem_pb2.AddCacheResponse(cache=convert.meta_to_proto(meta))
 
@@ -134,16 +175,19 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
 
     async def Generate(self, request, context):  # type: ignore[no-untyped-def]
         messages = convert.messages_from_proto(request.messages)
-        events = await asyncio.to_thread(
-            self._mem.generate,
-            request.cube_id,
-            list(request.cache_ids),
-            messages,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
+        events, batch = await asyncio.to_thread(
+            lambda: _started(
+                self._mem.generate(
+                    request.cube_id,
+                    list(request.cache_ids),
+                    messages,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                )
+            )
         )
         try:
-            while batch := await asyncio.to_thread(_take, events, 1):
+            while batch:
                 ev = batch[0]
                 yield actmem_pb2.GenerateResponse(
                     delta=ev.delta,
@@ -153,6 +197,7 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
                     prompt_tokens=ev.prompt_tokens,
                     completion_tokens=ev.completion_tokens,
                 )
+                batch = await asyncio.to_thread(_take, events, 1)
         finally:
             try:
                 events.close()  # type: ignore[attr-defined]

@@ -26,6 +26,44 @@ from shared.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 
+# The attention this backend runs on CPU (registered with transformers below).
+CPU_ATTENTION = "memos_actmem_sdpa"
+
+
+def _sdpa_attention(  # type: ignore[no-untyped-def]
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs
+):
+    """transformers' sdpa attention, except for a multi-token query under a mask over grouped
+    key/value heads on CPU: the first step of every generation after an injected cache. There
+    transformers repeats each key and value head for its query heads (a copy of the whole cache,
+    every layer, before the first token); SDPA reads them grouped instead (``enable_gqa``), with
+    the same result."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if (
+        attention_mask is None
+        or query.shape[2] == 1
+        or getattr(module, "num_key_value_groups", 1) <= 1
+        or query.device.type != "cpu"
+        or any(kwargs.get(k) is not None for k in ("position_bias", "softcap"))
+        or kwargs.get("output_attentions")
+    ):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_cpu_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(CPU_ATTENTION, _sdpa_attention)
+    AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
+
 
 def _rope_parameters(cfg) -> dict:  # type: ignore[no-untyped-def]
     params = getattr(cfg, "rope_parameters", None)
@@ -73,7 +111,11 @@ class TransformersBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if not getattr(self.tokenizer, "chat_template", None):
             raise FailedPrecondition(f"the tokenizer of {model_path} has no chat template", reason="NO_CHAT_TEMPLATE")
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
+        attention: dict[str, str] = {}
+        if device == "cpu":
+            _register_cpu_attention()
+            attention["attn_implementation"] = CPU_ATTENTION
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch_dtype, **attention)
         self.model = model.to(device).eval()
         self.device = device
         cfg = self.model.config.get_text_config(decoder=True)
@@ -148,10 +190,14 @@ class TransformersBackend:
     def _dynamic_cache(self, prefix: KV | None):  # type: ignore[no-untyped-def]
         from transformers import DynamicCache
 
-        if not prefix:
-            return DynamicCache(config=self.model.config)
-        # Copies: the forward pass appends to the cache, and a stored cache must never change.
-        return DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in prefix])
+        cache = DynamicCache(config=self.model.config)
+        for layer, (k, v) in zip(cache.layers, prefix or (), strict=False):
+            # The stored tensors themselves, not copies (a copy of the whole cache before the
+            # first token): a DynamicLayer appends by concatenating into new tensors, so the
+            # forward pass only reads these and a stored cache never changes (tests check it).
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+        return cache
 
     def prefill(self, token_ids: Sequence[int], position_offset: int = 0) -> KV:
         n = len(token_ids)
