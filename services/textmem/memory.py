@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -935,6 +935,8 @@ class TextMemory:
         if recipe.lexical_rescore and recipe.lexical and fused:
             # Stemmed BM25 over the fused candidates' own words replaces the store's ranking.
             hydrated = reads.memories([i for i, _ in fused])
+            if recipe.for_windows and _mostly_windows(hydrated.values()):
+                recipe = RECIPES[recipe.for_windows]
             names = set().union(*(speakers_of_memory(mid) for mid in hydrated))
             rescored = pool_bm25(query_terms(query, names), {i: _own_text(m) for i, m in hydrated.items()})
             dense_ids = [i for i, _ in dense if i in hydrated]
@@ -1160,6 +1162,12 @@ def conversation_edges(cube_id: str, memories: Sequence[Memory]) -> list[Edge]:
         if ta is not None and tb is not None and ta <= tb and a.session_id == b.session_id:
             edges.append(Edge(cube_id, a.id, b.id, "FOLLOWS"))
     return edges
+
+
+def _mostly_windows(memories: Iterable[Memory]) -> bool:
+    """Most of the memories hold several chat turns each (fast-mode windows, not single turns)."""
+    turns = [sum(1 for s in m.sources if s.type == "chat") for m in memories]
+    return sum(1 for n in turns if n > 1) * 2 > len(turns)
 
 
 def _own_text(m: Memory) -> str:

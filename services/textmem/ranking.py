@@ -67,6 +67,9 @@ class RetrievalRecipe:
     """Up to this factor for memories of the sessions holding most of the best memories (0: off)."""
     session_seeds: int = 10
     """How many of the best memories vote for their session."""
+    for_windows: str = ""
+    """The recipe that ranks instead when most candidates are windows of several turns (fast
+    mode's default memories); empty: this one ranks every memory."""
 
 
 _RECIPE_LIST = [
@@ -100,8 +103,14 @@ _RECIPE_LIST += [
         speaker_boost=1.0,
         temporal_boost=1.0,
         session_boost=0.6,
+        for_windows="windows",
     ),
 ]
+# For memories that are windows of several turns (fast mode's default): each already holds its
+# neighbours' words, so spreading score to adjacent windows and to the best sessions spends the
+# word budget on context the hits carry anyway. LoCoMo R@500w with 4-turn windows: +session
+# 0.595, lexical alone 0.691, this 0.720 (0.734 / 0.706 on the tuned / held-out halves).
+_RECIPE_LIST.append(replace(_TEMPORAL, name="windows", neighbour_weight=0.0, lexical_rescore=True))
 RECIPES: dict[str, RetrievalRecipe] = {r.name: r for r in _RECIPE_LIST}
 DEFAULT_RECIPE = "+session"
 RecipeName = str
