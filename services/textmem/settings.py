@@ -274,6 +274,7 @@ class TextMemSettings(ServerSettings):
         "+two-hop",
         "+boosts",
         "+session",
+        "windows",
     ] = "+session"
     """Retrieval signals searches use (services/textmem/ranking.py RECIPES): "lexical" (BM25
     only), "dense" (vectors only), "fused" (reciprocal rank fusion, k=60), "fused-k20" (k=20),
@@ -283,7 +284,8 @@ class TextMemSettings(ServerSettings):
     "+lexical-rescore" (the candidates scored again by stemmed BM25 without question words and
     speaker names), "+two-hop" (neighbours of neighbours too), "+boosts" (stronger speaker and
     time boosts), "+session" (memories of the sessions holding the best hits preferred; the
-    default)."""
+    default, which ranks with "windows" instead when most candidates are fast-mode windows of
+    several turns), "windows" (+temporal with the lexical rescoring and no neighbour spread)."""
 
     @property
     def preference_collection(self) -> str:

@@ -54,7 +54,11 @@ def test_session_spread_off_and_seedless_sessions_unchanged() -> None:
 
 # recipes ----------------------------------------------------------------------------------------
 def test_new_steps_build_on_temporal_and_default_is_the_last() -> None:
-    assert DEFAULT_RECIPE == list(RECIPES)[-1] == "+session"
+    # The ablation ends with the default; "windows" is the default's variant for window memories.
+    assert list(RECIPES)[-2:] == [DEFAULT_RECIPE, "windows"] and DEFAULT_RECIPE == "+session"
+    assert RECIPES[DEFAULT_RECIPE].for_windows == "windows"
+    windows = RECIPES["windows"]
+    assert windows.lexical_rescore and windows.neighbour_weight == 0 and windows.session_boost == 0
     base = RECIPES["+temporal"]
     assert not base.lexical_rescore and base.neighbour_hops == 1 and base.session_boost == 0
     assert RECIPES["+lexical-rescore"].lexical_rescore

@@ -177,7 +177,17 @@ class MilvusVectorStore:
                         )
             self._metric, index_type = self._index_info()
             self._search_params = _search_params(self._metric, index_type)
-            c.load_collection(self._collection)
+            try:
+                c.load_collection(self._collection)
+            except MilvusException:
+                if not self.is_lite:
+                    raise
+                # Seen in the chaos test: a textmem killed while Milvus Lite wrote an index file
+                # left it cut short, and the next start could not load the collection. An index
+                # is derived from the stored vectors: rebuild it, then load.
+                log.warning("Milvus Lite could not load the collection; rebuilding its index", exc_info=True)
+                self._rebuild_index(index_type)
+                c.load_collection(self._collection)
             return
         schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, max_length=64, is_primary=True)
@@ -198,6 +208,20 @@ class MilvusVectorStore:
         index = c.prepare_index_params()
         index.add_index("vector", index_type=index_type, metric_type=self._metric, params=params)
         c.create_collection(self._collection, schema=schema, index_params=index)
+
+    def _rebuild_index(self, index_type: str) -> None:
+        c = self._client
+        try:
+            c.release_collection(self._collection)
+        except MilvusException:
+            log.debug("release before the index rebuild failed", exc_info=True)
+        for name in c.list_indexes(self._collection):
+            c.drop_index(self._collection, name)
+        index_type = index_type or "IVF_FLAT"
+        params = {"nlist": IVF_NLIST} if index_type == "IVF_FLAT" else {}
+        index = c.prepare_index_params()
+        index.add_index("vector", index_type=index_type, metric_type=self._metric, params=params)
+        c.create_index(self._collection, index)
 
     def _index_info(self) -> tuple[str, str]:
         """Metric and type of an existing collection's vector index (early collections were COSINE)."""
