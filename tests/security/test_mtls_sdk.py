@@ -86,6 +86,8 @@ def test_remote_worker_outside_the_release_needs_a_release_certificate(pki: tupl
             client.register_handlers({"query": on_query})
             client.submit_messages([ScheduledMessage(user_id="alice", cube_id="c", label="query", content="over tls")])
             assert done.wait(20)
+            # Acknowledged (acks travel in batches after the handler returns) before the worker stops.
+            assert client.wait_for_tasks("alice", timeout_s=20)
         assert handled == ["over tls"]
 
         stranger_ca = CA("someone else's CA")
