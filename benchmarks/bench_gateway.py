@@ -824,13 +824,7 @@ def report(res: dict[str, Any]) -> str:
     cfg = res["config"]
     out += [
         "",
-        f"memos gateway benchmark - {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['platform']}",
-        "code: commit {}{}".format(
-            res["code"]["commit"] or "?",
-            f" plus uncommitted changes to {len(res['code']['changed_files'])} tracked files"
-            if res["code"]["changed_files"]
-            else "",
-        ),
+        *title_lines(res, "gateway"),
         f"load average at start {m['loadavg_start']}, at end {m['loadavg_end']}; "
         "'other CPU' columns: share of the machine used by processes outside the benchmark during that row",
         f"corpus: {res['corpus']['file']}: {res['corpus']['turns']:,} turns, {res['corpus']['questions']:,} questions "
@@ -1205,6 +1199,19 @@ def summarize(args: argparse.Namespace, res: dict[str, Any]) -> list[list[str]]:
         ]
     )
     return rows
+
+
+def title_lines(res: dict[str, Any], bench: str) -> list[str]:
+    """The first lines of a report: which benchmark, on what machine, at which commit."""
+    m = res["machine"]
+    changed = res["code"]["changed_files"]
+    return [
+        f"memos {bench} benchmark - {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['platform']}",
+        "code: commit {}{}".format(
+            res["code"]["commit"] or "?",
+            f" plus uncommitted changes to {len(changed)} tracked files" if changed else "",
+        ),
+    ]
 
 
 def run_header(args: argparse.Namespace, corpus: Corpus, targets: dict[str, float]) -> dict[str, Any]:

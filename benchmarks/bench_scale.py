@@ -103,6 +103,7 @@ from benchmarks.bench_gateway import (  # noqa: E402
     loadavg,
     log,
     run_header,
+    title_lines,
     verdict,
 )
 from services.textmem.app import build_memory  # noqa: E402
@@ -654,13 +655,7 @@ def report(res: dict[str, Any]) -> str:
     cfg = res["config"]
     out = [
         "",
-        f"memos scale benchmark - {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, {m['platform']}",
-        "code: commit {}{}".format(
-            res["code"]["commit"] or "?",
-            f" plus uncommitted changes to {len(res['code']['changed_files'])} tracked files"
-            if res["code"]["changed_files"]
-            else "",
-        ),
+        *title_lines(res, "scale"),
         f"load average at start {m['loadavg_start']}, at end {m['loadavg_end']}; 'other CPU' columns: share of the "
         "machine used by processes outside the benchmark (and, for neo4j, its server) during that row",
         f"corpus: {res['corpus']['file']}: {res['corpus']['turns']:,} turns as single-turn memories, cycled with "
