@@ -62,6 +62,7 @@ def build_memory(settings: ActMemSettings, backend: Backend | None = None) -> Ac
         device=backend.device,
         checksum=settings.checksum,
         max_bytes_per_cube=settings.max_kv_bytes_per_cube,
+        max_bytes_per_user=settings.max_kv_bytes_per_user,
     )
     dump_root = settings.resolved_dump_root
     dump_root.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,7 @@ def meta_to_proto(meta: CacheMeta, *, with_payload: bool = False) -> actmem_pb2.
         checksum=meta.checksum,
         last_used_at=_ts(meta.last_used_at),
         resident=meta.resident,
+        user_id=meta.user_id,
     )
     if with_payload:
         specs = codec.expected_specs(meta.fingerprint, meta.num_tokens)
@@ -94,6 +95,7 @@ def header_from_proto(info: actmem_pb2.CacheInfo) -> tuple[CacheMeta, list[codec
         size_bytes=info.size_bytes,
         merged_from=list(info.merged_from),
         metadata=dict(info.metadata),
+        user_id=info.user_id,
     )
     if info.HasField("created_at"):
         meta.created_at = info.created_at.ToNanoseconds() / 1e9

@@ -123,9 +123,11 @@ class ActMemory:
         add_generation_prompt: bool = False,
         metadata: Mapping[str, str] | None = None,
         to_store: bool = False,
+        user_id: str = "",
     ) -> tuple[CacheMeta, KV]:
         """Runs the model over the prompt; stores nothing. ``to_store``: the caller stores the
-        result, so a cache past the cube's quota is refused before the model runs."""
+        result for ``user_id``, so a cache past the cube's or the user's quota is refused before
+        the model runs."""
         check_id(cube_id, "cube_id")
         text = self.prompt_text(prompt, add_generation_prompt)
         ids = self.backend.tokenize(text)
@@ -134,7 +136,7 @@ class ActMemory:
         self._check_length(len(ids), "the prompt")
         self.store.check_fits(self._cache_size(len(ids)))
         if to_store:
-            self.store.check_quota(cube_id, self._cache_size(len(ids)))
+            self.store.check_quota(cube_id, self._cache_size(len(ids)), user_id=user_id)
         t0 = time.perf_counter()
         kv = self.backend.prefill(ids)
         meta = CacheMeta(
@@ -145,6 +147,7 @@ class ActMemory:
             num_tokens=len(ids),
             size_bytes=kv_bytes(kv),
             metadata=dict(metadata or {}),
+            user_id=user_id,
         )
         log.info(
             "cache computed",
@@ -164,12 +167,18 @@ class ActMemory:
         add_generation_prompt: bool = False,
         metadata: Mapping[str, str] | None = None,
         request_id: str = "",
+        user_id: str = "",
     ) -> CacheMeta:
         replay = self._replayed(cube_id, request_id)
         if replay is not None:
             return replay
         meta, kv = self.compute(
-            cube_id, prompt, add_generation_prompt=add_generation_prompt, metadata=metadata, to_store=True
+            cube_id,
+            prompt,
+            add_generation_prompt=add_generation_prompt,
+            metadata=metadata,
+            to_store=True,
+            user_id=user_id,
         )
         self.store.put(meta, kv)
         self._remember(cube_id, request_id, meta.cache_id)
@@ -196,7 +205,7 @@ class ActMemory:
         meta.size_bytes = sum(s.nbytes for s in expected)
         self.store.check_fits(meta.size_bytes)
         # Before a byte of tensors arrives; put checks again, atomically, when it is stored.
-        self.store.check_quota(meta.cube_id, meta.size_bytes, replacing=[meta.cache_id])
+        self.store.check_quota(meta.cube_id, meta.size_bytes, replacing=[meta.cache_id], user_id=meta.user_id)
         return codec.PayloadDecoder(expected, payload_bytes, checksum, source=f"cache {meta.cache_id}")
 
     def add(self, meta: CacheMeta, kv: KV) -> CacheMeta:
@@ -255,7 +264,7 @@ class ActMemory:
         return out
 
     def merge(
-        self, cube_id: str, cache_ids: Sequence[str], *, store: bool = False, request_id: str = ""
+        self, cube_id: str, cache_ids: Sequence[str], *, store: bool = False, request_id: str = "", user_id: str = ""
     ) -> tuple[CacheMeta, KV | None]:
         if not cache_ids:
             raise InvalidArgument("cache_ids must name at least one cache", reason="EMPTY_CACHE_IDS")
@@ -267,7 +276,7 @@ class ActMemory:
         self._check_length(total, "the merged cache")
         if store:
             self.store.check_fits(self._cache_size(total))
-            self.store.check_quota(cube_id, self._cache_size(total))
+            self.store.check_quota(cube_id, self._cache_size(total), user_id=user_id)
         for m in metas:
             self.fingerprint.require_same(m.fingerprint, f"cache {m.cache_id}")
         parts = [self.get(cube_id, cid) for cid in cache_ids]
@@ -280,6 +289,7 @@ class ActMemory:
             num_tokens=total,
             size_bytes=kv_bytes(kv),
             merged_from=list(cache_ids),
+            user_id=user_id if store else "",
         )
         if store:
             self.store.put(meta, kv)
@@ -321,6 +331,7 @@ class ActMemory:
             "last_used_at": _iso(meta.last_used_at),
             "merged_from": meta.merged_from,
             "metadata": meta.metadata,
+            "user_id": meta.user_id,
         }
 
     def dump(self, cube_id: str, directory: str) -> int:
@@ -367,6 +378,7 @@ class ActMemory:
                 merged_from=[str(x) for x in doc.get("merged_from", [])],
                 metadata={str(k): str(v) for k, v in dict(doc.get("metadata", {})).items()},
                 checksum=str(doc["checksum"]),
+                user_id=str(doc.get("user_id") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"incomplete manifest ({exc})") from None
@@ -376,9 +388,10 @@ class ActMemory:
             raise bad("sizes do not match the model's cache layout")
         return meta
 
-    def load(self, cube_id: str, directory: str) -> list[CacheMeta]:
+    def load(self, cube_id: str, directory: str, user_id: str = "") -> list[CacheMeta]:
         """Reads a dump back. Only ``*.json`` manifests and the ``*.safetensors`` they name are
-        read; every cache is validated before any is stored, so a bad file loads nothing."""
+        read; every cache is validated before any is stored, so a bad file loads nothing. The
+        caches are stored for ``user_id``, or for the user each was dumped with when it is empty."""
         check_id(cube_id, "cube_id")
         target = self._directory(directory)
         if not target.is_dir():
@@ -389,6 +402,7 @@ class ActMemory:
         loaded: list[tuple[CacheMeta, KV]] = []
         for manifest in sorted(target.glob("*.json")):
             meta = self._read_manifest(manifest)
+            meta.user_id = user_id or meta.user_id
             self.fingerprint.require_same(meta.fingerprint, f"{manifest.name}")
             self.store.check_fits(meta.size_bytes)
             # The dump so far against the cube's quota, before this cache's tensors are read
@@ -397,6 +411,8 @@ class ActMemory:
                 cube_id,
                 sum(m.size_bytes for m, _ in loaded) + meta.size_bytes,
                 replacing=[m.cache_id for m, _ in loaded] + [meta.cache_id],
+                user_id=meta.user_id,
+                user_size=sum(m.size_bytes for m, _ in loaded if m.user_id == meta.user_id) + meta.size_bytes,
             )
             specs = codec.expected_specs(self.fingerprint, meta.num_tokens)
             kv = codec.read_file(target / f"{meta.cache_id}.safetensors", specs, meta.checksum, self.store.device)

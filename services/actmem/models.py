@@ -27,6 +27,17 @@ def check_id(value: str, field_name: str) -> str:
     return value
 
 
+def check_user_id(value: str) -> str:
+    """A user id names whose quota a cache counts against; it is only ever a key and JSON, so any
+    printable text up to 256 characters will do (the gateway's user ids are not restricted to
+    :func:`check_id`'s alphabet)."""
+    if len(value) > 256 or not value.isprintable():
+        raise InvalidArgument(
+            "user_id must be at most 256 printable characters", reason="BAD_USER_ID", metadata={"field": "user_id"}
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     """The model a cache is valid for; everything but ``name`` must match."""
@@ -76,6 +87,8 @@ class CacheMeta:
     # Filled lazily: the checksum needs a pass over the payload.
     checksum: str = ""
     resident: bool = True
+    # The user whose KV quota the cache counts against ("": none named).
+    user_id: str = ""
 
     @property
     def num_layers(self) -> int:

@@ -88,6 +88,7 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
             add_generation_prompt=request.add_generation_prompt,
             metadata=dict(request.metadata),
             request_id=request.request_id,
+            user_id=request.user_id,
         )
         return actmem_pb2.ExtractCacheResponse(cache=convert.meta_to_proto(meta))
 
@@ -154,6 +155,7 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
             list(request.cache_ids),
             store=request.store,
             request_id=request.request_id,
+            user_id=request.user_id,
         )
         return actmem_pb2.MergeCachesResponse(cache=convert.meta_to_proto(meta))
 
@@ -170,7 +172,7 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
         return actmem_pb2.DumpCachesResponse(dumped_count=n)
 
     async def LoadCaches(self, request, context):  # type: ignore[no-untyped-def]
-        metas = await asyncio.to_thread(self._mem.load, request.cube_id, request.directory)
+        metas = await asyncio.to_thread(self._mem.load, request.cube_id, request.directory, request.user_id)
         return actmem_pb2.LoadCachesResponse(caches=[convert.meta_to_proto(m) for m in metas])
 
     async def Generate(self, request, context):  # type: ignore[no-untyped-def]

@@ -40,13 +40,21 @@ class ActMemSettings(ServerSettings):
     """Budget for evicted caches on disk; past it, adds fail with RESOURCE_EXHAUSTED. 0: no budget."""
 
     max_kv_bytes_per_cube: int = Field(default=0, ge=0)
-    """Bytes of KV caches one cube may store, resident and evicted together (0: no limit). The
-    cube is actmem's tenant: its API names no user, so a per-user quota is this one with a cube
-    per user. Storing a cache (ExtractCache, AddCache, MergeCaches with store, LoadCaches) that
-    would pass it fails with RESOURCE_EXHAUSTED (reason KV_QUOTA_EXCEEDED; the limit, the cube's
-    usage, the cache's size and the cube id in its details) before the model runs or the tensors
-    arrive, and stores nothing; deleting caches frees quota. The vllm backend keeps the caches in
-    the vLLM server, not here: there the quota does not apply."""
+    """Bytes of KV caches one cube may store, resident and evicted together (0: no limit).
+    Storing a cache (ExtractCache, AddCache, MergeCaches with store, LoadCaches) that would pass
+    it fails with RESOURCE_EXHAUSTED (reason KV_QUOTA_EXCEEDED; the limit, the cube's usage, the
+    cache's size and the cube id in its details) before the model runs or the tensors arrive, and
+    stores nothing; deleting caches frees quota. The vllm backend keeps the caches in the vLLM
+    server, not here: there neither KV quota applies."""
+
+    max_kv_bytes_per_user: int = Field(default=0, ge=0)
+    """Bytes of KV caches one user may store across all cubes, resident and evicted together (0: no
+    limit). A cache counts against the user its storing request names (``user_id`` of
+    ExtractCache, MergeCaches, LoadCaches, or of the AddCache header); with this set, a storing
+    request without a user_id fails with INVALID_ARGUMENT (reason USER_ID_REQUIRED), so no cache
+    escapes the quota. Past it: RESOURCE_EXHAUSTED, reason KV_QUOTA_EXCEEDED, quota
+    ``kv_bytes_per_user``, the limit, the user's usage and the cache's size in the details;
+    nothing is stored. Both quotas apply when both are set."""
 
     data_dir: Path = Field(default_factory=lambda: default_data_dir() / "actmem")
     """Working directory of the service (evicted caches under spill/, emptied at start)."""

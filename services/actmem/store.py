@@ -8,7 +8,10 @@ RESOURCE_EXHAUSTED rather than evicting everything else for it.
 
 A cube may also be held to a quota of stored bytes (``max_bytes_per_cube``), resident and spilled
 together: a cache that would take the cube past it is refused with RESOURCE_EXHAUSTED (the limit,
-the cube's usage and the cube in the details) and nothing is stored; deleting frees quota.
+the cube's usage and the cube in the details) and nothing is stored; deleting frees quota. A user
+may be held the same way across all their cubes (``max_bytes_per_user``): a cache counts against
+the user it was stored for (``CacheMeta.user_id``), and with that quota set every stored cache
+must name one.
 
 Caches handed out by :meth:`get` stay alive while the caller holds them even if
 they are evicted meanwhile, so the budget bounds what the store keeps, not
@@ -26,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.actmem import codec
-from services.actmem.models import KV, CacheMeta
-from shared.errors import NotFound, ResourceExhausted
+from services.actmem.models import KV, CacheMeta, check_user_id
+from shared.errors import InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,11 @@ class CacheStore:
         device: str = "cpu",
         checksum: str = "crc32",
         max_bytes_per_cube: int = 0,
+        max_bytes_per_user: int = 0,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_bytes_per_cube = max_bytes_per_cube
+        self.max_bytes_per_user = max_bytes_per_user
         self.max_spill_bytes = max_spill_bytes
         self.device = device
         self.checksum = checksum
@@ -63,6 +68,8 @@ class CacheStore:
         self._spilled = 0
         # Bytes stored per cube (resident or spilled), for the per-cube quota.
         self._cube_bytes: dict[str, int] = {}
+        # Bytes stored per named user, across cubes, for the per-user quota.
+        self._user_bytes: dict[str, int] = {}
         self._lock = threading.RLock()
 
     # -- accounting --------------------------------------------------------
@@ -89,11 +96,23 @@ class CacheStore:
         with self._lock:
             return self._cube_bytes.get(cube_id, 0)
 
-    def check_quota(self, cube_id: str, size: int, replacing: Sequence[str] = ()) -> None:
-        """Refuses caches of ``size`` bytes that would take the cube past ``max_bytes_per_cube``
-        (caches they replace, ids in ``replacing``, give their room back). Called before a cache
-        is received or computed, and again by :meth:`put` under the store's lock, so concurrent
-        puts cannot pass the quota together."""
+    def user_bytes(self, user_id: str) -> int:
+        """Bytes of the caches stored for the user, in every cube, resident or spilled."""
+        with self._lock:
+            return self._user_bytes.get(user_id, 0)
+
+    def check_quota(
+        self, cube_id: str, size: int, replacing: Sequence[str] = (), *, user_id: str = "", user_size: int | None = None
+    ) -> None:
+        """Refuses caches of ``size`` bytes that would take the cube past ``max_bytes_per_cube``,
+        or ``user_size`` bytes (default ``size``) that would take ``user_id`` past
+        ``max_bytes_per_user`` (caches they replace, ids in ``replacing``, give their room back).
+        Called before a cache is received or computed, and again by :meth:`put` under the store's
+        lock, so concurrent puts cannot pass a quota together."""
+        if user_id:
+            check_user_id(user_id)
+        if self.max_bytes_per_user:
+            self._check_user_quota(cube_id, size if user_size is None else user_size, replacing, user_id)
         if not self.max_bytes_per_cube:
             return
         with self._lock:
@@ -115,6 +134,37 @@ class CacheStore:
                         "requested": str(size),
                     },
                     # Only deleting caches (or a higher quota) makes room.
+                    retriable=False,
+                )
+
+    def _check_user_quota(self, cube_id: str, size: int, replacing: Sequence[str], user_id: str) -> None:
+        if not user_id:
+            # A cache stored for nobody would escape the quota: with it set, the caller must say whose.
+            raise InvalidArgument(
+                "user_id is required: this service holds each user to a quota of KV cache bytes"
+                " (MEMOS_MAX_KV_BYTES_PER_USER)",
+                reason="USER_ID_REQUIRED",
+                metadata={"field": "user_id"},
+            )
+        with self._lock:
+            usage = self._user_bytes.get(user_id, 0)
+            for cache_id in dict.fromkeys(replacing):
+                old = self._entries.get((cube_id, cache_id))
+                if old is not None and old.meta.user_id == user_id:
+                    usage -= old.meta.size_bytes
+            if size > 0 and usage + size > self.max_bytes_per_user:
+                raise ResourceExhausted(
+                    f"user {user_id!r} stores {usage} of their {self.max_bytes_per_user} bytes of caches"
+                    f" (MEMOS_MAX_KV_BYTES_PER_USER); a cache of {size} bytes does not fit",
+                    reason="KV_QUOTA_EXCEEDED",
+                    metadata={
+                        "user_id": user_id,
+                        "cube_id": cube_id,
+                        "quota": "kv_bytes_per_user",
+                        "limit": str(self.max_bytes_per_user),
+                        "usage": str(usage),
+                        "requested": str(size),
+                    },
                     retriable=False,
                 )
 
@@ -162,13 +212,15 @@ class CacheStore:
         key = (meta.cube_id, meta.cache_id)
         with self._lock:
             self.check_fits(meta.size_bytes)
-            self.check_quota(meta.cube_id, meta.size_bytes, replacing=[meta.cache_id])
+            self.check_quota(meta.cube_id, meta.size_bytes, replacing=[meta.cache_id], user_id=meta.user_id)
             self._remove(key)
             self._make_room(meta.size_bytes)
             meta.resident = True
             self._entries[key] = _Entry(meta, kv)
             self._resident += meta.size_bytes
             self._cube_bytes[meta.cube_id] = self._cube_bytes.get(meta.cube_id, 0) + meta.size_bytes
+            if meta.user_id:
+                self._user_bytes[meta.user_id] = self._user_bytes.get(meta.user_id, 0) + meta.size_bytes
 
     def put_many(self, items: list[tuple[CacheMeta, KV]]) -> None:
         """All or nothing: on failure, the caches stored before it are removed again."""
@@ -221,11 +273,9 @@ class CacheStore:
         entry = self._entries.pop(key, None)
         if entry is None:
             return False
-        left = self._cube_bytes.get(key[0], 0) - entry.meta.size_bytes
-        if left > 0:
-            self._cube_bytes[key[0]] = left
-        else:
-            self._cube_bytes.pop(key[0], None)
+        _release(self._cube_bytes, key[0], entry.meta.size_bytes)
+        if entry.meta.user_id:
+            _release(self._user_bytes, entry.meta.user_id, entry.meta.size_bytes)
         if entry.kv is None:
             self._spill_path(key).unlink(missing_ok=True)
             self._spilled -= entry.meta.size_bytes
@@ -243,3 +293,11 @@ class CacheStore:
         with self._lock:
             keys = [k for k in self._entries if k[0] == cube_id]
             return sum(self._remove(k) for k in keys)
+
+
+def _release(usage: dict[str, int], owner: str, size: int) -> None:
+    left = usage.get(owner, 0) - size
+    if left > 0:
+        usage[owner] = left
+    else:
+        usage.pop(owner, None)

@@ -379,6 +379,8 @@ or nothing when the engine has neither. ctx: {root, engine, field, env}
   value: {{ .svc.maxCacheBytes | int64 | quote }}
 - name: MEMOS_MAX_KV_BYTES_PER_CUBE
   value: {{ .svc.maxKvBytesPerCube | int64 | quote }}
+- name: MEMOS_MAX_KV_BYTES_PER_USER
+  value: {{ .svc.maxKvBytesPerUser | int64 | quote }}
 {{- if .svc.vllm.enabled }}
 - name: MEMOS_VLLM_URL
   value: {{ printf "http://127.0.0.1:%d/v1" (int .svc.vllm.port) | quote }}

@@ -118,10 +118,13 @@ class ActMemClient:
         add_generation_prompt: bool = False,
         metadata: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        user_id: str = "",
     ) -> actmem_pb2.CacheInfo:
+        """Computes and stores the cache of ``prompt``; ``user_id``: whose KV quota it counts against."""
         req = actmem_pb2.ExtractCacheRequest(
             request_id=request_id or uuid.uuid4().hex,
             cube_id=cube_id,
+            user_id=user_id,
             add_generation_prompt=add_generation_prompt,
             metadata=dict(metadata or {}),
             **_prompt_fields(prompt),
@@ -129,7 +132,8 @@ class ActMemClient:
         return self._unary("ExtractCache", req).cache
 
     def add(self, header: actmem_pb2.CacheInfo, kv: KV) -> actmem_pb2.CacheInfo:
-        """Uploads ``kv``; ``header`` names the cube, id, fingerprint, text and metadata."""
+        """Uploads ``kv``; ``header`` names the cube, id, fingerprint, text, metadata and the user
+        whose KV quota it counts against."""
         specs = codec.specs_of(kv)
         info = actmem_pb2.CacheInfo()
         info.CopyFrom(header)
@@ -172,9 +176,11 @@ class ActMemClient:
             if not token:
                 return out
 
-    def merge(self, cube_id: str, cache_ids: Sequence[str], *, store: bool = True) -> actmem_pb2.CacheInfo:
+    def merge(
+        self, cube_id: str, cache_ids: Sequence[str], *, store: bool = True, user_id: str = ""
+    ) -> actmem_pb2.CacheInfo:
         req = actmem_pb2.MergeCachesRequest(
-            request_id=uuid.uuid4().hex, cube_id=cube_id, cache_ids=list(cache_ids), store=store
+            request_id=uuid.uuid4().hex, cube_id=cube_id, cache_ids=list(cache_ids), store=store, user_id=user_id
         )
         return self._unary("MergeCaches", req).cache
 
@@ -191,8 +197,11 @@ class ActMemClient:
             "DumpCaches", actmem_pb2.DumpCachesRequest(cube_id=cube_id, directory=directory)
         ).dumped_count
 
-    def load(self, cube_id: str, directory: str) -> list[actmem_pb2.CacheInfo]:
-        req = actmem_pb2.LoadCachesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id, directory=directory)
+    def load(self, cube_id: str, directory: str, *, user_id: str = "") -> list[actmem_pb2.CacheInfo]:
+        """Loads a dump into the cube, for ``user_id`` (empty: the user each cache was dumped with)."""
+        req = actmem_pb2.LoadCachesRequest(
+            request_id=uuid.uuid4().hex, cube_id=cube_id, directory=directory, user_id=user_id
+        )
         return list(self._unary("LoadCaches", req).caches)
 
     def generate(

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CacheInfo(_message.Message):
-    __slots__ = ("cache_id", "cube_id", "source_text", "num_tokens", "num_layers", "size_bytes", "model", "dtype", "created_at", "merged_from", "metadata", "fingerprint", "tensors", "payload_bytes", "checksum", "last_used_at", "resident")
+    __slots__ = ("cache_id", "cube_id", "source_text", "num_tokens", "num_layers", "size_bytes", "model", "dtype", "created_at", "merged_from", "metadata", "fingerprint", "tensors", "payload_bytes", "checksum", "last_used_at", "resident", "user_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class CacheInfo(_message.Message):
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     cache_id: str
     cube_id: str
     source_text: str
@@ -53,7 +54,8 @@ class CacheInfo(_message.Message):
     checksum: str
     last_used_at: _timestamp_pb2.Timestamp
     resident: bool
-    def __init__(self, cache_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., source_text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., num_layers: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model: _Optional[str] = ..., dtype: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merged_from: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., fingerprint: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., checksum: _Optional[str] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resident: _Optional[bool] = ...) -> None: ...
+    user_id: str
+    def __init__(self, cache_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., source_text: _Optional[str] = ..., num_tokens: _Optional[int] = ..., num_layers: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model: _Optional[str] = ..., dtype: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merged_from: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., fingerprint: _Optional[_Union[ModelFingerprint, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., checksum: _Optional[str] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resident: _Optional[bool] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class ModelFingerprint(_message.Message):
     __slots__ = ("name", "num_layers", "num_kv_heads", "head_dim", "dtype", "rope_json", "digest", "max_context")
@@ -86,7 +88,7 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ExtractCacheRequest(_message.Message):
-    __slots__ = ("request_id", "cube_id", "messages", "text", "metadata", "add_generation_prompt")
+    __slots__ = ("request_id", "cube_id", "messages", "text", "metadata", "add_generation_prompt", "user_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,13 +102,15 @@ class ExtractCacheRequest(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ADD_GENERATION_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cube_id: str
     messages: MessageList
     text: str
     metadata: _containers.ScalarMap[str, str]
     add_generation_prompt: bool
-    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., messages: _Optional[_Union[MessageList, _Mapping]] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., add_generation_prompt: _Optional[bool] = ...) -> None: ...
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., messages: _Optional[_Union[MessageList, _Mapping]] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., add_generation_prompt: _Optional[bool] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class MessageList(_message.Message):
     __slots__ = ("messages",)
@@ -173,16 +177,18 @@ class ListCachesResponse(_message.Message):
     def __init__(self, caches: _Optional[_Iterable[_Union[CacheInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class MergeCachesRequest(_message.Message):
-    __slots__ = ("request_id", "cube_id", "cache_ids", "store")
+    __slots__ = ("request_id", "cube_id", "cache_ids", "store", "user_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     CACHE_IDS_FIELD_NUMBER: _ClassVar[int]
     STORE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cube_id: str
     cache_ids: _containers.RepeatedScalarFieldContainer[str]
     store: bool
-    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., cache_ids: _Optional[_Iterable[str]] = ..., store: _Optional[bool] = ...) -> None: ...
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., cache_ids: _Optional[_Iterable[str]] = ..., store: _Optional[bool] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class MergeCachesResponse(_message.Message):
     __slots__ = ("cache",)
@@ -235,14 +241,16 @@ class DumpCachesResponse(_message.Message):
     def __init__(self, dumped_count: _Optional[int] = ...) -> None: ...
 
 class LoadCachesRequest(_message.Message):
-    __slots__ = ("request_id", "cube_id", "directory")
+    __slots__ = ("request_id", "cube_id", "directory", "user_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cube_id: str
     directory: str
-    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., directory: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., directory: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class LoadCachesResponse(_message.Message):
     __slots__ = ("caches",)

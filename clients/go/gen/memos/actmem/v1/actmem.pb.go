@@ -51,7 +51,10 @@ type CacheInfo struct {
 	Checksum   string                 `protobuf:"bytes,15,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
 	// False while the cache is evicted to disk (it is reloaded on use).
-	Resident      bool `protobuf:"varint,17,opt,name=resident,proto3" json:"resident,omitempty"`
+	Resident bool `protobuf:"varint,17,opt,name=resident,proto3" json:"resident,omitempty"`
+	// The user the cache is stored for: its bytes count against that user's KV
+	// quota (MEMOS_MAX_KV_BYTES_PER_USER) across all cubes. Empty: no user named.
+	UserId        string `protobuf:"bytes,18,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -203,6 +206,13 @@ func (x *CacheInfo) GetResident() bool {
 		return x.Resident
 	}
 	return false
+}
+
+func (x *CacheInfo) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
 }
 
 // The model a cache was computed by. Two caches can be merged, and a cache can
@@ -388,8 +398,10 @@ type ExtractCacheRequest struct {
 	Metadata map[string]string            `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// With messages: end the rendered prompt with the assistant's turn opener.
 	AddGenerationPrompt bool `protobuf:"varint,6,opt,name=add_generation_prompt,json=addGenerationPrompt,proto3" json:"add_generation_prompt,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Whose KV quota the cache counts against (see CacheInfo.user_id).
+	UserId        string `protobuf:"bytes,7,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExtractCacheRequest) Reset() {
@@ -473,6 +485,13 @@ func (x *ExtractCacheRequest) GetAddGenerationPrompt() bool {
 		return x.AddGenerationPrompt
 	}
 	return false
+}
+
+func (x *ExtractCacheRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
 }
 
 type isExtractCacheRequest_Prompt interface {
@@ -982,7 +1001,9 @@ type MergeCachesRequest struct {
 	// At least one; merged in this order.
 	CacheIds []string `protobuf:"bytes,3,rep,name=cache_ids,json=cacheIds,proto3" json:"cache_ids,omitempty"`
 	// Store the merged cache (otherwise it is only described).
-	Store         bool `protobuf:"varint,4,opt,name=store,proto3" json:"store,omitempty"`
+	Store bool `protobuf:"varint,4,opt,name=store,proto3" json:"store,omitempty"`
+	// With store: whose KV quota the merged cache counts against.
+	UserId        string `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1043,6 +1064,13 @@ func (x *MergeCachesRequest) GetStore() bool {
 		return x.Store
 	}
 	return false
+}
+
+func (x *MergeCachesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
 }
 
 type MergeCachesResponse struct {
@@ -1387,10 +1415,13 @@ func (x *DumpCachesResponse) GetDumpedCount() int64 {
 }
 
 type LoadCachesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	CubeId        string                 `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
-	Directory     string                 `protobuf:"bytes,3,opt,name=directory,proto3" json:"directory,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	CubeId    string                 `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	Directory string                 `protobuf:"bytes,3,opt,name=directory,proto3" json:"directory,omitempty"`
+	// Whose KV quota the loaded caches count against; empty keeps the user each
+	// cache was dumped with.
+	UserId        string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1442,6 +1473,13 @@ func (x *LoadCachesRequest) GetCubeId() string {
 func (x *LoadCachesRequest) GetDirectory() string {
 	if x != nil {
 		return x.Directory
+	}
+	return ""
+}
+
+func (x *LoadCachesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -1858,7 +1896,7 @@ var File_memos_actmem_v1_actmem_proto protoreflect.FileDescriptor
 
 const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmemos/actmem/v1/actmem.proto\x12\x0fmemos.actmem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmemos/common/v1/message.proto\"\xdf\x05\n" +
+	"\x1cmemos/actmem/v1/actmem.proto\x12\x0fmemos.actmem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmemos/common/v1/message.proto\"\xf8\x05\n" +
 	"\tCacheInfo\x12\x19\n" +
 	"\bcache_id\x18\x01 \x01(\tR\acacheId\x12\x17\n" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x1f\n" +
@@ -1884,7 +1922,8 @@ const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"\bchecksum\x18\x0f \x01(\tR\bchecksum\x12<\n" +
 	"\flast_used_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastUsedAt\x12\x1a\n" +
-	"\bresident\x18\x11 \x01(\bR\bresident\x1a;\n" +
+	"\bresident\x18\x11 \x01(\bR\bresident\x12\x17\n" +
+	"\auser_id\x18\x12 \x01(\tR\x06userId\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xee\x01\n" +
@@ -1904,7 +1943,7 @@ const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"TensorSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05dtype\x18\x02 \x01(\tR\x05dtype\x12\x14\n" +
-	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\xea\x02\n" +
+	"\x05shape\x18\x03 \x03(\x03R\x05shape\"\x83\x03\n" +
 	"\x13ExtractCacheRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -1912,7 +1951,8 @@ const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"\bmessages\x18\x03 \x01(\v2\x1c.memos.actmem.v1.MessageListH\x00R\bmessages\x12\x14\n" +
 	"\x04text\x18\x04 \x01(\tH\x00R\x04text\x12N\n" +
 	"\bmetadata\x18\x05 \x03(\v22.memos.actmem.v1.ExtractCacheRequest.MetadataEntryR\bmetadata\x122\n" +
-	"\x15add_generation_prompt\x18\x06 \x01(\bR\x13addGenerationPrompt\x1a;\n" +
+	"\x15add_generation_prompt\x18\x06 \x01(\bR\x13addGenerationPrompt\x12\x17\n" +
+	"\auser_id\x18\a \x01(\tR\x06userId\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
@@ -1943,13 +1983,14 @@ const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"p\n" +
 	"\x12ListCachesResponse\x122\n" +
 	"\x06caches\x18\x01 \x03(\v2\x1a.memos.actmem.v1.CacheInfoR\x06caches\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x7f\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x98\x01\n" +
 	"\x12MergeCachesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x1b\n" +
 	"\tcache_ids\x18\x03 \x03(\tR\bcacheIds\x12\x14\n" +
-	"\x05store\x18\x04 \x01(\bR\x05store\"G\n" +
+	"\x05store\x18\x04 \x01(\bR\x05store\x12\x17\n" +
+	"\auser_id\x18\x05 \x01(\tR\x06userId\"G\n" +
 	"\x13MergeCachesResponse\x120\n" +
 	"\x05cache\x18\x01 \x01(\v2\x1a.memos.actmem.v1.CacheInfoR\x05cache\"j\n" +
 	"\x13DeleteCachesRequest\x12\x1d\n" +
@@ -1969,12 +2010,13 @@ const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"\acube_id\x18\x01 \x01(\tR\x06cubeId\x12\x1c\n" +
 	"\tdirectory\x18\x02 \x01(\tR\tdirectory\"7\n" +
 	"\x12DumpCachesResponse\x12!\n" +
-	"\fdumped_count\x18\x01 \x01(\x03R\vdumpedCount\"i\n" +
+	"\fdumped_count\x18\x01 \x01(\x03R\vdumpedCount\"\x82\x01\n" +
 	"\x11LoadCachesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x1c\n" +
-	"\tdirectory\x18\x03 \x01(\tR\tdirectory\"H\n" +
+	"\tdirectory\x18\x03 \x01(\tR\tdirectory\x12\x17\n" +
+	"\auser_id\x18\x04 \x01(\tR\x06userId\"H\n" +
 	"\x12LoadCachesResponse\x122\n" +
 	"\x06caches\x18\x01 \x03(\v2\x1a.memos.actmem.v1.CacheInfoR\x06caches\"\xc2\x01\n" +
 	"\x0fGenerateRequest\x12\x17\n" +
