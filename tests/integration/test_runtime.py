@@ -42,7 +42,23 @@ async def test_request_id_is_echoed(suite) -> None:  # type: ignore[no-untyped-d
             gateway_pb2.ListCubesRequest(user_id="rid-user"), metadata=((REQUEST_ID_HEADER, "my-request-42"),)
         )
         await call
-        assert dict(await call.initial_metadata())[REQUEST_ID_HEADER] == "my-request-42"
+        # One response: the id leaves with it, in the trailing metadata (no write of its own).
+        assert dict(await call.trailing_metadata())[REQUEST_ID_HEADER] == "my-request-42"
+        # A failed call keeps it beside the error details.
+        failed = gateway_pb2_grpc.GatewayServiceStub(ch).ListCubes(
+            gateway_pb2.ListCubesRequest(user_id=""), metadata=((REQUEST_ID_HEADER, "my-request-43"),)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await failed
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        trailing = dict(err.value.trailing_metadata())
+        assert trailing[REQUEST_ID_HEADER] == "my-request-43" and "grpc-status-details-bin" in trailing
+        # A stream's caller has it before the first message, in the initial metadata.
+        stream = gateway_pb2_grpc.GatewayServiceStub(ch).ExportUserData(
+            gateway_pb2.ExportUserDataRequest(user_id="rid-user"), metadata=((REQUEST_ID_HEADER, "my-request-44"),)
+        )
+        assert dict(await stream.initial_metadata())[REQUEST_ID_HEADER] == "my-request-44"
+        stream.cancel()
 
 
 async def test_one_trace_spans_gateway_and_textmem(client: AsyncMemosClient, unique: str) -> None:
