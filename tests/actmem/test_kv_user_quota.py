@@ -92,3 +92,30 @@ def test_user_ids_are_checked(make_service) -> None:  # type: ignore[no-untyped-
         c.extract("a", PROMPT, user_id="u" * 257)
     assert c.list("a") == []
     assert c.extract("a", PROMPT, user_id="alice@example.org").user_id == "alice@example.org"
+
+
+def test_the_kv_cache_memory_facade_stores_for_its_user(make_service) -> None:  # type: ignore[no-untyped-def]
+    from memos.configs.memory import MemoryConfigFactory
+    from memos.memories.factory import MemoryFactory
+
+    svc = make_service(max_kv_bytes_per_user=10**9)
+
+    def facade(**extra: str):  # type: ignore[no-untyped-def]
+        config = {
+            "extractor_llm": {"backend": "huggingface", "config": {"model_name_or_path": "served-model"}},
+            "cube_id": "facade",
+            "actmem_addr": svc.address,
+            **extra,
+        }
+        return MemoryFactory.from_config(MemoryConfigFactory(backend="kv_cache", config=config))
+
+    mem = facade(user_id="carol")
+    item = mem.extract(PROMPT)
+    mem.add([item])
+    assert [i.user_id for i in svc.client.list("facade")] == ["carol"]
+    assert svc.memory.store.user_bytes("carol") > 0
+    # Without a user, a quota-holding service refuses to store (and says why).
+    anonymous = facade()
+    with pytest.raises(InvalidArgument) as bad:
+        anonymous.add([anonymous.extract(PROMPT)])
+    assert bad.value.reason == "USER_ID_REQUIRED"

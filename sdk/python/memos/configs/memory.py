@@ -51,6 +51,9 @@ class KVCacheMemoryConfig(_Strict):
     """actmem cube the caches live in."""
     actmem_addr: str = ""
     """Remote actmem (host:port); MEMOS_ACTMEM_ADDR when empty; in-process actmem when both are empty."""
+    user_id: str = ""
+    """The user the caches are stored for: their bytes count against that user's KV quota on a
+    service that sets one (MEMOS_MAX_KV_BYTES_PER_USER, which then requires it)."""
     max_cache_bytes: int = Field(default=2 * 1024**3, ge=0)
     """Embedded mode only: resident cache budget (LRU eviction to disk beyond it)."""
 

@@ -132,6 +132,7 @@ class KVCacheMemory:
             info.CopyFrom(header)
             info.cache_id = item.id
             info.cube_id = self.cube_id
+            info.user_id = self.config.user_id
             info.source_text = item.records.composed_text_memory
             info.metadata.clear()
             info.metadata.update({str(k): str(v) for k, v in item.metadata.items()})
@@ -174,7 +175,7 @@ class KVCacheMemory:
         self._client.dump(self.cube_id, self._directory(dir))
 
     def load(self, dir: str) -> None:
-        self._client.load(self.cube_id, self._directory(dir))
+        self._client.load(self.cube_id, self._directory(dir), user_id=self.config.user_id)
 
     # -- beyond MemOS --------------------------------------------------------------
 
