@@ -202,7 +202,9 @@ class PrefixMemory(ActMemory):
         add_generation_prompt: bool = False,
         metadata: Mapping[str, str] | None = None,
         request_id: str = "",
+        user_id: str = "",
     ) -> CacheMeta:
+        """``user_id`` is recorded on the cache (the caches live in the vLLM server: no quota here)."""
         check_id(cube_id, "cube_id")
         replay = self._replayed(cube_id, request_id)
         if replay is not None:
@@ -212,13 +214,13 @@ class PrefixMemory(ActMemory):
         if not ids:
             raise InvalidArgument("the prompt is empty", reason="EMPTY_PROMPT")
         self._check_length(len(ids), "the prompt")
-        meta = self._new_meta(cube_id, text, len(ids), metadata=dict(metadata or {}))
+        meta = self._new_meta(cube_id, text, len(ids), metadata=dict(metadata or {}), user_id=user_id)
         self._store(meta, ids, self._pick_server())
         self._remember(cube_id, request_id, meta.cache_id)
         return meta
 
     def merge(
-        self, cube_id: str, cache_ids: Sequence[str], *, store: bool = False, request_id: str = ""
+        self, cube_id: str, cache_ids: Sequence[str], *, store: bool = False, request_id: str = "", user_id: str = ""
     ) -> tuple[CacheMeta, KV | None]:
         if not cache_ids:
             raise InvalidArgument("cache_ids must name at least one cache", reason="EMPTY_CACHE_IDS")
@@ -230,7 +232,13 @@ class PrefixMemory(ActMemory):
             self.fingerprint.require_same(m.fingerprint, f"cache {m.cache_id}")
         total = sum(m.num_tokens for m in metas)
         self._check_length(total, "the merged cache")
-        meta = self._new_meta(cube_id, "".join(m.source_text for m in metas), total, merged_from=list(cache_ids))
+        meta = self._new_meta(
+            cube_id,
+            "".join(m.source_text for m in metas),
+            total,
+            merged_from=list(cache_ids),
+            user_id=user_id if store else "",
+        )
         if store:
             ids = [t for cid in cache_ids for t in self.token_ids(cube_id, cid)]
             with self._lock:
@@ -313,7 +321,7 @@ class PrefixMemory(ActMemory):
             raise bad("token count does not match its token ids")
         return meta, ids
 
-    def load(self, cube_id: str, directory: str) -> list[CacheMeta]:
+    def load(self, cube_id: str, directory: str, user_id: str = "") -> list[CacheMeta]:
         """Reads prefix manifests back and warms them; all are validated before any is stored."""
         check_id(cube_id, "cube_id")
         target = self._directory(directory)
@@ -325,6 +333,7 @@ class PrefixMemory(ActMemory):
             self.fingerprint.require_same(meta.fingerprint, manifest.name)
             self._check_length(meta.num_tokens, f"cache {meta.cache_id}")
             meta.cube_id, meta.fingerprint = cube_id, self.fingerprint
+            meta.user_id = user_id or meta.user_id
             loaded.append((meta, ids))
         done: list[tuple[str, str]] = []
         try:
