@@ -8,12 +8,14 @@ server and measures through its API with the SDK's ActMemClient:
    prompt text (prefilled every time) versus the memory's cache injected
    (Generate with cache_ids), same model, same run; median of ``--repeats``;
 2. cache transfer over loopback gRPC (GetCache download, AddCache upload) and
-   dump/load to disk, in GB/s, against a raw in-memory copy of the same bytes;
+   dump/load to disk, in GB/s, against a raw in-memory copy of the same bytes
+   (``--rounds`` alternating rounds, medians; every round's figures are kept);
 3. merge of 8 caches of 1,000 tokens (MergeCaches) against extracting the
    concatenated text (ExtractCache over 8,000 tokens).
 
 Prints numbers, ratios and the issue's targets side by side and writes them to
-``benchmarks/results/actmem_latest.json``. Never fails on a target.
+``benchmarks/results/actmem_latest.json``. Never fails on a target. ``--only
+transfer`` (or ``ttft``, ``merge``, comma-separated) runs a subset.
 """
 
 from __future__ import annotations
@@ -58,8 +60,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--merge-parts", type=int, default=8)
     ap.add_argument("--size", default="bench", help="tools/tiny_model.py size of the model to build")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the transfer measures (medians reported)")
+    ap.add_argument(
+        "--only", default="ttft,transfer,merge", help="sections to run, comma-separated: ttft, transfer, merge"
+    )
     ap.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "actmem_latest.json"))
     args = ap.parse_args()
+    sections = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = sections - {"ttft", "transfer", "merge"}
+    if unknown:
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").exists():
@@ -119,6 +129,27 @@ def main() -> None:
     question_text = detok(_text_of_tokens(tokenize, args.question_tokens + 200)[200:])
     mem_info = client.extract("bench", memory_text)
     results["model"]["dtype"] = mem_info.dtype  # type: ignore[index]
+    if "ttft" in sections:
+        results["ttft"] = _ttft(client, mem_info, memory_text, question_text, args.repeats)
+
+    # 2. transfer -------------------------------------------------------------
+    parts = []
+    if sections & {"transfer", "merge"}:
+        parts = [client.extract("bench", memory_text) for _ in range(args.merge_parts)]
+    if "transfer" in sections:
+        results["transfer"] = _transfer(client, parts, args.rounds)
+
+    # 3. merge vs extracting the concatenation ----------------------------------
+    if "merge" in sections:
+        results["merge"] = _merge(client, parts, memory_text, args.merge_parts)
+
+    client.close()
+    emb.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    _report(results, Path(args.out))
+
+
+def _ttft(client: ActMemClient, mem_info, memory_text: str, question_text: str, repeats: int) -> dict:  # type: ignore[no-untyped-def, type-arg]
     question = [{"role": "user", "content": question_text}]
     prefill_msgs = [{"role": "system", "content": memory_text}, *question]
 
@@ -129,10 +160,10 @@ def main() -> None:
 
     ttft([], prefill_msgs)  # warm-up (allocator, kernels)
     ttft([mem_info.cache_id], question)
-    pre = [ttft([], prefill_msgs) for _ in range(args.repeats)]
-    inj = [ttft([mem_info.cache_id], question) for _ in range(args.repeats)]
+    pre = [ttft([], prefill_msgs) for _ in range(repeats)]
+    inj = [ttft([mem_info.cache_id], question) for _ in range(repeats)]
     pre_ms, inj_ms = statistics.median(t for t, _ in pre), statistics.median(t for t, _ in inj)
-    results["ttft"] = {
+    return {
         "memory_tokens": mem_info.num_tokens,
         "prompt_tokens_prefill": pre[0][1],
         "prompt_tokens_injected": inj[0][1],
@@ -142,54 +173,59 @@ def main() -> None:
         "target_speedup_cpu": 8.0,
     }
 
-    # 2. transfer -------------------------------------------------------------
-    parts = [client.extract("bench", memory_text) for _ in range(args.merge_parts)]
+
+def _transfer(client: ActMemClient, parts: list, rounds: int) -> dict:  # type: ignore[type-arg]
+    """GetCache, AddCache, a raw copy of the same tensors, DumpCaches and LoadCaches of one merged
+    cache, ``rounds`` times in turn (so that a busy moment of the machine hits all of them)."""
     big = client.merge("bench", [p.cache_id for p in parts], store=True)
-    _, kv_local = client.get("bench", big.cache_id)  # warm-up
+    _, kv_local = client.get("bench", big.cache_id)  # warm-up (and the stored checksum)
     nbytes = big.size_bytes
-    t0 = time.perf_counter()
-    _, kv_local = client.get("bench", big.cache_id)
-    get_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    client.add(big, kv_local)
-    add_s = time.perf_counter() - t0
-    flat = [t for kv in kv_local for t in kv]
-    t0 = time.perf_counter()
-    copies = [t.clone() for t in flat]
-    copy_s = time.perf_counter() - t0
-    del copies
-    client.delete_all("dumpcube")
     dump_header = type(big)()
     dump_header.CopyFrom(big)
     dump_header.cube_id = "dumpcube"
+    client.delete_all("dumpcube")
     client.add(dump_header, kv_local)
-    t0 = time.perf_counter()
-    client.dump("dumpcube", "big")
-    dump_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    client.load("dumpcube2", "big")
-    load_s = time.perf_counter() - t0
-    gbps = lambda s: round(nbytes / s / 1e9, 3)  # noqa: E731
-    results["transfer"] = {
-        "cache_bytes": nbytes,
-        "grpc_download_gbps": gbps(get_s),
-        "grpc_upload_gbps": gbps(add_s),
-        "dump_gbps": gbps(dump_s),
-        "load_gbps": gbps(load_s),
-        "raw_memory_copy_gbps": gbps(copy_s),
-        "target_gbps": 1.0,
-    }
+    seconds: dict[str, list[float]] = {k: [] for k in ("get", "add", "copy", "dump", "load")}
+    for r in range(max(1, rounds)):
+        t0 = time.perf_counter()
+        _, kv_local = client.get("bench", big.cache_id)
+        t1 = time.perf_counter()
+        client.add(big, kv_local)
+        t2 = time.perf_counter()
+        copies = [t.clone() for kv in kv_local for t in kv]
+        t3 = time.perf_counter()
+        del copies
+        client.dump("dumpcube", f"big-{r}")
+        t4 = time.perf_counter()
+        client.load(f"dumpcube-loaded-{r}", f"big-{r}")
+        t5 = time.perf_counter()
+        client.delete_all(f"dumpcube-loaded-{r}")
+        for key, s in zip(seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            seconds[key].append(s)
 
-    # 3. merge vs extracting the concatenation ----------------------------------
+    def gbps(s: float) -> float:
+        return round(nbytes / s / 1e9, 3)
+
+    names = {"get": "grpc_download", "add": "grpc_upload", "dump": "dump", "load": "load", "copy": "raw_memory_copy"}
+    out: dict[str, object] = {"cache_bytes": nbytes, "rounds": max(1, rounds)}
+    for key, name in names.items():
+        out[f"{name}_gbps"] = gbps(statistics.median(seconds[key]))
+    out["per_round_gbps"] = {names[k]: [gbps(s) for s in v] for k, v in seconds.items()}
+    out["target_gbps"] = 1.0
+    return out
+
+
+def _merge(client: ActMemClient, parts: list, memory_text: str, n_parts: int) -> dict:  # type: ignore[type-arg]
+    big = client.merge("bench", [p.cache_id for p in parts], store=False)
     t0 = time.perf_counter()
     for _ in range(3):
         client.merge("bench", [p.cache_id for p in parts], store=False)
     merge_ms = (time.perf_counter() - t0) / 3 * 1e3
     t0 = time.perf_counter()
-    concat = client.extract("bench", memory_text * args.merge_parts)
+    concat = client.extract("bench", memory_text * n_parts)
     extract_ms = (time.perf_counter() - t0) * 1e3
-    results["merge"] = {
-        "parts": args.merge_parts,
+    return {
+        "parts": n_parts,
         "tokens": big.num_tokens,
         "merge_ms": round(merge_ms, 2),
         "extract_concatenated_ms": round(extract_ms, 2),
@@ -197,33 +233,37 @@ def main() -> None:
         "speedup": round(extract_ms / merge_ms, 2),
     }
 
-    client.close()
-    emb.stop()
-    shutil.rmtree(work, ignore_errors=True)
-    _report(results, Path(args.out))
-
 
 def _report(r: dict, out: Path) -> None:  # type: ignore[type-arg]
-    t, x, m = r["ttft"], r["transfer"], r["merge"]
     print(f"machine: {r['machine']}")
     print(f"model:   {r['model']}")
-    print()
-    print(
-        f"TTFT, {t['memory_tokens']}-token memory + question ({t['prompt_tokens_prefill']} vs {t['prompt_tokens_injected']} prompt tokens):"
-    )
-    print(f"  prompt prefill   {t['prefill_ms']:10.2f} ms")
-    print(f"  injected cache   {t['injected_ms']:10.2f} ms")
-    print(f"  speedup          {t['speedup']:10.2f} x   (target >= {t['target_speedup_cpu']} x on CPU)")
-    print()
-    print(f"cache transfer, {x['cache_bytes'] / 1e6:.1f} MB:")
-    for k in ("grpc_download_gbps", "grpc_upload_gbps", "dump_gbps", "load_gbps", "raw_memory_copy_gbps"):
-        ratio = x[k] / x["raw_memory_copy_gbps"]
-        print(f"  {k:22s} {x[k]:8.3f} GB/s   ({ratio:5.2f} of raw copy; target >= {x['target_gbps']} GB/s)")
-    print()
-    print(f"merge of {m['parts']} caches ({m['tokens']} tokens):")
-    print(f"  MergeCaches              {m['merge_ms']:10.2f} ms")
-    print(f"  extract concatenated     {m['extract_concatenated_ms']:10.2f} ms  ({m['extract_tokens']} tokens)")
-    print(f"  speedup                  {m['speedup']:10.2f} x")
+    if "ttft" in r:
+        t = r["ttft"]
+        print()
+        print(
+            f"TTFT, {t['memory_tokens']}-token memory + question ({t['prompt_tokens_prefill']} vs {t['prompt_tokens_injected']} prompt tokens):"
+        )
+        print(f"  prompt prefill   {t['prefill_ms']:10.2f} ms")
+        print(f"  injected cache   {t['injected_ms']:10.2f} ms")
+        print(f"  speedup          {t['speedup']:10.2f} x   (target >= {t['target_speedup_cpu']} x on CPU)")
+    if "transfer" in r:
+        x = r["transfer"]
+        print()
+        print(f"cache transfer, {x['cache_bytes'] / 1e6:.1f} MB (median of {x['rounds']} rounds):")
+        for k in ("grpc_download", "grpc_upload", "dump", "load", "raw_memory_copy"):
+            v = x[f"{k}_gbps"]
+            ratio = v / x["raw_memory_copy_gbps"]
+            rounds = ", ".join(f"{g:.2f}" for g in x["per_round_gbps"][k])
+            print(
+                f"  {k + '_gbps':22s} {v:8.3f} GB/s   ({ratio:5.2f} of raw copy; target >= {x['target_gbps']} GB/s)  [{rounds}]"
+            )
+    if "merge" in r:
+        m = r["merge"]
+        print()
+        print(f"merge of {m['parts']} caches ({m['tokens']} tokens):")
+        print(f"  MergeCaches              {m['merge_ms']:10.2f} ms")
+        print(f"  extract concatenated     {m['extract_concatenated_ms']:10.2f} ms  ({m['extract_tokens']} tokens)")
+        print(f"  speedup                  {m['speedup']:10.2f} x")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(r, indent=2))
     print(f"\nwritten to {out}")

@@ -120,7 +120,8 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
             if req.WhichOneof("payload") != "chunk":
                 raise InvalidArgument("only chunks may follow the header", reason="UNEXPECTED_HEADER")
             decoder.feed(req.chunk)
-        kv = decoder.finish()
+        # Waits for the checksum's last stripes (computed on a pool while the chunks came in).
+        kv = await asyncio.to_thread(decoder.finish)
         # Kept when it is also the checksum of this service's own encoding (else recomputed on demand).
         meta.checksum = decoder.canonical_checksum
         meta = await asyncio.to_thread(self._mem.add, meta, kv)

@@ -8,7 +8,8 @@ simply the field's tag, the length as a varint and the bytes, so chunks are
 framed here with one copy of the data and parsed with none, and everything else
 (headers, and any message not shaped like a lone chunk) still goes through
 protobuf. The bytes on the wire are exactly the protobuf encoding: clients need
-nothing special.
+nothing special. The SDK's client (memos.client.actmem) uses the same framing and
+parsing for its side of the streams.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def chunk_frames(views: Iterator[memoryview]) -> Iterator[bytes]:
 
 
 def serialize_response(message: Any) -> bytes:
-    """Response serializer of the cache streams: chunk frames are already serialized."""
+    """Serializer of the cache streams' chunked side (the service's responses, the SDK's
+    uploads): chunk frames are already serialized, anything else is a protobuf message."""
     if isinstance(message, bytes):
         return message
     return message.SerializeToString()
@@ -88,8 +90,9 @@ def _lone_chunk(raw: bytes) -> memoryview | None:
 
 
 def request_parser(message_cls: Any) -> Callable[[bytes], Any]:
-    """Request deserializer of a chunked upload: lone chunks become :class:`RawChunk`s, anything
-    else is parsed by protobuf (and fails like protobuf when malformed)."""
+    """Deserializer of a cache stream's chunked side (the service's uploads, the SDK's
+    downloads): lone chunks become :class:`RawChunk`s, anything else is parsed by protobuf
+    (and fails like protobuf when malformed)."""
 
     def parse(raw: bytes) -> Any:
         view = _lone_chunk(raw)

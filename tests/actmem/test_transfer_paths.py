@@ -153,3 +153,113 @@ def test_cpu_attention_reads_grouped_heads_with_the_stock_result() -> None:
         ours, _ = _sdpa_attention(Layer(), q, k, v, m, scaling=0.25)
         stock, _ = sdpa_attention_forward(Layer(), q, k, v, m, scaling=0.25)
         assert torch.allclose(ours, stock, atol=1e-6, rtol=0)
+
+
+# -- checksums beside the transfer: stripes on a pool, combined -------------------------------------
+
+
+@pytest.mark.parametrize(("len1", "len2"), [(0, 0), (0, 9), (9, 0), (1, 1), (1000, 12_345), (70_000, 3), (5, 1 << 20)])
+def test_crc32_combine_is_the_crc_of_the_concatenation(len1: int, len2: int) -> None:
+    import random
+    import zlib
+
+    rng = random.Random(len1 * 31 + len2)
+    a, b = rng.randbytes(len1), rng.randbytes(len2)
+    assert codec.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_crc32_is_zlibs_whichever_library_computes_it() -> None:
+    import zlib
+
+    data = bytes(range(256)) * 1024  # large enough for the fast path, where there is one
+    assert codec.crc32(data) == zlib.crc32(data)
+    assert codec.crc32(memoryview(data)[7:], 99) == zlib.crc32(data[7:], 99)
+
+
+def test_checksums_mixing_pool_pieces_and_inline_updates_are_the_whole_payloads(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import zlib
+
+    # Small thresholds: every path (pool, inline, waiting for the oldest piece) is taken.
+    monkeypatch.setattr(codec, "_POOL_MIN", 1000)
+    monkeypatch.setattr(codec, "_MAX_PENDING", 5000)
+    pieces = [bytes([i]) * n for i, n in enumerate([10, 4000, 3, 2500, 2500, 999, 1000, 7, 6000])]
+    whole = b"".join(pieces)
+    for algorithm, want in (
+        ("crc32", f"crc32:{zlib.crc32(whole):08x}"),
+        ("sha256", "sha256:" + hashlib.sha256(whole).hexdigest()),
+    ):
+        c = codec.Checksum(algorithm)
+        for i, piece in enumerate(pieces):
+            if i % 3 == 2:
+                c.update(piece)
+            else:
+                c.update_later(memoryview(piece))
+        assert c.value() == want
+        assert c.value() == want  # asking twice changes nothing
+    assert codec.Checksum("crc32").value() == f"crc32:{zlib.crc32(b''):08x}"
+
+
+def _big_kv() -> list:  # type: ignore[type-arg]
+    # More than two checksum stripes, with tensors that do not line up with them.
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(1, 3, 1001, 64, generator=g), torch.randn(1, 3, 1001, 64, generator=g)) for _ in range(6)]
+
+
+def test_large_payloads_are_checked_in_stripes_whatever_the_chunking() -> None:
+    import zlib
+
+    kv = _big_kv()
+    specs = codec.specs_of(kv)
+    payload = b"".join(codec.iter_payload(kv, 1 << 20))
+    assert len(payload) > 2 * codec.CRC_STRIPE
+    checksum = f"crc32:{zlib.crc32(payload):08x}"
+    assert codec.checksum_of(kv, "crc32") == checksum
+    for step in (1 << 20, 777_777, len(payload)):
+        dec = codec.PayloadDecoder(specs, len(payload), checksum)
+        for i in range(0, len(payload), step):
+            dec.feed(memoryview(payload)[i : i + step])
+        back = dec.finish()
+        assert all(
+            torch.equal(a, b) for pair, got in zip(kv, back, strict=True) for a, b in zip(pair, got, strict=True)
+        )
+    # One flipped bit in a middle stripe is found.
+    damaged = bytearray(payload)
+    damaged[len(payload) // 2] ^= 0x10
+    dec = codec.PayloadDecoder(specs, len(payload), checksum)
+    dec.feed(bytes(damaged))
+    with pytest.raises(FailedPrecondition, match="checksum"):
+        dec.finish()
+
+
+def test_large_files_are_read_in_stripes_and_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    kv = _big_kv()
+    specs, checksum = codec.specs_of(kv), codec.checksum_of(kv, "crc32")
+    path = tmp_path / "big.safetensors"
+    codec.write_file(path, kv)
+    back = codec.read_file(path, specs, checksum)
+    assert all(torch.equal(a, b) for pair, got in zip(kv, back, strict=True) for a, b in zip(pair, got, strict=True))
+    data = bytearray(path.read_bytes())
+    data[-(codec.CRC_STRIPE + 5)] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(FailedPrecondition, match="checksum"):
+        codec.read_file(path, specs, checksum)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_received_tensors_are_ordinary_writable_tensors(dtype: str) -> None:
+    for shape in ((1, 2, 3, 8), (1, 2, 0, 8)):
+        t = codec.empty_tensor(codec.TensorSpec("layers.0.keys", dtype, shape))
+        assert t.shape == shape and t.dtype == codec.ST_TO_TORCH[dtype] and t.is_contiguous()
+        t.fill_(1.5)
+        assert bool((t == 1.5).all())
+
+
+def test_the_sdk_reads_downloaded_chunks_without_protobuf(service) -> None:  # type: ignore[no-untyped-def]
+    info = service.client.extract("cube", "alice likes tea. " * 20)
+    responses = list(
+        service.client._streams["GetCache"](actmem_pb2.GetCacheRequest(cube_id="cube", cache_id=info.cache_id))
+    )
+    assert responses[0].WhichOneof("payload") == "header"
+    assert len(responses) > 2 and all(isinstance(r, wire.RawChunk) for r in responses[1:])
+    assert sum(len(r.chunk) for r in responses[1:]) == responses[0].header.payload_bytes

@@ -21,7 +21,7 @@ import grpc
 
 from memos.actmem.v1 import actmem_pb2, actmem_pb2_grpc
 from memos.client import _convert
-from services.actmem import codec
+from services.actmem import codec, wire
 from shared.channels import blocking_channel, with_service_token
 from shared.errors import InvalidArgument
 from shared.grpc_errors import from_rpc_error
@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 KV = list[tuple[Any, Any]]
 _MAX_MESSAGE = 64 * 1024 * 1024
+# How far ahead of what this client has read a server may stream (HTTP/2 flow control; gRPC's
+# default is 64 KiB, grown by probing): a cache download keeps the server writing while this
+# client decodes, instead of waiting for a window update per message.
+_LOOKAHEAD = 16 * 1024 * 1024
+_SERVICE = "/" + actmem_pb2.DESCRIPTOR.services_by_name["ActMemService"].full_name + "/"
 
 
 def _prompt_fields(prompt: str | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -40,7 +45,8 @@ def _prompt_fields(prompt: str | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def decode_stream(responses: Iterator[Any]) -> tuple[actmem_pb2.CacheInfo, KV]:
-    """A cache from a header-then-chunks response stream."""
+    """A cache from a header-then-chunks response stream (protobuf messages, or the
+    :class:`~services.actmem.wire.RawChunk` views that the client's own calls parse chunks into)."""
     first = next(responses, None)
     if first is None or first.WhichOneof("payload") != "header":
         raise InvalidArgument("the stream did not start with a header", reason="MISSING_HEADER")
@@ -69,11 +75,36 @@ class ActMemClient:
         channel = blocking_channel(
             target,
             settings or ClientSettings(),
-            options=[("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)],
+            options=[
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.http2.lookahead_bytes", _LOOKAHEAD),
+            ],
         )
         # actmem is internal to a release: callers send its service token (MEMOS_SERVICE_TOKEN).
         self._channel = with_service_token(channel, service_token)
         self.stub = actmem_pb2_grpc.ActMemServiceStub(self._channel)
+        # The cache streams skip protobuf for their chunks (services/actmem/wire.py): downloads
+        # read each chunk as a view of the received message, uploads send pre-framed chunks.
+        # The bytes on the wire are the protobuf encoding either way.
+        self._streams = {
+            method: self._channel.unary_stream(
+                _SERVICE + method,
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=wire.request_parser(response_cls),
+                _registered_method=True,
+            )
+            for method, request_cls, response_cls in (
+                ("GetCache", actmem_pb2.GetCacheRequest, actmem_pb2.GetCacheResponse),
+                ("ComputeCache", actmem_pb2.ComputeCacheRequest, actmem_pb2.ComputeCacheResponse),
+            )
+        }
+        self._add_cache = self._channel.stream_unary(
+            _SERVICE + "AddCache",
+            request_serializer=wire.serialize_response,
+            response_deserializer=actmem_pb2.AddCacheResponse.FromString,
+            _registered_method=True,
+        )
 
     def close(self) -> None:
         self._channel.close()
@@ -86,7 +117,7 @@ class ActMemClient:
 
     def _download(self, method: str, request: Any) -> tuple[actmem_pb2.CacheInfo, KV]:
         try:
-            return decode_stream(iter(getattr(self.stub, method)(request, timeout=self._timeout)))
+            return decode_stream(iter(self._streams[method](request, timeout=self._timeout)))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -143,13 +174,13 @@ class ActMemClient:
         info.payload_bytes = codec.payload_size(specs)
         info.checksum = codec.checksum_of(kv, "crc32")
 
-        def requests() -> Iterator[actmem_pb2.AddCacheRequest]:
+        def requests() -> Iterator[actmem_pb2.AddCacheRequest | bytes]:
             yield actmem_pb2.AddCacheRequest(header=info)
-            for chunk in codec.iter_payload(kv, self._chunk):
-                yield actmem_pb2.AddCacheRequest(chunk=chunk)
+            # Serialized AddCacheRequest chunks, framed straight from the tensors' memory.
+            yield from wire.chunk_frames(codec.iter_views(kv, self._chunk))
 
         try:
-            return self.stub.AddCache(requests(), timeout=self._timeout).cache
+            return self._add_cache(requests(), timeout=self._timeout).cache
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
