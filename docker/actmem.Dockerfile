@@ -29,6 +29,11 @@ FROM ${PYTHON_IMAGE}
 # A fixed uid/gid that the chart's securityContext (runAsUser 10001) matches.
 RUN groupadd --gid 10001 memos \
  && useradd --uid 10001 --gid memos --home-dir /tmp --no-create-home --shell /usr/sbin/nologin memos
+# libdeflate: its crc32 (the same checksum as zlib's, ~2.5x faster) checks every cache that is
+# transferred, dumped or loaded; services/actmem/codec.py falls back to zlib without it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libdeflate0 \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 # Generated stubs, the shared runtime and this one service: no other service's code.
 COPY gen/python/ /app/gen/python/

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 # Debian packages the suite needs (services, test tooling).
-APT_PACKAGES=(ca-certificates redis-server openjdk-17-jre-headless maven)
+# libdeflate0: the fast crc32 actmem checks caches with (zlib otherwise).
+APT_PACKAGES=(ca-certificates redis-server openjdk-17-jre-headless maven libdeflate0)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
