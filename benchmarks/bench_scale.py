@@ -28,7 +28,11 @@ log the BM25 copies follow) in batches of ``--load-batch``. Then:
    side: each question is searched in every cube in turn, the order alternating, so load from
    other work on the machine lands on every size alike and the ratio p50(large) / p50(small)
    holds up on a shared machine. The first search of each cube is timed apart (it loads the
-   cube's BM25 copy);
+   cube's BM25 copy). The approximate vector index of a large cube is built in the background
+   after the load; the searches start once it is ready (the wait is reported). Unless
+   ``--no-compare-exact``, every search is made twice, with the approximate index and with the
+   exact scan alone (the order alternating), so that both are measured side by side on the same
+   cubes: the rows "exact" are what the search cost before the approximate index;
 2. the load throughput (memories/s) of each cube's load;
 3. in each cube, side by side: where a search's time goes, each step of the search timed on
    its own (query embedding, exact vector search, lexical search, rank: fusion + neighbours +
@@ -37,6 +41,8 @@ log the BM25 copies follow) in batches of ``--load-batch``. Then:
    The vector search's answers are also checked against a float32 scan of every row of the
    cube's exact-index copy (recall@depth: 1.0 unless the index's 8-bit first pass, see
    stores/exact_index.py, ever let a row slip), with how many searches the 8-bit pass answered;
+   on a cube large enough for the approximate index (stores/exact_index.py, ``ANN_MIN_ROWS``)
+   this recall is the approximate index's (it proposes candidates, scored exactly);
 4. ``--dedupe-probe``: on the largest cube, more memories written with dedupe on and off,
    alternating batches: what dedupe costs per memory once the cube is that large.
 
@@ -121,7 +127,9 @@ TOP_K = 10
 BACKENDS = ("sqlite", "neo4j")
 # Per-dimension noise on a repeated turn's vector: cosine 1 / sqrt(1 + dim * sd^2), ~0.85 at 384.
 PASS_NOISE = 0.032
-TARGETS = {"search_p50_ms": 30.0, "growth": "sub-linear: p50 ratio below the size ratio"}
+# vector_recall: what the approximate index of large cubes is accepted at (recall@depth of the
+# vector search against a float32 scan of every row; exact cubes score 1.0).
+TARGETS = {"search_p50_ms": 30.0, "growth": "sub-linear: p50 ratio below the size ratio", "vector_recall": 0.95}
 
 
 # embedding ---------------------------------------------------------------------------------------------------
@@ -287,6 +295,20 @@ def describe_store(store: Any) -> str:
     return f"{name}({', '.join(describe_store(x) for x in inner)})" if inner else name
 
 
+def exact_stores(store: Any) -> list[Any]:
+    """The exact-index stores among the vector store's layers (those with an approximate index)."""
+    found = [store] if hasattr(store, "approximate") and hasattr(store, "wait_background") else []
+    for inner in ("main", "routed"):
+        if hasattr(store, inner):
+            found += exact_stores(getattr(store, inner))
+    return found
+
+
+def set_approximate(store: Any, on: bool) -> None:
+    for s in exact_stores(store):
+        s.approximate = on
+
+
 def own_rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -425,51 +447,73 @@ class Backend:
             "other_cpu_pct": CpuMeter.other_pct(before, self.meter.snapshot()),
         }
 
-    def search_rows(self, cubes: list[str], queries: list[str], warmup: int) -> list[dict[str, Any]]:
-        """One row per cube, measured side by side: each query is searched in every cube in turn
-        (the order alternating), so that other load on the machine lands on every row alike."""
+    def wait_vector_index(self) -> float:
+        """Waits for the vector store's background work (the approximate indexes of large cubes);
+        returns the seconds waited."""
+        assert self.mem is not None
+        t0 = time.perf_counter()
+        for store in exact_stores(self.mem.vectors):
+            if not store.wait_background(1800):
+                log(f"[{self.name}] the approximate vector index was not ready after 30 min; measuring anyway")
+        return time.perf_counter() - t0
+
+    def search_rows(
+        self, cubes: list[str], queries: list[str], warmup: int, modes: Sequence[bool] = (True,)
+    ) -> dict[bool, list[dict[str, Any]]]:
+        """One row per cube and vector mode (``modes``: approximate index on, off), measured side
+        by side: each query is searched in every cube and mode in turn (the order alternating),
+        so that other load on the machine lands on every row alike."""
         mem = self.mem
         assert mem is not None
         flt = MemoryFilter()
+        pairs = [(cube, mode) for cube in cubes for mode in modes]
         first: dict[str, tuple[float, int]] = {}
         for cube in cubes:
             t0 = time.perf_counter()
             hits, _ = mem.search(cube, queries[0], TOP_K, flt)
             first[cube] = ((time.perf_counter() - t0) * 1000, len(hits))
         for q in queries[1:warmup]:
-            for cube in cubes:
+            for cube, mode in pairs:
+                set_approximate(mem.vectors, mode)
                 mem.search(cube, q, TOP_K, flt)
-        latencies: dict[str, list[float]] = {c: [] for c in cubes}
-        empty = dict.fromkeys(cubes, 0)
+        latencies: dict[tuple[str, bool], list[float]] = {p: [] for p in pairs}
+        empty = dict.fromkeys(pairs, 0)
         before = self.meter.snapshot()
         t_all = time.perf_counter()
-        for j, q in enumerate(queries[warmup:]):
-            for cube in cubes if j % 2 == 0 else cubes[::-1]:
-                t0 = time.perf_counter()
-                hits, _total = mem.search(cube, q, TOP_K, flt)
-                latencies[cube].append(time.perf_counter() - t0)
-                empty[cube] += not hits
+        try:
+            for j, q in enumerate(queries[warmup:]):
+                for cube, mode in pairs if j % 2 == 0 else pairs[::-1]:
+                    set_approximate(mem.vectors, mode)
+                    t0 = time.perf_counter()
+                    hits, _total = mem.search(cube, q, TOP_K, flt)
+                    latencies[cube, mode].append(time.perf_counter() - t0)
+                    empty[cube, mode] += not hits
+        finally:
+            set_approximate(mem.vectors, True)
         wall = time.perf_counter() - t_all
         other = CpuMeter.other_pct(before, self.meter.snapshot())
-        rows = []
-        for cube in cubes:
-            stats = latency_stats(latencies[cube], wall)
-            stats["qps"] = len(latencies[cube]) / sum(latencies[cube])  # the block's wall time spans every cube
+        rows: dict[bool, list[dict[str, Any]]] = {mode: [] for mode in modes}
+        for cube, mode in pairs:
+            lat = latencies[cube, mode]
+            stats = latency_stats(lat, wall)
+            stats["qps"] = len(lat) / sum(lat)  # the block's wall time spans every row
             row = {
                 "backend": self.name,
                 "cube": cube,
                 "memories": self.size[cube],
+                "vector_index": "approximate" if mode else "exact",
                 "first_search_ms": first[cube][0],
                 "first_search_hits": first[cube][1],
                 **stats,
-                "empty_results": empty[cube],
+                "empty_results": empty[cube, mode],
                 "other_cpu_pct": other,
             }
             log(
-                f"[{self.name}] {row['memories']:,} memories: p50 {row['p50_ms']:.1f} ms, p90 {row['p90_ms']:.1f}, "
-                f"p99 {row['p99_ms']:.1f} (first search {row['first_search_ms']:.0f} ms; other processes {other:.0f}% CPU)"
+                f"[{self.name}] {row['memories']:,} memories, {row['vector_index']}: p50 {row['p50_ms']:.1f} ms, "
+                f"p90 {row['p90_ms']:.1f}, p99 {row['p99_ms']:.1f} (first search {row['first_search_ms']:.0f} ms; "
+                f"other processes {other:.0f}% CPU)"
             )
-            rows.append(row)
+            rows[mode].append(row)
         return rows
 
     def breakdown(self, cubes: list[str], queries: list[str], warmup: int) -> dict[str, Any]:
@@ -479,7 +523,8 @@ class Backend:
         flt = MemoryFilter()
         depth = mem.candidate_depth(TOP_K, flt)
         names = ["embed query", "vector search", "lexical", "rank (fuse, neighbours, hydrate, boosts)", "count"]
-        steps = {c: {k: [] for k in [*names, "sum of the steps", "search() end to end"]} for c in cubes}
+        exact_step = "vector search, exact scan (before)"
+        steps = {c: {k: [] for k in [*names, "sum of the steps", "search() end to end", exact_step]} for c in cubes}
         before = self.meter.snapshot()
         for i, q in enumerate(queries):
             for cube in cubes if i % 2 == 0 else cubes[::-1]:
@@ -497,9 +542,17 @@ class Backend:
                 t0 = time.perf_counter()
                 mem.search(cube, q, TOP_K, flt)
                 whole = time.perf_counter() - t0
+                set_approximate(mem.vectors, False)
+                try:
+                    t1 = time.perf_counter()
+                    mem.vectors.search(cube, qvec, flt, depth)
+                    exact = time.perf_counter() - t1
+                finally:
+                    set_approximate(mem.vectors, True)
                 if i < warmup:
                     continue
                 got: dict[str, list[float]] = steps[cube]
+                got[exact_step].append(exact)
                 for k, a, b in zip(names, t, t[1:], strict=False):
                     got[k].append(b - a)
                 got["sum of the steps"].append(t[-1] - t[0])
@@ -603,8 +656,19 @@ def run_backend(
                 f"[{name}]   {load['memories']:,} in {load['seconds']:.1f}s = {load['per_s']:.0f} memories/s "
                 f"(Milvus Lite seal {load['milvus_seal_s']:.1f}s; other processes {load['other_cpu_pct']:.0f}% CPU)"
             )
-        log(f"[{name}] searching the {len(cubes)} cubes side by side")
-        out["search"] = backend.search_rows(cubes, queries, args.warmup)
+        out["vector_index_wait_s"] = backend.wait_vector_index()
+        log(
+            f"[{name}] vector store's background work (approximate indexes) done after {out['vector_index_wait_s']:.1f}s"
+        )
+        modes = (True, False) if args.compare_exact and exact_stores(backend.mem.vectors) else (True,)
+        log(
+            f"[{name}] searching the {len(cubes)} cubes side by side"
+            + (", approximate and exact" if len(modes) > 1 else "")
+        )
+        by_mode = backend.search_rows(cubes, queries, args.warmup, modes)
+        out["search"] = by_mode[True]
+        if False in by_mode:
+            out["search_exact"] = by_mode[False]
         if args.breakdown_queries > 0:
             log(f"[{name}] timing the steps of a search in each cube")
             try:
@@ -703,10 +767,11 @@ def report(res: dict[str, Any]) -> str:
     ]
     rows = []
     for b in res["backends"]:
-        for r in b.get("search", []):
+        for r in [*b.get("search", []), *b.get("search_exact", [])]:
             rows.append(
                 [
                     b["backend"],
+                    r.get("vector_index", ""),
                     r["memories"],
                     r["n"],
                     r["p50_ms"],
@@ -721,25 +786,49 @@ def report(res: dict[str, Any]) -> str:
             )
     out.append(
         fmt_table(
-            ["backend", "memories", "n", "p50", "p90", "p99", "mean", "max", "1st search", "empty", "other CPU %"],
+            [
+                "backend",
+                "vectors",
+                "memories",
+                "n",
+                "p50",
+                "p90",
+                "p99",
+                "mean",
+                "max",
+                "1st search",
+                "empty",
+                "other CPU %",
+            ],
             rows,
         )
     )
+    if any(b.get("search_exact") for b in res["backends"]):
+        out.append(
+            "  vectors: approximate = the approximate index of large cubes (the default), exact = the exact scan "
+            "alone (as before it); each question searched both ways, alternating, in the same run"
+        )
+    waits = [f"{b['backend']} {b['vector_index_wait_s']:.1f}s" for b in res["backends"] if "vector_index_wait_s" in b]
+    if waits:
+        out.append(f"  approximate indexes built in the background after the load; waited for them: {', '.join(waits)}")
     out += [
         "",
         "Growth: backend x cube size -> p50 / p99 (ms), and the p50 ratio against the size ratio (the cubes were "
         "searched side by side, query by query)",
     ]
     rows = []
-    for b in res["backends"]:
-        g = b.get("growth")
+    for b, key, label in [
+        (b, key, label) for b in res["backends"] for key, label in (("growth", ""), ("growth_exact", " (exact)"))
+    ]:
+        g = b.get(key)
         if g is None:
             continue
+        search = b["search"] if key == "growth" else b["search_exact"]
         rows.append(
             [
-                b["backend"],
-                f"{g['p50_small_ms']:.1f} / {next(r['p99_ms'] for r in b['search'] if r['memories'] == g['small']):.1f}",
-                f"{g['p50_big_ms']:.1f} / {next(r['p99_ms'] for r in b['search'] if r['memories'] == g['big']):.1f}",
+                b["backend"] + label,
+                f"{g['p50_small_ms']:.1f} / {next(r['p99_ms'] for r in search if r['memories'] == g['small']):.1f}",
+                f"{g['p50_big_ms']:.1f} / {next(r['p99_ms'] for r in search if r['memories'] == g['big']):.1f}",
                 f"{g['p50_ratio']:.2f}x",
                 f"{g['size_ratio']:.0f}x",
                 f"{g['exponent']:.2f}",
@@ -857,6 +946,16 @@ def summarize(res: dict[str, Any]) -> list[list[str]]:
                 verdict(big["p50_ms"] <= TARGETS["search_p50_ms"]),
             ]
         )
+        exact = b.get("search_exact") or []
+        if exact:
+            rows.append(
+                [
+                    f"{b['backend']}: same, exact vector scan alone (before)",
+                    f"{exact[-1]['p50_ms']:.1f} ms (p99 {exact[-1]['p99_ms']:.1f})",
+                    "(comparison)",
+                    "",
+                ]
+            )
         g = b.get("growth")
         if g is not None:
             rows.append(
@@ -865,6 +964,16 @@ def summarize(res: dict[str, Any]) -> list[list[str]]:
                     f"{g['p50_ratio']:.2f}x ({g['p50_big_ms']:.1f} / {g['p50_small_ms']:.1f} ms; exponent {g['exponent']:.2f})",
                     f"sub-linear: < {g['size_ratio']:.0f}x",
                     verdict(g["sub_linear"]),
+                ]
+            )
+        ex = (b.get("breakdown") or {}).get("vector_exactness", {}).get(big["cube"])
+        if ex:
+            rows.append(
+                [
+                    f"{b['backend']}: vector recall@{ex['depth']} vs the exact scan, {big['memories']:,}",
+                    f"{ex['recall']:.4f} ({ex['queries']} queries)",
+                    f">= {TARGETS['vector_recall']:g}",
+                    verdict(ex["recall"] >= TARGETS["vector_recall"]),
                 ]
             )
         loads = b.get("loads") or []
@@ -949,6 +1058,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-vector-cache", action="store_true", help="embed the first pass every run, keep nothing")
     p.add_argument("--neo4j-pagecache-mb", type=int, default=512, help="Neo4j page cache")
+    p.add_argument(
+        "--no-compare-exact",
+        dest="compare_exact",
+        action="store_false",
+        help="search with the approximate vector index only, not also with the exact scan alone",
+    )
     p.add_argument("--keep-data", action="store_true", help="keep the temporary data directory (its path is printed)")
     p.add_argument("--output", type=Path, default=RESULTS_PATH, help="where the JSON results go")
     args = p.parse_args(argv)
@@ -1023,6 +1138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 b = run_backend(name, args, corpus, embedder, queries[: args.warmup + args.queries], tmp)
                 b["growth"] = growth(b["search"])
+                if b.get("search_exact"):
+                    b["growth_exact"] = growth(b["search_exact"])
             except Exception as exc:  # noqa: BLE001 - a backend that cannot run leaves the other's numbers
                 log(f"[{name}] failed: {type(exc).__name__}: {exc}")
                 b = {"backend": name, "error": f"{type(exc).__name__}: {exc}"}

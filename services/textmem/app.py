@@ -111,7 +111,9 @@ def build_vector_store(settings: TextMemSettings, dim: int, graph: GraphStore) -
         log.info("moved preference vectors to their own collection", extra={"moved": moved})
     if not (main.is_lite and settings.milvus_lite_exact_index):
         return RoutedVectorStore(main, prefs)
-    exact_main, exact_prefs = ExactIndexVectorStore(main), ExactIndexVectorStore(prefs)
+    approximate = settings.milvus_lite_approximate_index
+    exact_main = ExactIndexVectorStore(main, approximate=approximate)
+    exact_prefs = ExactIndexVectorStore(prefs, approximate=approximate)
     if settings.milvus_lite_prewarm_cubes:
         largest = lambda: [c for c, _ in graph.memory_stats(settings.milvus_lite_prewarm_cubes).largest]  # noqa: E731
         exact_main.start_prewarm(largest)

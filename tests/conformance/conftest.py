@@ -60,6 +60,13 @@ def _exact_index_over_milvus_lite(tmp: Path) -> VectorStore:
     return ExactIndexVectorStore(MilvusVectorStore(str(tmp / "m.db"), "conf", VECTOR_DIM))
 
 
+def _approximate_index_over_milvus_lite(tmp: Path) -> VectorStore:
+    # Every cube gets the approximate index at once (built inline): the suite's searches all go
+    # through its candidates and the exact rescoring, its upkeep through every write and delete.
+    durable = MilvusVectorStore(str(tmp / "m.db"), "conf", VECTOR_DIM)
+    return ExactIndexVectorStore(durable, background=False, approximate_min_rows=1)
+
+
 def _routed_milvus_lite(tmp: Path) -> VectorStore:
     # As textmem wires it: preferences in a second collection of the same Milvus.
     main, prefs = (MilvusVectorStore(str(tmp / "m.db"), name, VECTOR_DIM) for name in ("conf", "conf_preferences"))
@@ -83,6 +90,7 @@ GRAPH_STORES: dict[str, Callable[[pytest.FixtureRequest, Path], GraphStore]] = {
 VECTOR_STORES: dict[str, Callable[[Path], VectorStore]] = {
     "milvus-lite": _milvus_lite,
     "exact-index+milvus-lite": _exact_index_over_milvus_lite,
+    "approximate-index+milvus-lite": _approximate_index_over_milvus_lite,
     "routed+milvus-lite": _routed_milvus_lite,
     "routed+exact-index+milvus-lite": _routed_exact_index_over_milvus_lite,
 }

@@ -32,12 +32,35 @@ back to the float32 scan. The 8-bit copy costs ``dim`` bytes more per memory of 
 (about 38 MB for 100,000 memories at 384 dimensions) and is built by the cube's first search
 (about a second per 100,000 rows here), then extended by later ones. faiss comes with Milvus
 Lite (its dependency); without it every search scans the float32 copy.
+
+Even 8 bits a dimension is a pass over every row: about 20 ms at 100,000 rows here, so the
+search of a large cube still grew with it. A cube of :data:`ANN_MIN_ROWS` rows or more therefore
+also gets an approximate index, an inverted file (faiss IVF, 8-bit codes, about
+``2 * sqrt(rows)`` lists, :data:`ANN_PROBES` of them probed per search, so a search reads a few
+thousand codes whatever the cube's size). It only proposes candidates: they are scored again on
+the float32 rows, so every score returned is exact, and only which rows make the list is
+approximate (recall@30 against the exact scan is measured by ``make bench-scale``; 0.95 is the
+floor this is tuned for). It answers only searches whose filter leaves at least
+:data:`ANN_MIN_PASSING` of the cube's rows; a more selective filter gets the exact path above,
+since the rows it keeps are few and far between in the lists a search probes. The index is
+built by a background thread (a few seconds per 100,000 rows; the exact path answers until it is
+ready) from a snapshot of the rows taken under the cube's lock, and kept consistent with writes
+as the 8-bit copy is: a row the index does not hold as it is now (written or deleted since the
+index took it) is marked so, every search scores the marked rows that pass its filter exactly
+(so a new memory is found by the next search), and the background thread gives them to the index
+once :data:`ANN_FLUSH_ROWS` have gathered. A compaction drops the index (row positions moved) and
+a cube that doubled since its lists were trained gets a new one, built beside the old one. It
+costs ``dim + 8`` bytes per memory of such a cube (about 39 MB for 100,000 memories at 384
+dimensions).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +92,24 @@ QUANTIZED_MARGIN = 64
 # The 8-bit scan reads the codes once per query, a float32 matrix product reads the rows about
 # once per batch: past a few queries the product wins (dedupe searches a whole add at once).
 QUANTIZED_MAX_QUERIES = 4
+# Cubes from this many live rows on also get an approximate index (see the module doc), built in
+# the background; below it the 8-bit scan takes a few milliseconds. One that shrinks below half
+# of it loses the index again.
+ANN_MIN_ROWS = 32_768
+# The approximate index answers a search only when its filter leaves at least this share of the
+# cube's live rows; a filter leaving a share f probes 1 / f times as many lists.
+ANN_MIN_PASSING = 0.5
+# Lists of the inverted file: this many times the square root of the rows it is trained on.
+ANN_LISTS_PER_ROOT = 2.0
+# Lists probed per unfiltered search. Measured with LoCoMo questions on the scale benchmark's
+# 100,000-memory cube (632 lists): see benchmarks/bench_scale.py's recall line.
+ANN_PROBES = 32
+# Training rows per list (k-means on a sample of the cube; faiss wants at least 39 per list).
+ANN_TRAIN_PER_LIST = 40
+# Rows the index does not hold as they are that may gather (each search scores them exactly)
+# before the background thread adds them; it adds at most ANN_FLUSH_CHUNK per hold of the lock.
+ANN_FLUSH_ROWS = 1024
+ANN_FLUSH_CHUNK = 8192
 # Float rounding of the two dot products (8-bit and float32), well above ~1e-5 at 384
 # dimensions: added to the quantization bound so that rounding cannot hide a row.
 QUANTIZED_SLACK = 1e-4
@@ -188,6 +229,72 @@ class _Quantized:
         return scores, rows
 
 
+class _Ann:
+    """An inverted-file index over some of a cube's rows (faiss IVF with 8-bit codes, labels =
+    row positions) that proposes candidates for a query; the caller scores them exactly."""
+
+    def __init__(self, dim: int, lists: int) -> None:
+        # faiss keeps a raw pointer to the quantizer: it stays referenced here.
+        self.quantizer = faiss.IndexFlatIP(dim)
+        self.index = faiss.IndexIVFScalarQuantizer(
+            self.quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+        self.lists = lists
+        self.trained_rows = 0
+
+    def add(self, positions: np.ndarray, vectors: np.ndarray) -> None:
+        if len(positions):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), positions.astype(np.int64))
+
+    def remove(self, positions: np.ndarray) -> None:
+        if len(positions):
+            self.index.remove_ids(faiss.IDSelectorBatch(positions.astype(np.int64)))
+
+    def search(self, queries: np.ndarray, width: int, probes: int, passing: np.ndarray | None) -> np.ndarray:
+        """Labels (row positions, -1 past the end) of up to ``width`` candidates per query from
+        ``probes`` lists, among ``passing`` rows (None: every row the index holds)."""
+        params = faiss.SearchParametersIVF(nprobe=probes)
+        if passing is not None:
+            # faiss keeps raw pointers to the bitmap and the selector: both stay referenced here.
+            bitmap = np.packbits(passing, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(passing), faiss.swig_ptr(bitmap))
+            params.sel = selector
+        _, labels = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), width, params=params)
+        return labels
+
+
+@dataclass(frozen=True)
+class _AnnSnapshot:
+    """What a background build of a cube's approximate index starts from, taken under the cube's
+    lock: the rows then live, the vector matrix then (rows rewritten in place later are marked
+    by their ``written`` version), the cube's layout (bumped by compaction) and version."""
+
+    layout: int
+    version: int
+    rows: int
+    positions: np.ndarray
+    vectors: np.ndarray
+
+
+def _build_ann(snap: _AnnSnapshot, dim: int, closing: threading.Event) -> _Ann:
+    """Trains and fills an approximate index from a snapshot (outside the cube's lock)."""
+    n = len(snap.positions)
+    lists = max(1, min(round(ANN_LISTS_PER_ROOT * math.sqrt(n)), n // 39))
+    ann = _Ann(dim, lists)
+    sample = snap.positions
+    if n > ANN_TRAIN_PER_LIST * lists:
+        rng = np.random.default_rng(n)
+        sample = np.sort(rng.choice(snap.positions, ANN_TRAIN_PER_LIST * lists, replace=False))
+    ann.index.train(np.ascontiguousarray(snap.vectors[sample]))
+    ann.trained_rows = n
+    for s in range(0, n, 16_384):
+        if closing.is_set():
+            raise _Closing()
+        chunk = snap.positions[s : s + 16_384]
+        ann.add(chunk, snap.vectors[chunk])
+    return ann
+
+
 class _CubeIndex:
     """The rows of one cube: a growable matrix plus filter columns; deleted rows are tombstoned
     and compacted away once they are half the matrix."""
@@ -214,6 +321,15 @@ class _CubeIndex:
         # the same for every search with the same filter (and a handful of filters recur).
         self.version = 0
         self._masks: dict[tuple, tuple[int, np.ndarray | None]] = {}
+        # The approximate index (large cubes only; see the module doc). ``fresh[i]``: it holds row
+        # i as the row is now (its current vector if live, nothing if dead); ``written[i]``: the
+        # cube's version when row i was last written or deleted; ``layout``: bumped whenever rows
+        # move (compaction), which a build started before cannot follow.
+        self.ann: _Ann | None = None
+        self.fresh = np.zeros(0, dtype=bool)
+        self.written = np.zeros(0, dtype=np.int64)
+        self.layout = 0
+        self.ann_busy = False  # a background job for the index is queued or running
         # Queries answered by each path (what the scale benchmark reports).
         self.counts: Counter[str] = Counter()
 
@@ -238,6 +354,8 @@ class _CubeIndex:
         self.created_us = grown(self.created_us)
         self.user = grown(self.user)
         self.session = grown(self.session)
+        self.fresh = grown(self.fresh)
+        self.written = grown(self.written)
 
     def put(self, rows: Iterable[ScannedRow]) -> None:
         rows = list(rows)
@@ -256,6 +374,8 @@ class _CubeIndex:
             if self.quantized is not None and i < self.quantized.rows:
                 self.stale.add(i)
             self.live[i] = True
+            self.fresh[i] = False
+            self.written[i] = self.version
             self.type_code[i] = _TYPE_CODE.get(r.memory_type, -1)
             self.status_code[i] = _STATUS_CODE.get(r.status, -1)
             self.created_us[i] = r.created_us
@@ -268,6 +388,8 @@ class _CubeIndex:
             i = self.pos.pop(mid, None)
             if i is not None:
                 self.live[i] = False
+                self.fresh[i] = False
+                self.written[i] = self.version
                 self.dead += 1
         if self.dead > 64 and self.dead * 2 > len(self.ids):
             self._compact()
@@ -277,12 +399,25 @@ class _CubeIndex:
         keep = np.flatnonzero(self.live[:n])
         self.ids = [self.ids[i] for i in keep]
         self.pos = {mid: i for i, mid in enumerate(self.ids)}
-        for name in ("vectors", "live", "type_code", "status_code", "created_us", "user", "session"):
+        for name in (
+            "vectors",
+            "live",
+            "type_code",
+            "status_code",
+            "created_us",
+            "user",
+            "session",
+            "fresh",
+            "written",
+        ):
             setattr(self, name, getattr(self, name)[keep].copy())
         self.dead = 0
-        # Rows moved: the next large search rebuilds the 8-bit copy.
+        # Rows moved: the next large search rebuilds the 8-bit copy, the background thread the
+        # approximate index (the exact path answers meanwhile).
         self.quantized = None
         self.stale.clear()
+        self.ann = None
+        self.layout += 1
 
     def count(self) -> int:
         return len(self.pos)
@@ -316,8 +451,72 @@ class _CubeIndex:
             m &= self.created_us[:n] < _micros(flt.created_before)
         return m
 
-    def search(self, query: np.ndarray, flt: MemoryFilter, limit: int, key_of) -> list[tuple[str, float]]:  # type: ignore[no-untyped-def]
-        return self.search_batch(query[None, :], flt, limit, key_of)[0]
+    # The approximate index's upkeep: what it needs (asked under the cube's lock after every
+    # search and write), a snapshot to build from, installing what was built, adding marked rows.
+
+    def ann_job(self, min_rows: int) -> str | None:
+        """``"build"`` (none yet for a cube of ``min_rows`` live rows or more, or the cube doubled
+        since its lists were trained), ``"flush"`` (many rows it does not hold as they are) or None."""
+        if faiss is None:
+            return None
+        live = self.count()
+        if self.ann is None:
+            return "build" if live >= min_rows else None
+        if live < min_rows // 2:
+            self.ann = None
+            return None
+        if live >= 2 * self.ann.trained_rows:
+            return "build"
+        if self.ann_pending() >= ANN_FLUSH_ROWS:
+            return "flush"
+        return None
+
+    def ann_pending(self) -> int:
+        """Rows the approximate index does not hold as they are now."""
+        n = len(self.ids)
+        return n - int(np.count_nonzero(self.fresh[:n]))
+
+    def ann_snapshot(self) -> _AnnSnapshot:
+        n = len(self.ids)
+        return _AnnSnapshot(self.layout, self.version, n, np.flatnonzero(self.live[:n]), self.vectors)
+
+    def ann_install(self, snap: _AnnSnapshot, ann: _Ann) -> bool:
+        """Puts a built index in service, unless rows moved since its snapshot. Rows written or
+        deleted since are marked: searches score them exactly until a flush adds them."""
+        if snap.layout != self.layout:
+            return False
+        n = len(self.ids)
+        self.fresh[: snap.rows] = self.written[: snap.rows] <= snap.version
+        self.fresh[snap.rows : n] = False
+        self.ann = ann
+        return True
+
+    def ann_flush(self, at_most: int) -> bool:
+        """Gives the index up to ``at_most`` marked rows (their old entries go first); returns
+        whether marked rows remain."""
+        ann = self.ann
+        if ann is None:
+            return False
+        n = len(self.ids)
+        todo = np.flatnonzero(~self.fresh[:n])
+        more = len(todo) > at_most
+        todo = todo[:at_most]
+        if len(todo):
+            ann.remove(todo)
+            add = todo[self.live[todo]]
+            ann.add(add, self.vectors[add])
+            self.fresh[todo] = True
+        return more
+
+    def search(
+        self,
+        query: np.ndarray,
+        flt: MemoryFilter,
+        limit: int,
+        key_of,  # type: ignore[no-untyped-def]
+        approximate: bool = True,
+    ) -> list[tuple[str, float]]:
+        return self.search_batch(query[None, :], flt, limit, key_of, approximate)[0]
 
     def search_batch(
         self,
@@ -325,9 +524,11 @@ class _CubeIndex:
         flt: MemoryFilter,
         limit: int,
         key_of,  # type: ignore[no-untyped-def]
+        approximate: bool = True,
     ) -> list[list[tuple[str, float]]]:
         """:meth:`search` for each row of ``queries`` (unit vectors), one filter for all: the
-        matrix is read once for the whole batch."""
+        matrix is read once for the whole batch. ``approximate``: the approximate index may
+        propose the candidates (when the cube has one and the filter is not selective)."""
         n, nq = len(self.ids), len(queries)
         if n == 0 or limit <= 0 or nq == 0:
             return [[] for _ in range(nq)]
@@ -339,13 +540,20 @@ class _CubeIndex:
             return [[] for _ in range(nq)]
         k = min(limit, passing)
         out: list[list[tuple[str, float]] | None] = [None] * nq
+        live = self.count()
+        if approximate and self.ann is not None and passing >= ANN_MIN_PASSING * live:
+            for j, hits in enumerate(self._ann_search(queries, m, passing, live, k)):
+                out[j] = hits
+                self.counts["approximate" if hits is not None else "approximate fallback"] += 1
+        todo = [j for j in range(nq) if out[j] is None]
         if (
-            faiss is not None
+            todo
+            and faiss is not None
             and n >= QUANTIZED_MIN_ROWS
-            and nq <= QUANTIZED_MAX_QUERIES
+            and len(todo) <= QUANTIZED_MAX_QUERIES
             and passing > QUANTIZED_WIDEN * k + QUANTIZED_MARGIN
         ):
-            for j, hits in enumerate(self._quantized_search(queries, m if passing < n else None, k)):
+            for j, hits in zip(todo, self._quantized_search(queries[todo], m if passing < n else None, k), strict=True):
                 out[j] = hits
                 self.counts["8-bit" if hits is not None else "8-bit fallback"] += 1
         todo = [j for j in range(nq) if out[j] is None]
@@ -369,6 +577,32 @@ class _CubeIndex:
         # Ties broken by id so that the order is deterministic, as a database's would be.
         order = sorted(top.tolist(), key=lambda j: (-float(scores[j]), self.ids[rows[j]]))
         return [(self.ids[rows[j]], float(scores[j])) for j in order]
+
+    def _ann_search(
+        self, queries: np.ndarray, m: np.ndarray, passing: int, live: int, k: int
+    ) -> list[list[tuple[str, float]] | None]:
+        """Top ``k`` per query among the approximate index's candidates and the rows it does not
+        hold as they are, all scored on the float32 rows; None for a query with fewer than ``k``
+        candidates (the exact path answers it)."""
+        faiss.omp_set_num_threads(1)  # as in _quantized_search
+        ann = self.ann
+        assert ann is not None
+        n = len(self.ids)
+        probes = min(ann.lists, math.ceil(ANN_PROBES * live / passing))
+        width = QUANTIZED_WIDEN * k + QUANTIZED_MARGIN
+        labels = ann.search(queries, width, probes, m if passing < live else None)
+        marked = np.flatnonzero(m & ~self.fresh[:n]) if self.ann_pending() else None
+        out: list[list[tuple[str, float]] | None] = []
+        for j in range(len(queries)):
+            got = labels[j][labels[j] >= 0]
+            got = got[m[got]]  # deleted rows the index still holds, rows outside the filter
+            if marked is not None and len(marked):
+                got = np.union1d(got, marked)
+            if len(got) < k:
+                out.append(None)
+                continue
+            out.append(self._top(got, self.vectors[got] @ queries[j], k))
+        return out
 
     def _current_quantized(self) -> _Quantized:
         n = len(self.ids)
@@ -422,7 +656,17 @@ class ExactIndexVectorStore:
     durable store refuses leaves the copy as it was (and drops the cube from the copy if the
     store may have applied part of it, so the next use reloads the truth)."""
 
-    def __init__(self, durable: ScannableVectorStore) -> None:
+    def __init__(
+        self,
+        durable: ScannableVectorStore,
+        approximate: bool = True,
+        background: bool = True,
+        approximate_min_rows: int = ANN_MIN_ROWS,
+    ) -> None:
+        """``approximate``: cubes of ``approximate_min_rows`` live rows or more get an approximate
+        index (see the module doc; False: every search is exact, as before). ``background``: its
+        builds and flushes run on a thread of their own; False runs them inline, in the search or
+        write that finds them due (tests)."""
         self._durable = durable
         self.dim = durable.dim
         self._cubes: dict[str, _CubeIndex] = {}
@@ -430,6 +674,14 @@ class ExactIndexVectorStore:
         self._guard = threading.Lock()
         self._closing = threading.Event()
         self._prewarmer: threading.Thread | None = None
+        # Whether searches may use the approximate indexes (the scale benchmark turns it off and
+        # on between searches, to compare both on the same cube); builds follow the argument.
+        self.approximate = approximate and faiss is not None
+        self._build_approximate = self.approximate
+        self._background = background
+        self._ann_min_rows = max(1, approximate_min_rows)
+        self._jobs: queue.Queue[str | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
 
     def start_prewarm(self, cube_ids: Callable[[], Sequence[str]]) -> None:
         """Loads the given cubes in a background thread, so that their first searches after a
@@ -442,7 +694,7 @@ class ExactIndexVectorStore:
                     if self._closing.is_set():
                         return
                     with self._lock(cube_id):
-                        self._cube(cube_id)
+                        self._maintain(cube_id, self._cube(cube_id))
             except _Closing:
                 return
             except Exception:  # a failed prewarm only means the first search loads the cube
@@ -476,6 +728,78 @@ class ExactIndexVectorStore:
             self._cubes[cube_id] = index
         return index
 
+    # the approximate index's upkeep --------------------------------------------------------------
+
+    def _maintain(self, cube_id: str, index: _CubeIndex) -> None:
+        """Starts whatever the cube's approximate index needs; call with the cube's lock held."""
+        if not self._build_approximate or index.ann_busy or index.ann_job(self._ann_min_rows) is None:
+            return
+        index.ann_busy = True
+        if not self._background:
+            self._run_ann_job(cube_id, index)
+            return
+        with self._guard:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="exact-index-ann", daemon=True)
+                self._worker.start()
+        self._jobs.put(cube_id)
+
+    def _work(self) -> None:
+        if faiss is not None:
+            faiss.omp_set_num_threads(1)  # one core: searches and writes run beside it
+        while True:
+            cube_id = self._jobs.get()
+            try:
+                if cube_id is None or self._closing.is_set():
+                    return
+                with self._lock(cube_id):
+                    index = self._cubes.get(cube_id)
+                if index is not None:
+                    self._run_ann_job(cube_id, index)
+            except _Closing:
+                return
+            except Exception:  # the exact path keeps answering; a later search asks again
+                log.warning("building the approximate vector index failed", exc_info=True)
+            finally:
+                self._jobs.task_done()
+
+    def _run_ann_job(self, cube_id: str, index: _CubeIndex) -> None:
+        """Builds (outside the cube's lock, from a snapshot taken under it) or refreshes the
+        cube's approximate index; the lock is taken only to snapshot, install and flush."""
+        lock = self._lock(cube_id)
+        try:
+            with lock:
+                if self._cubes.get(cube_id) is not index:
+                    return
+                job = index.ann_job(self._ann_min_rows)
+                snap = index.ann_snapshot() if job == "build" else None
+            if snap is not None:
+                t0 = time.perf_counter()
+                built = _build_ann(snap, self.dim, self._closing)
+                with lock:
+                    if self._cubes.get(cube_id) is not index or not index.ann_install(snap, built):
+                        return
+                log.info(
+                    "approximate vector index built",
+                    extra={"cube_id": cube_id, "rows": len(snap.positions), "seconds": time.perf_counter() - t0},
+                )
+            while not self._closing.is_set():
+                with lock:
+                    if self._cubes.get(cube_id) is not index or not index.ann_flush(ANN_FLUSH_CHUNK):
+                        return
+        finally:
+            with lock:
+                index.ann_busy = False
+
+    def wait_background(self, timeout: float) -> bool:
+        """Waits until no approximate index is being built or refreshed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._jobs.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def loaded_cubes(self) -> set[str]:
         with self._guard:
             return set(self._cubes)
@@ -498,23 +822,33 @@ class ExactIndexVectorStore:
                     index = self._cubes[cube_id] = _CubeIndex(self.dim)
                 if index is not None:
                     key = self._durable.key_of
-                    index.put(
-                        ScannedRow(
-                            id=r.id,
-                            user_key=key(r.user_id),
-                            session_key=key(r.session_id),
-                            memory_type=r.memory_type,
-                            status=r.status,
-                            created_us=_micros(r.created_at),
-                            vector=r.vector,
-                        )
-                        for r in recs
+                    self._put(
+                        cube_id,
+                        index,
+                        [
+                            ScannedRow(
+                                id=r.id,
+                                user_key=key(r.user_id),
+                                session_key=key(r.session_id),
+                                memory_type=r.memory_type,
+                                status=r.status,
+                                created_us=_micros(r.created_at),
+                                vector=r.vector,
+                            )
+                            for r in recs
+                        ],
                     )
+
+    def _put(self, cube_id: str, index: _CubeIndex, rows: list[ScannedRow]) -> None:
+        index.put(rows)
+        self._maintain(cube_id, index)
 
     def search(self, cube_id: str, vector: np.ndarray, flt: MemoryFilter, limit: int) -> list[tuple[str, float]]:
         query = _unit_rows(np.asarray(vector, dtype=np.float32)[None, :])[0]
         with self._lock(cube_id):
-            return self._cube(cube_id).search(query, flt, limit, self._durable.key_of)
+            index = self._cube(cube_id)
+            self._maintain(cube_id, index)
+            return index.search(query, flt, limit, self._durable.key_of, self.approximate)
 
     def search_batch(
         self, cube_id: str, vectors: np.ndarray, flt: MemoryFilter, limit: int
@@ -523,7 +857,9 @@ class ExactIndexVectorStore:
         cube's rows for the whole batch (dedupe checks every memory of an add this way)."""
         queries = _unit_rows(np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim))
         with self._lock(cube_id):
-            return self._cube(cube_id).search_batch(queries, flt, limit, self._durable.key_of)
+            index = self._cube(cube_id)
+            self._maintain(cube_id, index)
+            return index.search_batch(queries, flt, limit, self._durable.key_of, self.approximate)
 
     def search_many(
         self,
@@ -564,6 +900,7 @@ class ExactIndexVectorStore:
             index = self._cubes.get(cube_id)
             if index is not None:
                 index.remove(ids)
+                self._maintain(cube_id, index)
 
     def delete_cube(self, cube_id: str) -> None:
         with self._lock(cube_id):
@@ -580,6 +917,9 @@ class ExactIndexVectorStore:
         self._closing.set()
         if self._prewarmer is not None:
             self._prewarmer.join(timeout=10)
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=10)
         self._durable.close()
         with self._guard:
             self._cubes.clear()
