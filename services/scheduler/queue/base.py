@@ -341,8 +341,12 @@ class TaskQueue(ABC):
 
     # -- operations -----------------------------------------------------------
     @abstractmethod
-    def submit(self, messages: Sequence[Message]) -> list[str]:
-        """Stores the batch (all or nothing); returns item ids. Resubmitting an item id is a no-op."""
+    def submit(self, messages: Sequence[Message], bodies: Sequence[bytes] | None = None) -> list[str]:
+        """Stores the batch (all or nothing); returns item ids. Resubmitting an item id is a no-op.
+
+        ``bodies``: the messages' stored form (:func:`codec.encode`), one per message, when the
+        caller has it already: the service passes each request's ``ScheduleMessage`` encoding as
+        received rather than have it built again field by field (see :func:`codec.bodies_for`)."""
 
     @abstractmethod
     def receive(

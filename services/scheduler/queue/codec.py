@@ -10,6 +10,7 @@ encoding does: it would be field 15 as a group, and the message has neither).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from google.protobuf import json_format
 
@@ -37,6 +38,16 @@ def encode(m: Message) -> bytes:
     else:
         p.info.SetInParent()  # present and empty, as the service always sent it
     return p.SerializeToString()
+
+
+def bodies_for(given: Sequence[Message], prepared: Sequence[Message], bodies: Sequence[bytes] | None) -> list[bytes]:
+    """The stored form of each of ``prepared`` (what :meth:`TaskQueue.prepare` made of ``given``):
+    ``bodies[i]`` when the caller had it already (the service stores each request's
+    ``ScheduleMessage`` as it was received, with its item id and timestamp filled in), encoded here
+    when there is none or when ``prepare`` had to fill the message in (then it is a new object)."""
+    if bodies is None:
+        return [encode(m) for m in prepared]
+    return [b if p is g else encode(p) for g, p, b in zip(given, prepared, bodies, strict=True)]
 
 
 def is_legacy(body: bytes | str) -> bool:

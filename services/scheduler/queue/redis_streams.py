@@ -450,11 +450,11 @@ class RedisTaskQueue(TaskQueue):
 
     # -- operations -----------------------------------------------------------
     @_unavailable
-    def submit(self, messages: Sequence[Message]) -> list[str]:
+    def submit(self, messages: Sequence[Message], bodies: Sequence[bytes] | None = None) -> list[str]:
         batch = self.prepare(messages)
         for label in {m.label for m in batch}:
             self._ensure_group(label)
-        bodies = [codec.encode(m) for m in batch]
+        bodies = codec.bodies_for(messages, batch, bodies)
         rows = [
             [m.item_id, m.label, m.group, str(m.priority), m.user_id, m.cube_id, len(body)]
             for m, body in zip(batch, bodies, strict=True)

@@ -229,8 +229,9 @@ class SqliteTaskQueue(TaskQueue):
             self._fail_locked(item_id, attempts, "visibility timeout: no ack or nack in time", True, now)
 
     # -- operations -----------------------------------------------------------
-    def submit(self, messages: Sequence[Message]) -> list[str]:
+    def submit(self, messages: Sequence[Message], bodies: Sequence[bytes] | None = None) -> list[str]:
         batch = self.prepare(messages)
+        encoded = codec.bodies_for(messages, batch, bodies)
         now = time.time()
         with self._lock, self._tx():
             open_count = self._db.execute("SELECT value FROM counters WHERE name = 'open'").fetchone()[0]
@@ -241,7 +242,7 @@ class SqliteTaskQueue(TaskQueue):
                     [m.item_id for m in batch],
                 )
             }
-            new = [m for m in batch if m.item_id not in existing]
+            new = [(m, body) for m, body in zip(batch, encoded, strict=True) if m.item_id not in existing]
             if open_count + len(new) > self.limits.max_pending:
                 raise ResourceExhausted(
                     "the queue is full; retry later",
@@ -261,12 +262,12 @@ class SqliteTaskQueue(TaskQueue):
                         m.label,
                         m.group,
                         m.priority,
-                        codec.encode(m),
+                        body,
                         P,
                         base + i,
                         now,
                     )
-                    for i, m in enumerate(new)
+                    for i, (m, body) in enumerate(new)
                 ],
             )
             self._count_open(len(new))

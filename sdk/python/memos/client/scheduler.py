@@ -48,6 +48,9 @@ TASK_STATES = {1: "pending", 2: "running", 3: "done", 4: "failed", 5: "dead_lett
 ACK_FLUSH_S = 0.05
 """Longest a batch-mode worker holds a verdict before sending it (while its handlers work on the
 rest of a response)."""
+# A batch-mode worker asks whether its stream still stands before handling a delivery, at most this
+# often (the rest of a response is left to be redelivered once it broke).
+_ACTIVE_CHECK_S = 0.005
 # wait_for_tasks(timeout_s=0): the wire's 0 means "until the deadline", so "no wait" is sent as this.
 _NO_WAIT_S = 0.001
 
@@ -139,7 +142,10 @@ class _Verdicts:
     """
 
     def __init__(self, flush_at: int) -> None:
-        self._cond = threading.Condition()
+        # add() runs once per message: it takes the plain lock (a C call), not the Condition's
+        # Python-level __enter__; the Condition waits and notifies on that same lock.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._acks: list[scheduler_pb2.Acknowledgement] = []
         self._oldest = 0.0
         self._urgent = False
@@ -148,7 +154,7 @@ class _Verdicts:
         self.batch: bool | None = None  # unknown until the first delivery says
 
     def add(self, ack: scheduler_pb2.Acknowledgement) -> None:
-        with self._cond:
+        with self._lock:
             first = not self._acks
             if first:
                 self._oldest = time.monotonic()
@@ -238,9 +244,13 @@ class Worker:
                         verdicts.add(self._handle(resp))
                     elif resp.deliveries:
                         verdicts.batch = True
+                        checked = time.monotonic()  # the response just arrived: the stream stood
                         for d in resp.deliveries:
-                            if not call.is_active():
-                                break  # the stream broke: no verdict could reach the scheduler now
+                            now = time.monotonic()
+                            if now - checked >= _ACTIVE_CHECK_S:
+                                if not call.is_active():
+                                    break  # the stream broke: no verdict could reach the scheduler now
+                                checked = now
                             verdicts.add(self._handle(d))
                         verdicts.flush()
                     elif not resp.rejected_acks:
