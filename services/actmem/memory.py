@@ -17,7 +17,7 @@ import torch
 
 from services.actmem import codec
 from services.actmem.backends.base import Backend
-from services.actmem.models import KV, CacheMeta, Fingerprint, GenerateEvent, check_id, kv_bytes
+from services.actmem.models import KV, CacheMeta, Fingerprint, GenerateEvent, check_id, check_user_id, kv_bytes
 from services.actmem.store import CacheStore
 from shared.errors import InvalidArgument, NotFound
 
@@ -234,8 +234,12 @@ class ActMemory:
             meta.checksum = codec.checksum_of(kv, self.store.checksum)
         return meta.checksum
 
-    def list(self, cube_id: str, page_size: int = 0, page_token: str = "") -> tuple[list[CacheMeta], str]:
-        metas = self.store.list(cube_id)
+    def list(
+        self, cube_id: str, page_size: int = 0, page_token: str = "", user_id: str = ""
+    ) -> tuple[list[CacheMeta], str]:
+        """A page of the cube's caches, or of the user's (in every cube without ``cube_id``)."""
+        self._check_selector(cube_id, user_id)
+        metas = self.store.list(cube_id, user_id)
         try:
             start = int(page_token or 0)
         except ValueError:
@@ -299,8 +303,19 @@ class ActMemory:
     def delete(self, cube_id: str, cache_ids: Sequence[str]) -> int:
         return self.store.delete(cube_id, list(cache_ids))
 
-    def delete_all(self, cube_id: str) -> int:
-        return self.store.delete_all(cube_id)
+    @staticmethod
+    def _check_selector(cube_id: str, user_id: str) -> None:
+        if not cube_id and not user_id:
+            raise InvalidArgument(
+                "cube_id or user_id is required", reason="MISSING_SELECTOR", metadata={"field": "cube_id"}
+            )
+        if user_id:
+            check_user_id(user_id)
+
+    def delete_all(self, cube_id: str, user_id: str = "") -> int:
+        """Deletes the cube's caches, or the user's (in every cube without ``cube_id``)."""
+        self._check_selector(cube_id, user_id)
+        return len(self.store.delete_all(cube_id, user_id))
 
     # -- dump and load -------------------------------------------------------
 

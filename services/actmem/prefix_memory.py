@@ -252,12 +252,11 @@ class PrefixMemory(ActMemory):
         self._drop_routes({(cube_id, cid) for cid in cache_ids})
         return n
 
-    def delete_all(self, cube_id: str) -> int:
-        with self._lock:
-            keys = {k for k in self._ids if k[0] == cube_id}
-        n = self.store.delete_all(cube_id)
-        self._drop_routes(keys)
-        return n
+    def delete_all(self, cube_id: str, user_id: str = "") -> int:
+        self._check_selector(cube_id, user_id)
+        keys = self.store.delete_all(cube_id, user_id)
+        self._drop_routes(set(keys))
+        return len(keys)
 
     # -- dump and load --------------------------------------------------------------
 

@@ -146,7 +146,9 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
             yield resp
 
     async def ListCaches(self, request, context):  # type: ignore[no-untyped-def]
-        metas, nxt = await asyncio.to_thread(self._mem.list, request.cube_id, request.page_size, request.page_token)
+        metas, nxt = await asyncio.to_thread(
+            self._mem.list, request.cube_id, request.page_size, request.page_token, request.user_id
+        )
         return actmem_pb2.ListCachesResponse(caches=[convert.meta_to_proto(m) for m in metas], next_page_token=nxt)
 
     async def MergeCaches(self, request, context):  # type: ignore[no-untyped-def]
@@ -165,7 +167,7 @@ class ActMemServicer(actmem_pb2_grpc.ActMemServiceServicer):
         return actmem_pb2.DeleteCachesResponse(deleted_count=n)
 
     async def DeleteAllCaches(self, request, context):  # type: ignore[no-untyped-def]
-        n = await asyncio.to_thread(self._mem.delete_all, request.cube_id)
+        n = await asyncio.to_thread(self._mem.delete_all, request.cube_id, request.user_id)
         return actmem_pb2.DeleteAllCachesResponse(deleted_count=n)
 
     async def DumpCaches(self, request, context):  # type: ignore[no-untyped-def]

@@ -264,10 +264,16 @@ class CacheStore:
                 log.info("cache reloaded from disk", extra={"cube_id": cube_id, "cache_id": cache_id})
             return meta, entry.kv
 
-    def list(self, cube_id: str) -> list[CacheMeta]:
+    def list(self, cube_id: str, user_id: str = "") -> list[CacheMeta]:
+        """The cube's caches, or with ``user_id`` only those stored for that user (in every cube
+        when ``cube_id`` is empty), oldest first."""
         with self._lock:
-            metas = [e.meta for (cube, _), e in self._entries.items() if cube == cube_id]
-        return sorted(metas, key=lambda m: (m.created_at, m.cache_id))
+            metas = [
+                e.meta
+                for (cube, _), e in self._entries.items()
+                if (not cube_id or cube == cube_id) and (not user_id or e.meta.user_id == user_id)
+            ]
+        return sorted(metas, key=lambda m: (m.created_at, m.cube_id, m.cache_id))
 
     def _remove(self, key: tuple[str, str]) -> bool:
         entry = self._entries.pop(key, None)
@@ -289,10 +295,12 @@ class CacheStore:
                 self.meta(cube_id, cid)
             return sum(self._remove((cube_id, cid)) for cid in dict.fromkeys(cache_ids))
 
-    def delete_all(self, cube_id: str) -> int:
+    def delete_all(self, cube_id: str, user_id: str = "") -> list[tuple[str, str]]:
+        """Deletes the cube's caches, or with ``user_id`` only those stored for that user (in every
+        cube when ``cube_id`` is empty); returns the (cube, cache) keys deleted."""
         with self._lock:
-            keys = [k for k in self._entries if k[0] == cube_id]
-            return sum(self._remove(k) for k in keys)
+            keys = [m_key for m_key, e in self._entries.items() if _selected(m_key, e.meta, cube_id, user_id)]
+            return [k for k in keys if self._remove(k)]
 
 
 def _release(usage: dict[str, int], owner: str, size: int) -> None:
@@ -301,3 +309,7 @@ def _release(usage: dict[str, int], owner: str, size: int) -> None:
         usage[owner] = left
     else:
         usage.pop(owner, None)
+
+
+def _selected(key: tuple[str, str], meta: CacheMeta, cube_id: str, user_id: str) -> bool:
+    return (not cube_id or key[0] == cube_id) and (not user_id or meta.user_id == user_id)

@@ -717,6 +717,15 @@ class Gateway:
                 actmem_pb2.DeleteAllCachesRequest(request_id=f"{request_id}:{cube_id}", cube_id=cube_id), timeout
             )
 
+    async def _drop_user_caches(self, request_id: str, user_id: str, timeout: float | None) -> None:
+        """Deletes every KV cache actmem holds for the user (stored with their user id), in any cube:
+        those in cubes of others too. Before and after the user's memories go, as :meth:`_drop_caches`."""
+        if self.actmem is None:
+            return
+        await self.actmem.delete_all_caches(
+            actmem_pb2.DeleteAllCachesRequest(request_id=f"{request_id}:user", user_id=user_id), timeout
+        )
+
     async def _purge_tasks(
         self,
         request_id: str,
@@ -770,6 +779,7 @@ class Gateway:
             owned = [c.cube_id for c in cubes.cubes if c.owner_id == req.user_id]
             await self._purge_tasks(request_id, timeout, user_id=req.user_id, cube_ids=owned)
             await self._drop_caches(request_id, owned, timeout)
+            await self._drop_user_caches(request_id, req.user_id, timeout)
         resp = await self.textmem.call(
             self.textmem.cubes.DeleteUserData,
             textmem_pb2.DeleteUserDataRequest(request_id=request_id, user_id=req.user_id),
@@ -779,6 +789,7 @@ class Gateway:
             self._forget(cube_id)
         await self._purge_tasks(request_id, timeout, user_id=req.user_id, cube_ids=resp.deleted_cube_ids, after=True)
         await self._drop_caches(request_id, [*owned, *resp.deleted_cube_ids], timeout)
+        await self._drop_user_caches(request_id, req.user_id, timeout)
         return gateway_pb2.DeleteUserDataResponse(
             deleted_memories=resp.deleted_memories,
             deleted_cube_ids=resp.deleted_cube_ids,

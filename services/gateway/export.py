@@ -145,15 +145,20 @@ class UserDataExport:
         if self._actmem is None:
             skipped.append("actmem")
         else:
-            for cube_id in owned:
+            # The caches of the cubes she owns, then those stored for her in other cubes.
+            seen: set[tuple[str, str]] = set()
+            selectors = [{"cube_id": cube_id} for cube_id in owned] + [{"user_id": user_id}]
+            for selector in selectors:
                 token = ""
                 while True:
                     caches = await self._actmem.list_caches(
-                        actmem_pb2.ListCachesRequest(cube_id=cube_id, page_size=PAGE_SIZE, page_token=token),
+                        actmem_pb2.ListCachesRequest(**selector, page_size=PAGE_SIZE, page_token=token),
                         deadline.left(),
                     )
                     for info in caches.caches:
-                        yield counts.record("kv_cache", info)
+                        if (info.cube_id, info.cache_id) not in seen:
+                            seen.add((info.cube_id, info.cache_id))
+                            yield counts.record("kv_cache", info)
                     token = caches.next_page_token
                     if not token:
                         break

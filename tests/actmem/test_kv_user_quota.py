@@ -119,3 +119,20 @@ def test_the_kv_cache_memory_facade_stores_for_its_user(make_service) -> None:  
     with pytest.raises(InvalidArgument) as bad:
         anonymous.add([anonymous.extract(PROMPT)])
     assert bad.value.reason == "USER_ID_REQUIRED"
+
+
+def test_a_users_caches_are_listed_and_deleted_across_cubes(make_service) -> None:  # type: ignore[no-untyped-def]
+    svc = make_service()
+    c = svc.client
+    mine = [c.extract("a", PROMPT, user_id="u").cache_id, c.extract("b", PROMPT, user_id="u").cache_id]
+    theirs = c.extract("b", PROMPT, user_id="v").cache_id
+    nobodys = c.extract("b", PROMPT).cache_id
+    assert [i.cache_id for i in c.list(user_id="u")] == mine
+    assert [i.cache_id for i in c.list("b", user_id="u")] == mine[1:]
+    # Neither selector: refused, nothing deleted.
+    with pytest.raises(InvalidArgument) as bad:
+        c.delete_all()
+    assert bad.value.reason == "MISSING_SELECTOR"
+    assert c.delete_all(user_id="u") == 2
+    assert c.list(user_id="u") == [] and svc.memory.store.user_bytes("u") == 0
+    assert sorted(i.cache_id for i in c.list("b")) == sorted([theirs, nobodys])

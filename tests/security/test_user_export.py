@@ -130,8 +130,8 @@ async def submit(es: ExportSuite, *pairs: tuple[str, str]) -> list[str]:
     return list(resp.item_ids)
 
 
-async def extract_cache(es: ExportSuite, cube_id: str, text: str) -> str:
-    resp = await es.caches.ExtractCache(actmem_pb2.ExtractCacheRequest(cube_id=cube_id, text=text))
+async def extract_cache(es: ExportSuite, cube_id: str, text: str, user_id: str = "") -> str:
+    resp = await es.caches.ExtractCache(actmem_pb2.ExtractCacheRequest(cube_id=cube_id, text=text, user_id=user_id))
     return resp.cache.cache_id
 
 
@@ -180,6 +180,8 @@ async def test_the_export_holds_everything_of_the_user_and_nothing_of_others(es:
     await submit(es, (BOB, bobs), (BOB, second))
     alice_cache = await extract_cache(es, own, f"Alice's {MARK} cache.")
     await extract_cache(es, bobs, f"Bob's {OTHER} cache.")
+    # Stored for her in Bob's cube: hers although the cube is not.
+    alice_cache_in_bobs = await extract_cache(es, bobs, f"Alice's {MARK} cache in Bob's cube.", user_id=ALICE)
 
     async with es.client(ALICE) as alice:
         records = await export(alice, ALICE)
@@ -216,8 +218,9 @@ async def test_the_export_holds_everything_of_the_user_and_nothing_of_others(es:
     assert [w.memory.id for w in kinds["working_memory"]] == [working.memories[0].id]
     assert sorted(t.item_id for t in kinds["task"]) == sorted(alice_tasks)
     assert all(t.message.user_id == ALICE and t.state == scheduler_pb2.TASK_STATE_PENDING for t in kinds["task"])
-    assert [c.cache_id for c in kinds["kv_cache"]] == [alice_cache]
+    assert [c.cache_id for c in kinds["kv_cache"]] == [alice_cache, alice_cache_in_bobs]
     assert kinds["kv_cache"][0].cube_id == own and kinds["kv_cache"][0].num_tokens > 0
+    assert kinds["kv_cache"][1].cube_id == bobs and kinds["kv_cache"][1].user_id == ALICE
 
     # Nothing of Bob's: none of his text, not his memory in her cube.
     everything = b"".join(r.SerializeToString() for r in records)
@@ -232,7 +235,7 @@ async def test_the_export_holds_everything_of_the_user_and_nothing_of_others(es:
         summary.working_memory_count,
         summary.task_count,
         summary.kv_cache_count,
-    ) == (3, 4, 1, 1, 2, 1)
+    ) == (3, 4, 1, 1, 2, 2)
     assert not summary.skipped_services
 
     # An admin key may export for the user, and gets the same records.
@@ -264,9 +267,12 @@ async def test_after_erasure_the_export_is_an_empty_summary(es: ExportSuite) -> 
         await carol.share_cube(CAROL, cube, BOB, "reader")
         await submit(es, (CAROL, cube))
         await extract_cache(es, cube, "Carol's cache.")
+        # Stored for her in a cube of Bob's: erasing her deletes it too, and only it.
+        await extract_cache(es, "bob-erasure-cube", "Carol's cache in Bob's cube.", user_id=CAROL)
+        bobs = await extract_cache(es, "bob-erasure-cube", "Bob's own cache.", user_id=BOB)
         before = by_kind(await export(carol, CAROL))
         assert before["summary"][0].memory_count == 1 and before["summary"][0].task_count == 1
-        assert before["summary"][0].kv_cache_count == 1
+        assert before["summary"][0].kv_cache_count == 2
 
         await carol.delete_user_data(CAROL)
 
@@ -274,6 +280,9 @@ async def test_after_erasure_the_export_is_an_empty_summary(es: ExportSuite) -> 
     # Not only out of the export: actmem itself holds nothing of the erased cube any more.
     left = await es.caches.ListCaches(actmem_pb2.ListCachesRequest(cube_id=cube))
     assert list(left.caches) == []
+    assert list((await es.caches.ListCaches(actmem_pb2.ListCachesRequest(user_id=CAROL))).caches) == []
+    others = await es.caches.ListCaches(actmem_pb2.ListCachesRequest(cube_id="bob-erasure-cube"))
+    assert [c.cache_id for c in others.caches] == [bobs]
     assert [r.WhichOneof("record") for r in records] == ["summary"]
     s = records[0].summary
     assert (

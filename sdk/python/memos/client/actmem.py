@@ -197,11 +197,13 @@ class ActMemClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
 
-    def list(self, cube_id: str) -> list[actmem_pb2.CacheInfo]:
+    def list(self, cube_id: str = "", *, user_id: str = "") -> list[actmem_pb2.CacheInfo]:
+        """The cube's caches; with ``user_id`` only that user's (in every cube without ``cube_id``)."""
         out: list[actmem_pb2.CacheInfo] = []
         token = ""
         while True:
-            resp = self._unary("ListCaches", actmem_pb2.ListCachesRequest(cube_id=cube_id, page_token=token))
+            req = actmem_pb2.ListCachesRequest(cube_id=cube_id, user_id=user_id, page_token=token)
+            resp = self._unary("ListCaches", req)
             out.extend(resp.caches)
             token = resp.next_page_token
             if not token:
@@ -219,8 +221,9 @@ class ActMemClient:
         req = actmem_pb2.DeleteCachesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id, cache_ids=list(cache_ids))
         return self._unary("DeleteCaches", req).deleted_count
 
-    def delete_all(self, cube_id: str) -> int:
-        req = actmem_pb2.DeleteAllCachesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id)
+    def delete_all(self, cube_id: str = "", *, user_id: str = "") -> int:
+        """Deletes the cube's caches; with ``user_id`` only that user's (in every cube without ``cube_id``)."""
+        req = actmem_pb2.DeleteAllCachesRequest(request_id=uuid.uuid4().hex, cube_id=cube_id, user_id=user_id)
         return self._unary("DeleteAllCaches", req).deleted_count
 
     def dump(self, cube_id: str, directory: str) -> int:

@@ -159,14 +159,16 @@ class GetCacheResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[CacheInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class ListCachesRequest(_message.Message):
-    __slots__ = ("cube_id", "page_size", "page_token")
+    __slots__ = ("cube_id", "page_size", "page_token", "user_id")
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     cube_id: str
     page_size: int
     page_token: str
-    def __init__(self, cube_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, cube_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class ListCachesResponse(_message.Message):
     __slots__ = ("caches", "next_page_token")
@@ -213,12 +215,14 @@ class DeleteCachesResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class DeleteAllCachesRequest(_message.Message):
-    __slots__ = ("request_id", "cube_id")
+    __slots__ = ("request_id", "cube_id", "user_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CUBE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     cube_id: str
-    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., cube_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class DeleteAllCachesResponse(_message.Message):
     __slots__ = ("deleted_count",)

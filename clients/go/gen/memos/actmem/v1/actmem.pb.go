@@ -883,10 +883,14 @@ func (*GetCacheResponse_Header) isGetCacheResponse_Payload() {}
 func (*GetCacheResponse_Chunk) isGetCacheResponse_Payload() {}
 
 type ListCachesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CubeId        string                 `protobuf:"bytes,1,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cube whose caches are listed; or, empty with user_id set, every cube.
+	CubeId    string `protobuf:"bytes,1,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	PageSize  int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only the caches stored for this user (CacheInfo.user_id); without cube_id,
+	// in every cube (what an export of the user's data lists).
+	UserId        string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -938,6 +942,13 @@ func (x *ListCachesRequest) GetPageSize() int32 {
 func (x *ListCachesRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListCachesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -1222,9 +1233,13 @@ func (x *DeleteCachesResponse) GetDeletedCount() int64 {
 }
 
 type DeleteAllCachesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	CubeId        string                 `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The cube whose caches are deleted; or, empty with user_id set, every cube.
+	CubeId string `protobuf:"bytes,2,opt,name=cube_id,json=cubeId,proto3" json:"cube_id,omitempty"`
+	// Only the caches stored for this user (CacheInfo.user_id); without cube_id,
+	// in every cube (what erasing the user deletes). One of the two is required.
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1269,6 +1284,13 @@ func (x *DeleteAllCachesRequest) GetRequestId() string {
 func (x *DeleteAllCachesRequest) GetCubeId() string {
 	if x != nil {
 		return x.CubeId
+	}
+	return ""
+}
+
+func (x *DeleteAllCachesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
 	}
 	return ""
 }
@@ -1975,12 +1997,13 @@ const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"\x10GetCacheResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1a.memos.actmem.v1.CacheInfoH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\t\n" +
-	"\apayload\"h\n" +
+	"\apayload\"\x81\x01\n" +
 	"\x11ListCachesRequest\x12\x17\n" +
 	"\acube_id\x18\x01 \x01(\tR\x06cubeId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"p\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x17\n" +
+	"\auser_id\x18\x04 \x01(\tR\x06userId\"p\n" +
 	"\x12ListCachesResponse\x122\n" +
 	"\x06caches\x18\x01 \x03(\v2\x1a.memos.actmem.v1.CacheInfoR\x06caches\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x98\x01\n" +
@@ -1999,11 +2022,12 @@ const file_memos_actmem_v1_actmem_proto_rawDesc = "" +
 	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x1b\n" +
 	"\tcache_ids\x18\x03 \x03(\tR\bcacheIds\";\n" +
 	"\x14DeleteCachesResponse\x12#\n" +
-	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\"P\n" +
+	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\"i\n" +
 	"\x16DeleteAllCachesRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
-	"\acube_id\x18\x02 \x01(\tR\x06cubeId\">\n" +
+	"\acube_id\x18\x02 \x01(\tR\x06cubeId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\">\n" +
 	"\x17DeleteAllCachesResponse\x12#\n" +
 	"\rdeleted_count\x18\x01 \x01(\x03R\fdeletedCount\"J\n" +
 	"\x11DumpCachesRequest\x12\x17\n" +
