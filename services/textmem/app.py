@@ -154,6 +154,7 @@ def build_memory(settings: TextMemSettings, embedder: Embedder | None = None) ->
         dedupe_threshold=settings.dedupe_threshold,
         max_memories_per_cube=settings.max_memories_per_cube,
         max_bytes_per_cube=settings.max_bytes_per_cube,
+        fanout_threads=settings.search_fanout_threads or (8 if settings.graph_store == "neo4j" else 2),
         conflicts=build_conflict_judge(settings),
     )
     if MilvusVectorStore.is_lite_uri(milvus_uri(settings)):

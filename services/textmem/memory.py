@@ -14,8 +14,10 @@ the graph.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
 from contextlib import contextmanager
@@ -192,6 +194,7 @@ class TextMemory:
         max_memories_per_cube: int = 0,
         max_bytes_per_cube: int = 0,
         conflicts: conflict_rules.ConflictJudge | None = None,
+        fanout_threads: int = 2,
     ) -> None:
         if vectors.dim != embedder.dim:
             raise ValueError(f"vector store dimension {vectors.dim} != embedder dimension {embedder.dim}")
@@ -214,8 +217,12 @@ class TextMemory:
         # With an LLM, adds that dedupe stores anew archive the live memories they contradict.
         self.conflicts = conflicts
         self._lexical_pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="textmem-lexical")
+        # A multi-cube search works through its cubes in this many threads (search_cubes).
+        self.fanout_threads = max(1, fanout_threads)
+        self._fanout_pool = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="textmem-fanout")
 
     def close(self) -> None:
+        self._fanout_pool.shutdown(wait=True)
         self._lexical_pool.shutdown(wait=True)
         self.graph.close()
         self.vectors.close()
@@ -1062,6 +1069,80 @@ class TextMemory:
         # Working memory first: what the scheduler judged relevant to the recent queries.
         results.sort(key=lambda r: r[0].memory_type != "WorkingMemory")
         return results, self.graph.count(cube_id, flt)
+
+    def search_cubes(
+        self, cube_ids: Sequence[str], query: str, top_k: int, flt: MemoryFilter
+    ) -> dict[str, futures.Future[tuple[list[tuple[Memory, float]], int]]]:
+        """Searches several cubes (arguments checked by the caller): one query embedding and one
+        grouped vector search for all of them, in this thread, while ``fanout_threads`` threads
+        read the cubes' full-text candidates; then those threads rank the cubes, each taking the
+        next cube that is ready (a slow cube holds one thread, not the cubes behind it). Returns
+        once the dense step is done, with a future per cube that holds its answer or its own
+        error; a cube whose future is cancelled before its turn is skipped. The dense step's
+        error is raised (no cube can be answered without it).
+
+        A few threads, not one a cube: ranking is Python, and the threads of one process take
+        turns under the GIL. Eight 500-memory cubes took 140 ms p50 with a thread a cube and
+        95-100 ms with two (the same queries in one process, alternated); with Neo4j, whose
+        queries wait on the network, more threads overlap those waits."""
+        answers: dict[str, futures.Future[tuple[list[tuple[Memory, float]], int]]] = {
+            c: futures.Future() for c in cube_ids
+        }
+        dense_ready: futures.Future[dict[str, list[tuple[str, float]]]] = futures.Future()
+        to_read = deque(cube_ids)  # cubes whose full-text candidates nobody has read yet
+        to_rank: deque[tuple[str, list[tuple[str, float]], SearchReads]] = deque()  # read, not ranked
+        unclaimed = [len(cube_ids)]  # cubes not yet taken to rank (nor failed, nor cancelled)
+        turn = threading.Condition()
+
+        def next_job() -> tuple[str, str, list[tuple[str, float]], SearchReads | None] | None:
+            with turn:
+                while True:
+                    if to_read:
+                        return "read", to_read.popleft(), [], None
+                    if dense_ready.done() and to_rank:
+                        unclaimed[0] -= 1
+                        return ("rank", *to_rank.popleft())
+                    if not unclaimed[0]:
+                        return None
+                    turn.wait()
+
+        def work() -> None:
+            while (job := next_job()) is not None:
+                kind, c, hits, reads = job
+                if kind == "read":
+                    if not answers[c].set_running_or_notify_cancel():
+                        result = None
+                    else:
+                        try:
+                            result = self.lexical_and_prefetch(c, query, top_k, flt)
+                        except BaseException as exc:  # noqa: BLE001 - this cube's own error
+                            answers[c].set_exception(exc)
+                            result = None
+                    with turn:
+                        if result is None:
+                            unclaimed[0] -= 1
+                        else:
+                            to_rank.append((c, *result))
+                        turn.notify_all()
+                    continue
+                try:
+                    dense = dense_ready.result()
+                    assert reads is not None
+                    answers[c].set_result(self.finish_search(c, query, top_k, flt, dense.get(c, []), hits, reads))
+                except BaseException as exc:  # noqa: BLE001 - this cube's own error (or the dense step's)
+                    answers[c].set_exception(exc)
+
+        for _ in range(min(self.fanout_threads, len(cube_ids))):
+            self._fanout_pool.submit(work)
+        try:
+            dense_ready.set_result(self.dense_candidates(cube_ids, query, top_k, flt))
+        except BaseException as exc:
+            dense_ready.set_exception(exc)
+            raise
+        finally:
+            with turn:
+                turn.notify_all()
+        return answers
 
     def search(self, cube_id: str, query: str, top_k: int, flt: MemoryFilter) -> tuple[list[tuple[Memory, float]], int]:
         """Hybrid search of one cube: dense + lexical, fused by reciprocal rank."""

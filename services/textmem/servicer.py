@@ -136,27 +136,10 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             job = asyncio.ensure_future(asyncio.to_thread(self._mem.search, only, request.query, top_k, flt))
             await asyncio.wait([job], timeout=_batch_timeout(context))
             return textmem_pb2.BatchSearchMemoriesResponse(results=[_cube_result(only, job)])
-        # Full-text candidates of every cube are looked up, and what ranking will read about them
-        # read ahead, while the query is embedded and the vectors searched (both release the
-        # GIL); then each cube is fused on its own.
-        lexical = {
-            c: asyncio.ensure_future(asyncio.to_thread(self._mem.lexical_and_prefetch, c, request.query, top_k, flt))
-            for c in cube_ids
-        }
-        try:
-            dense = await asyncio.to_thread(self._mem.dense_candidates, cube_ids, request.query, top_k, flt)
-        except BaseException:
-            for job in lexical.values():
-                job.cancel()
-            raise
-
-        async def finish(cube_id: str):  # type: ignore[no-untyped-def]
-            lexical_hits, reads = await lexical[cube_id]
-            return await asyncio.to_thread(
-                self._mem.finish_search, cube_id, request.query, top_k, flt, dense.get(cube_id, []), lexical_hits, reads
-            )
-
-        jobs = {c: asyncio.ensure_future(finish(c)) for c in cube_ids}
+        # One embedding and one grouped vector search, the cubes' full-text candidates read
+        # meanwhile; each cube then ranked on its own, with its own outcome.
+        answers = await asyncio.to_thread(self._mem.search_cubes, cube_ids, request.query, top_k, flt)
+        jobs = {c: asyncio.wrap_future(f) for c, f in answers.items()}
         await asyncio.wait(jobs.values(), timeout=_batch_timeout(context))
         results = []
         for cube_id, job in jobs.items():
