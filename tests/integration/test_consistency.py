@@ -62,24 +62,30 @@ async def test_deleting_a_cube_removes_everything(client: AsyncMemosClient, suit
 async def test_a_retry_of_a_rolled_back_multi_cube_add_stores_everything(
     client: AsyncMemosClient, suite, unique, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    # The second cube fails once (a passing outage); the client retries with the same request id,
-    # as it may for an idempotent add. The rollback removed the first cube's memories: the retry
-    # must write them again, not replay their deleted ids and answer OK with the cube empty.
+    # The second cube is down for the whole first call (a passing outage); the client retries
+    # with the same request id, as it may for an idempotent add. The rollback removed the first
+    # cube's memories: the retry must write them again, not replay their deleted ids and answer
+    # OK with the cube empty.
     user = f"rhea-{unique}"
     first, flaky = f"first-{unique}", f"flaky-{unique}"
     real_add = type(suite.memory).add_messages
     failures = []
+    outage = [True]
 
-    def fail_once(self, cube_id, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if cube_id == flaky and not failures:
+    def fail_during_outage(self, cube_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if cube_id == flaky and outage[0]:
             failures.append(cube_id)
             raise DomainUnavailable("a passing outage", reason="INJECTED_OUTAGE")
         return real_add(self, cube_id, *args, **kwargs)
 
-    monkeypatch.setattr(type(suite.memory), "add_messages", fail_once)
+    monkeypatch.setattr(type(suite.memory), "add_messages", fail_during_outage)
     messages = [{"role": "user", "content": "the spare key is under the blue flowerpot"}]
     with pytest.raises(Unavailable):
         await client.add_memories(user, [first, flaky], messages, request_id=f"retry-{unique}")
+    # The gateway's channel retried the cube's add within the call (an idempotent method, on
+    # UNAVAILABLE: the retry policy of shared/channels.py) before it gave up and rolled back.
+    assert len(failures) > 1
+    outage[0] = False
     assert (await client.list_memories(user, first)).memories == []
     resp = await client.add_memories(user, [first, flaky], messages, request_id=f"retry-{unique}")
     assert {m.cube_id for m in resp.memories} == {first, flaky}
