@@ -20,42 +20,17 @@ import pytest
 from services.textmem.models import MemoryFilter
 from services.textmem.stores import exact_index
 from services.textmem.stores.exact_index import ExactIndexVectorStore, ScannedRow, _build_ann, _CubeIndex
+from tests.vector_rows import RowsStore, clustered_rows, reference, unit
 
 pytest.importorskip("faiss")
 
 DIM = 32
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
 def rows(rng: np.random.Generator, n: int, start: int = 0, spread: float = 0.35) -> list[ScannedRow]:
-    # Clustered vectors, as embeddings of one conversation are.
-    centres = rng.standard_normal((60, DIM)).astype(np.float32)
-    vectors = centres[rng.integers(0, 60, n)] + spread * rng.standard_normal((n, DIM)).astype(np.float32)
-    return [
-        ScannedRow(
-            id=f"{start + i:08x}",
-            user_key=f"u{i % 4}",
-            session_key=f"s{i % 5}",
-            memory_type="UserMemory" if i % 10 == 0 else "LongTermMemory",
-            status="archived" if i % 20 == 0 else "activated",
-            created_us=(start + i) * 1_000_000,
-            vector=v,
-        )
-        for i, v in enumerate(vectors)
-    ]
-
-
-def reference(index: _CubeIndex, q: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[str, float]]:
-    m = index._compute_mask(flt, str)
-    if m is None:
-        return []
-    hits = np.flatnonzero(m)
-    scores = index.vectors[hits] @ q
-    order = np.argsort(-scores, kind="stable")[:k]
-    return [(index.ids[hits[j]], float(scores[j])) for j in order]
+    return clustered_rows(
+        rng, n, DIM, start=start, spread=spread, centres=60, users=4, user_memory_every=10, archived_every=20
+    )
 
 
 def check(index: _CubeIndex, got: list[tuple[str, float]], q: np.ndarray, flt: MemoryFilter, k: int) -> float:
@@ -182,27 +157,6 @@ def test_selective_filters_take_the_exact_path() -> None:
     assert index.counts["approximate"] == 1
 
 
-class _Durable:
-    """The least a ScannableVectorStore needs for searches over rows given up front."""
-
-    dim = DIM
-
-    def __init__(self, scanned: list[ScannedRow]) -> None:
-        self.scanned = scanned
-
-    def key_of(self, value: str) -> str:
-        return value
-
-    def scan(self, cube_id: str):  # type: ignore[no-untyped-def]
-        return iter(self.scanned)
-
-    def delete(self, cube_id: str, ids: list[str]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_store_builds_in_the_background_without_blocking_searches(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(6)
     started, release = threading.Event(), threading.Event()
@@ -214,7 +168,7 @@ def test_the_store_builds_in_the_background_without_blocking_searches(monkeypatc
         return real_build(*args)
 
     monkeypatch.setattr(exact_index, "_build_ann", slow_build)
-    store = ExactIndexVectorStore(_Durable(rows(rng, 3000)), approximate_min_rows=2000)  # type: ignore[arg-type]
+    store = ExactIndexVectorStore(RowsStore(rows(rng, 3000), DIM), approximate_min_rows=2000)  # type: ignore[arg-type]
     try:
         q = unit(rng.standard_normal(DIM))
         first = store.search("c", q, MemoryFilter(), 10)  # loads the cube, starts the build
@@ -245,7 +199,7 @@ def test_the_store_builds_in_the_background_without_blocking_searches(monkeypatc
 def test_the_store_refreshes_the_index_after_many_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exact_index, "ANN_FLUSH_ROWS", 100)
     rng = np.random.default_rng(7)
-    store = ExactIndexVectorStore(_Durable(rows(rng, 2500)), background=False, approximate_min_rows=2000)  # type: ignore[arg-type]
+    store = ExactIndexVectorStore(RowsStore(rows(rng, 2500), DIM), background=False, approximate_min_rows=2000)  # type: ignore[arg-type]
     try:
         q = unit(rng.standard_normal(DIM))
         store.search("c", q, MemoryFilter(), 10)

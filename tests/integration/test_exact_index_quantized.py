@@ -15,10 +15,19 @@ import pytest
 from services.textmem.models import MemoryFilter
 from services.textmem.stores import exact_index
 from services.textmem.stores.exact_index import ExactIndexVectorStore, ScannedRow, _CubeIndex
+from tests.vector_rows import RowsStore, clustered_rows, reference, unit
 
 pytest.importorskip("faiss")
 
 DIM = 32
+
+
+def rows(rng: np.random.Generator, n: int, start: int = 0, spread: float = 0.4) -> list[ScannedRow]:
+    return clustered_rows(
+        rng, n, DIM, start=start, spread=spread, centres=40, users=2, user_memory_every=6, archived_every=9
+    )
+
+
 FILTERS = [
     MemoryFilter(),
     MemoryFilter(include_archived=True),
@@ -33,35 +42,6 @@ FILTERS = [
 @pytest.fixture(autouse=True)
 def small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exact_index, "QUANTIZED_MIN_ROWS", 256)
-
-
-def rows(rng: np.random.Generator, n: int, start: int = 0, spread: float = 0.4) -> list[ScannedRow]:
-    # Clustered vectors: many rows close to each other, as embeddings of one conversation are.
-    centres = rng.standard_normal((40, DIM)).astype(np.float32)
-    vectors = centres[rng.integers(0, 40, n)] + spread * rng.standard_normal((n, DIM)).astype(np.float32)
-    return [
-        ScannedRow(
-            id=f"{start + i:08x}",
-            user_key=f"u{i % 2}",
-            session_key=f"s{i % 5}",
-            memory_type="UserMemory" if i % 6 == 0 else "LongTermMemory",
-            status="archived" if i % 9 == 0 else "activated",
-            created_us=(start + i) * 1_000_000,
-            vector=v,
-        )
-        for i, v in enumerate(vectors)
-    ]
-
-
-def reference(index: _CubeIndex, q: np.ndarray, flt: MemoryFilter, k: int) -> list[tuple[str, float]]:
-    """Every passing row scored in float32, best first, ties by id."""
-    m = index._compute_mask(flt, str)
-    if m is None:
-        return []
-    hits = np.flatnonzero(m)
-    scores = index.vectors[hits] @ q
-    order = sorted(range(len(hits)), key=lambda j: (-float(scores[j]), index.ids[hits[j]]))[:k]
-    return [(index.ids[hits[j]], float(scores[j])) for j in order]
 
 
 def assert_same_ranking(
@@ -79,10 +59,6 @@ def assert_same_ranking(
     for (a, _), (b, _) in zip(got, want, strict=True):
         if a != b:
             assert abs(true(a) - true(b)) < 1e-6, (a, b)
-
-
-def unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v)).astype(np.float32)
 
 
 def assert_agrees(index: _CubeIndex, rng: np.random.Generator, queries: int = 12, k: int = 10) -> None:
@@ -138,27 +114,9 @@ def test_search_batch_equals_one_search_per_query() -> None:
             assert got == index.search(q, flt, 5, str)
 
 
-class _Durable:
-    """The least a ScannableVectorStore needs for searches over rows given up front."""
-
-    dim = DIM
-
-    def __init__(self, scanned: list[ScannedRow]) -> None:
-        self.scanned = scanned
-
-    def key_of(self, value: str) -> str:
-        return value
-
-    def scan(self, cube_id: str):  # type: ignore[no-untyped-def]
-        return iter(self.scanned)
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_store_searches_a_large_cube_exactly_and_batches() -> None:
     rng = np.random.default_rng(8)
-    store = ExactIndexVectorStore(_Durable(rows(rng, 2000)))  # type: ignore[arg-type]
+    store = ExactIndexVectorStore(RowsStore(rows(rng, 2000), DIM))  # type: ignore[arg-type]
     queries = rng.standard_normal((3, DIM)).astype(np.float32) * 3  # not unit: the store normalises
     batched = store.search_batch("c", queries, MemoryFilter(), 8)
     single = [store.search("c", q, MemoryFilter(), 8) for q in queries]
