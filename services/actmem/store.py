@@ -24,7 +24,7 @@ import logging
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,59 +112,64 @@ class CacheStore:
         if user_id:
             check_user_id(user_id)
         if self.max_bytes_per_user:
-            self._check_user_quota(cube_id, size if user_size is None else user_size, replacing, user_id)
-        if not self.max_bytes_per_cube:
-            return
-        with self._lock:
-            usage = self._cube_bytes.get(cube_id, 0)
-            for cache_id in dict.fromkeys(replacing):
-                old = self._entries.get((cube_id, cache_id))
-                if old is not None:
-                    usage -= old.meta.size_bytes
-            if size > 0 and usage + size > self.max_bytes_per_cube:
-                raise ResourceExhausted(
-                    f"cube {cube_id!r} stores {usage} of its {self.max_bytes_per_cube} bytes of caches"
-                    f" (MEMOS_MAX_KV_BYTES_PER_CUBE); a cache of {size} bytes does not fit",
-                    reason="KV_QUOTA_EXCEEDED",
-                    metadata={
-                        "cube_id": cube_id,
-                        "quota": "kv_bytes",
-                        "limit": str(self.max_bytes_per_cube),
-                        "usage": str(usage),
-                        "requested": str(size),
-                    },
-                    # Only deleting caches (or a higher quota) makes room.
-                    retriable=False,
+            if not user_id:
+                # A cache stored for nobody would escape the quota: with it set, the caller must say whose.
+                raise InvalidArgument(
+                    "user_id is required: this service holds each user to a quota of KV cache bytes"
+                    " (MEMOS_MAX_KV_BYTES_PER_USER)",
+                    reason="USER_ID_REQUIRED",
+                    metadata={"field": "user_id"},
                 )
-
-    def _check_user_quota(self, cube_id: str, size: int, replacing: Sequence[str], user_id: str) -> None:
-        if not user_id:
-            # A cache stored for nobody would escape the quota: with it set, the caller must say whose.
-            raise InvalidArgument(
-                "user_id is required: this service holds each user to a quota of KV cache bytes"
-                " (MEMOS_MAX_KV_BYTES_PER_USER)",
-                reason="USER_ID_REQUIRED",
-                metadata={"field": "user_id"},
+            self._check_limit(
+                f"user {user_id!r}",
+                self._user_bytes,
+                user_id,
+                self.max_bytes_per_user,
+                size if user_size is None else user_size,
+                [(cube_id, c) for c in replacing],
+                {"user_id": user_id, "cube_id": cube_id, "quota": "kv_bytes_per_user"},
+                "MEMOS_MAX_KV_BYTES_PER_USER",
+                counts=lambda meta: meta.user_id == user_id,
             )
+        if self.max_bytes_per_cube:
+            self._check_limit(
+                f"cube {cube_id!r}",
+                self._cube_bytes,
+                cube_id,
+                self.max_bytes_per_cube,
+                size,
+                [(cube_id, c) for c in replacing],
+                {"cube_id": cube_id, "quota": "kv_bytes"},
+                "MEMOS_MAX_KV_BYTES_PER_CUBE",
+            )
+
+    def _check_limit(
+        self,
+        who: str,
+        usage_of: dict[str, int],
+        owner: str,
+        limit: int,
+        size: int,
+        replacing: Sequence[tuple[str, str]],
+        details: dict[str, str],
+        setting: str,
+        counts: Callable[[CacheMeta], bool] = lambda meta: True,
+    ) -> None:
+        """One quota: ``owner``'s usage (less the caches in ``replacing`` that count against it:
+        ``counts``) plus ``size`` must stay within ``limit``."""
         with self._lock:
-            usage = self._user_bytes.get(user_id, 0)
-            for cache_id in dict.fromkeys(replacing):
-                old = self._entries.get((cube_id, cache_id))
-                if old is not None and old.meta.user_id == user_id:
+            usage = usage_of.get(owner, 0)
+            for key in dict.fromkeys(replacing):
+                old = self._entries.get(key)
+                if old is not None and counts(old.meta):
                     usage -= old.meta.size_bytes
-            if size > 0 and usage + size > self.max_bytes_per_user:
+            if size > 0 and usage + size > limit:
                 raise ResourceExhausted(
-                    f"user {user_id!r} stores {usage} of their {self.max_bytes_per_user} bytes of caches"
-                    f" (MEMOS_MAX_KV_BYTES_PER_USER); a cache of {size} bytes does not fit",
+                    f"{who} stores {usage} of its {limit} bytes of caches ({setting});"
+                    f" a cache of {size} bytes does not fit",
                     reason="KV_QUOTA_EXCEEDED",
-                    metadata={
-                        "user_id": user_id,
-                        "cube_id": cube_id,
-                        "quota": "kv_bytes_per_user",
-                        "limit": str(self.max_bytes_per_user),
-                        "usage": str(usage),
-                        "requested": str(size),
-                    },
+                    metadata={**details, "limit": str(limit), "usage": str(usage), "requested": str(size)},
+                    # Only deleting caches (or a higher quota) makes room.
                     retriable=False,
                 )
 
