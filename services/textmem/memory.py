@@ -146,7 +146,7 @@ class SearchReads:
         wanted = list(dict.fromkeys(ids))
         need = [i for i in wanted if i not in self.full and (with_sources or i not in self.lean)]
         if need:
-            got = self._graph.get_memories(self._cube_id, need, with_sources=with_sources)
+            got = self._graph.get_memories(self._cube_id, need, with_sources=with_sources, shared=True)
             (self.full if with_sources else self.lean).update(got)
         out: dict[str, Memory] = {}
         for i in wanted:
@@ -1064,7 +1064,7 @@ class TextMemory:
         # (A memory with no sources at all is read again too, harmlessly.)
         lean = [m.id for m, _ in results if not m.sources]
         if lean:
-            full = self.graph.get_memories(cube_id, lean)
+            full = self.graph.get_memories(cube_id, lean, shared=True)
             results = [(full.get(m.id, m) if not m.sources else m, score) for m, score in results]
         # Working memory first: what the scheduler judged relevant to the recent queries.
         results.sort(key=lambda r: r[0].memory_type != "WorkingMemory")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.textmem.models import Memory, MemoryFilter
+from services.textmem.dedupe import Merge
+from services.textmem.models import Edge, Memory, MemoryFilter, Source
 from services.textmem.stores import lexical_index
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
 
@@ -223,3 +224,71 @@ def test_reads_without_sources_come_from_the_copy_and_follow_every_change(path: 
     assert a.id not in indexed.get_memories("c", [a.id], with_sources=False)
     indexed.close()
     plain.close()
+
+
+def test_full_reads_for_search_are_kept_by_the_copy_and_follow_every_change(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexed = SqliteGraphStore(path)
+    writer = SqliteGraphStore(path)  # another process's store on the same file
+    plain = SqliteGraphStore(path, lexical_index=False)
+    a = mem("c", "lake camping trip", sources=[Source(type="chat", role="user", content="we camp", chat_time=1.0)])
+    b = mem("c", "tea garden visit", tags=["tea"], sources=[Source(type="chat", role="user", content="tea?")])
+    indexed.insert_memories("c", [a, b])
+    search(indexed, "c", "lake")  # the copy is loaded
+    ids = [a.id, b.id, "missing"]
+
+    def same() -> None:
+        assert indexed.get_memories("c", ids, shared=True) == plain.get_memories("c", ids)
+
+    same()
+    # Read again: from the copy, without SQL.
+    real = indexed._read_memories
+    monkeypatch.setattr(indexed, "_read_memories", lambda *a, **k: pytest.fail("read from SQL again"))
+    same()
+    monkeypatch.setattr(indexed, "_read_memories", real)
+    # A merge appends sources: the memory is read again.
+    indexed.insert_memories(
+        "c", [], merges=[Merge(a.id, sources=[Source(type="chat", role="user", content="and fish")], count=1)]
+    )
+    assert len(indexed.get_memories("c", [a.id], shared=True)[a.id].sources) == 2
+    same()
+    indexed.update_memory(Memory(**{**b.__dict__, "memory": "tea garden tour", "tags": ["tea", "tour"]}))
+    same()
+    writer.insert_memories("c", [], merges=[Merge(b.id, sources=[Source(type="chat", content="again")], count=1)])
+    same()
+    writer.delete_memories("c", [a.id])
+    same()
+    assert a.id not in indexed.get_memories("c", [a.id], shared=True)
+    for store in (indexed, writer, plain):
+        store.close()
+
+
+def test_links_for_search_are_kept_by_the_copy_and_follow_links_made_alone(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexed = SqliteGraphStore(path)
+    writer = SqliteGraphStore(path)
+    plain = SqliteGraphStore(path, lexical_index=False)
+    x, y, z = (mem("c", f"window {w}") for w in ("one", "two", "three"))
+    indexed.insert_memories("c", [x, y, z], edges=[Edge("c", x.id, y.id, "FOLLOWS")])
+    search(indexed, "c", "window")  # the copy is loaded
+    ids = [x.id, y.id, z.id]
+
+    def links() -> dict[str, list[str]]:
+        ours = indexed.neighbours_many("c", ids, "FOLLOWS")
+        assert ours == plain.neighbours_many("c", ids, "FOLLOWS")
+        return ours
+
+    assert links()[y.id] == [x.id]
+    real = indexed._read_neighbours
+    monkeypatch.setattr(indexed, "_read_neighbours", lambda *a, **k: pytest.fail("read from SQL again"))
+    links()
+    monkeypatch.setattr(indexed, "_read_neighbours", real)
+    # A link between memories that already exist changes no memory row; it is seen all the same.
+    writer.insert_memories("c", [], edges=[Edge("c", y.id, z.id, "FOLLOWS")])
+    assert links()[y.id] == sorted([x.id, z.id])
+    writer.delete_memories("c", [x.id])
+    assert links()[y.id] == [z.id]
+    for store in (indexed, writer, plain):
+        store.close()

@@ -132,7 +132,9 @@ class _Graph:
     def neighbours_many(self, cube_id: str, memory_ids: list[str], edge_type: str) -> dict[str, list[str]]:
         return {mid: self.neighbours(cube_id, mid, edge_type) for mid in memory_ids}
 
-    def get_memories(self, cube_id: str, ids: list[str], with_sources: bool = True) -> dict[str, Memory]:
+    def get_memories(
+        self, cube_id: str, ids: list[str], with_sources: bool = True, *, shared: bool = False
+    ) -> dict[str, Memory]:
         found = {i: self.memories[i] for i in ids if i in self.memories}
         # As the stores do: without sources when not asked for them.
         return found if with_sources else {i: dataclasses.replace(m, sources=[]) for i, m in found.items()}

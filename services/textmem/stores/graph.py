@@ -85,11 +85,15 @@ class GraphStore(Protocol):
         """For each hash that a live (activated or resolving) memory of the cube and type has, the
         oldest such memory's id: an indexed lookup. Working-memory copies are never returned."""
 
-    def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
+    def get_memories(
+        self, cube_id: str, ids: Sequence[str], with_sources: bool = True, *, shared: bool = False
+    ) -> dict[str, Memory]:
         """The memories of this cube among ``ids`` (others are absent). With ``with_sources``
         False, for ranking, which reads ~100 a search: no sources (``sources == []``), and an
         implementation may leave key, background, confidence, updated_at and version at their
-        defaults; every other field is exact."""
+        defaults; every other field is exact. With ``shared`` (or ``with_sources`` False) the
+        caller only reads what it gets, so an implementation may answer with objects it keeps
+        and hands to other callers too (the SQLite store's per-cube copies do)."""
 
     def list_memories(self, cube_id: str, flt: MemoryFilter, limit: int, after: int = 0) -> tuple[list[Memory], int]:
         """A page in insertion order and the cursor to pass as ``after`` next (0: no more)."""
@@ -141,7 +145,8 @@ class GraphStore(Protocol):
         """Ids linked to ``memory_id`` by an edge of ``edge_type``, either direction."""
 
     def neighbours_many(self, cube_id: str, memory_ids: Sequence[str], edge_type: str) -> dict[str, list[str]]:
-        """:meth:`neighbours` of each id in one round trip (every id is a key, [] if it has none)."""
+        """:meth:`neighbours` of each id in one round trip (every id is a key, [] if it has none).
+        The lists may be shared with other callers: read them, do not change them."""
 
     # cubes ----------------------------------------------------------------
     def create_cube(self, cube: Cube) -> Cube:

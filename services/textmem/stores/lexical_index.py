@@ -63,6 +63,10 @@ PRUNE_AFTER = 4096
 # postings in all, the cache starts over.
 MASK_CACHE = 16
 TERM_CACHE_POSTINGS = 2_000_000
+# Memories held read with their sources, per cube; past this many the cache starts over. The
+# reads a search repeats are the candidates of recent queries: a bound keeps a big cube's copy
+# from holding every source it was ever asked for.
+FULL_CACHE_MEMORIES = 4096
 
 CHANGE_LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS memory_changes (
@@ -89,6 +93,16 @@ AFTER UPDATE OF memory, memory_type, status, user_id, session_id, created_at, ev
 ON memories BEGIN
   INSERT INTO memory_changes(cube_id, seq) VALUES (old.cube_id, old.seq);
   INSERT INTO memory_changes(cube_id, seq) SELECT new.cube_id, new.seq WHERE new.cube_id != old.cube_id;
+END;
+-- A link made or removed is logged as a change of its source memory: the copies cache links
+-- until their cube changes, and a link can change without any memory row changing.
+CREATE TRIGGER IF NOT EXISTS edges_log_ai AFTER INSERT ON edges BEGIN
+  INSERT INTO memory_changes(cube_id, seq)
+  SELECT new.cube_id, seq FROM memories WHERE id = new.src_id AND cube_id = new.cube_id;
+END;
+CREATE TRIGGER IF NOT EXISTS edges_log_ad AFTER DELETE ON edges BEGIN
+  INSERT INTO memory_changes(cube_id, seq)
+  SELECT old.cube_id, seq FROM memories WHERE id = old.src_id AND cube_id = old.cube_id;
 END;
 """
 
@@ -156,6 +170,15 @@ class _CubeLexicon:
         self._terms: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
         self._terms_version = -1
         self._terms_postings = 0
+        # Memories as ranking reads them, per slot, built on first read. A slot's row never
+        # changes (a changed memory takes a new slot), and a memory's sources change only with
+        # a logged change of its row (an insert, or a merge that sets its tags), so what was
+        # built for a live slot stays right: no invalidation beyond dropping dead slots.
+        self.lean: dict[int, Memory] = {}
+        self.full: dict[int, Memory] = {}
+        # Links per (edge type, memory id), valid while ``version`` stays at ``links_version``.
+        self.links: dict[tuple[str, str], list[str]] = {}
+        self.links_version = -1
 
     def _code(self, value: str) -> int:
         return self.codes.setdefault(value, len(self.codes))
@@ -166,6 +189,8 @@ class _CubeLexicon:
             if self.live_slot.get(self.ids[slot]) == slot:
                 del self.live_slot[self.ids[slot]]
             self.rows[slot] = ()
+            self.lean.pop(slot, None)
+            self.full.pop(slot, None)
             self.live[slot] = 0
             self.live_count -= 1
             self.live_length -= self.length[slot]
@@ -204,20 +229,23 @@ class _CubeLexicon:
             slot = self.live_slot.get(mid)
             if slot is None:
                 continue
-            text, memory_type, status, user_id, session_id, created_at, event_time, tags, info = self.rows[slot]
-            out[mid] = Memory(
-                id=mid,
-                cube_id=cube_id,
-                memory=text,
-                user_id=user_id,
-                session_id=session_id,
-                memory_type=memory_type,
-                status=status,
-                tags=[] if tags == "[]" else json.loads(tags),
-                info={} if info == "{}" else json.loads(info),
-                created_at=created_at,
-                event_time=event_time,
-            )
+            m = self.lean.get(slot)
+            if m is None:
+                text, memory_type, status, user_id, session_id, created_at, event_time, tags, info = self.rows[slot]
+                m = self.lean[slot] = Memory(
+                    id=mid,
+                    cube_id=cube_id,
+                    memory=text,
+                    user_id=user_id,
+                    session_id=session_id,
+                    memory_type=memory_type,
+                    status=status,
+                    tags=[] if tags == "[]" else json.loads(tags),
+                    info={} if info == "{}" else json.loads(info),
+                    created_at=created_at,
+                    event_time=event_time,
+                )
+            out[mid] = m
         return out
 
     def worth_reloading(self) -> bool:
@@ -435,11 +463,85 @@ class LexicalIndex:
         """The cube's memories among ``ids`` as its copy holds them: every column but the ones
         ranking does not read (key, background, confidence, updated_at, version), and no sources.
         None when the cube has no copy yet. Ranking reads ~100 neighbours a search this way, in
-        a fraction of a millisecond instead of ~2 ms of SQL and JSON."""
+        a fraction of a millisecond instead of ~2 ms of SQL and JSON. The memories are shared
+        between calls: callers only read them."""
         if cube_id not in self._cubes:
             return None
         with self._lock(cube_id):
             return self._current(cube_id).memories(cube_id, ids)
+
+    def full_memories_if_loaded(
+        self, cube_id: str, ids: Sequence[str], read: Callable[[list[str]], dict[str, Memory]]
+    ) -> dict[str, Memory] | None:
+        """The cube's memories among ``ids`` with their sources: those read before since their
+        last change from the copy's cache, the others by ``read`` (SQL, outside the cube's lock,
+        so that searches of one cube do not queue behind each other's reads). None when the cube
+        has no copy yet. Shared between calls like :meth:`memories_if_loaded`'s."""
+        if cube_id not in self._cubes:
+            return None
+        with self._lock(cube_id):
+            cube = self._current(cube_id)
+            out: dict[str, Memory] = {}
+            missing: dict[str, int] = {}  # id -> its live slot
+            for mid in dict.fromkeys(ids):
+                slot = cube.live_slot.get(mid)
+                if slot is None:
+                    continue  # not in the cube as of the refresh, as SQL would have answered
+                m = cube.full.get(slot)
+                if m is None:
+                    missing[mid] = slot
+                else:
+                    out[mid] = m
+        if missing:
+            got = read(list(missing))
+            # Read after the refresh, so at least as new as the slots; a change applied meanwhile
+            # has killed its slot, and one not yet applied will: neither is ever served stale.
+            with self._lock(cube_id):
+                if self._cubes.get(cube_id) is cube:
+                    if len(cube.full) + len(got) > FULL_CACHE_MEMORIES:
+                        cube.full.clear()
+                    for mid, m in got.items():
+                        if cube.live_slot.get(mid) == missing.get(mid):
+                            cube.full[missing[mid]] = m
+            out.update(got)
+        return out
+
+    def links_if_loaded(
+        self,
+        cube_id: str,
+        ids: Sequence[str],
+        edge_type: str,
+        read: Callable[[list[str]], dict[str, list[str]]],
+    ) -> dict[str, list[str]] | None:
+        """The ``edge_type`` links of each id (every id a key): from the copy's cache when its
+        cube has not changed since they were read, the others by ``read`` (outside the lock).
+        None when the cube has no copy yet. Shared between calls: callers only read them."""
+        if cube_id not in self._cubes:
+            return None
+        with self._lock(cube_id):
+            cube = self._current(cube_id)
+            if cube.links_version != cube.version:
+                cube.links.clear()
+                cube.links_version = cube.version
+            version = cube.version
+            out: dict[str, list[str]] = {}
+            missing: list[str] = []
+            for mid in dict.fromkeys(ids):
+                held = cube.links.get((edge_type, mid))
+                if held is None:
+                    missing.append(mid)
+                else:
+                    out[mid] = held
+        if missing:
+            got = read(missing)
+            with self._lock(cube_id):
+                # Cached only if no change was applied since the refresh: links read after a
+                # change the copy has not applied yet are dropped at the refresh that applies it.
+                if self._cubes.get(cube_id) is cube and cube.version == version == cube.links_version:
+                    for mid, others in got.items():
+                        cube.links[(edge_type, mid)] = others
+            out.update(got)
+        return out
 
     def count_if_loaded(self, cube_id: str, flt: MemoryFilter | None) -> int | None:
         """How many of the cube's memories pass the filter (all of them without one), from its

@@ -497,7 +497,9 @@ class Neo4jGraphStore:
 
         return self._read(work)
 
-    def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
+    def get_memories(
+        self, cube_id: str, ids: Sequence[str], with_sources: bool = True, *, shared: bool = False
+    ) -> dict[str, Memory]:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return {}

@@ -467,11 +467,20 @@ class SqliteGraphStore:
             for r in rows
         ]
 
-    def get_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
-        if not with_sources and self._lexicon is not None:
+    def get_memories(
+        self, cube_id: str, ids: Sequence[str], with_sources: bool = True, *, shared: bool = False
+    ) -> dict[str, Memory]:
+        if self._lexicon is not None and not with_sources:
             held = self._lexicon.memories_if_loaded(cube_id, ids)
             if held is not None:
                 return held
+        if self._lexicon is not None and shared:
+            held = self._lexicon.full_memories_if_loaded(cube_id, ids, lambda need: self._read_memories(cube_id, need))
+            if held is not None:
+                return held
+        return self._read_memories(cube_id, ids, with_sources)
+
+    def _read_memories(self, cube_id: str, ids: Sequence[str], with_sources: bool = True) -> dict[str, Memory]:
         rows: list[sqlite3.Row] = []
         conn = self._conn()
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
@@ -686,6 +695,15 @@ class SqliteGraphStore:
         return [r["id"] for r in rows]
 
     def neighbours_many(self, cube_id: str, memory_ids: Sequence[str], edge_type: str) -> dict[str, list[str]]:
+        if self._lexicon is not None:
+            held = self._lexicon.links_if_loaded(
+                cube_id, memory_ids, edge_type, lambda need: self._read_neighbours(cube_id, need, edge_type)
+            )
+            if held is not None:
+                return held
+        return self._read_neighbours(cube_id, memory_ids, edge_type)
+
+    def _read_neighbours(self, cube_id: str, memory_ids: Sequence[str], edge_type: str) -> dict[str, list[str]]:
         unique = list(dict.fromkeys(memory_ids))
         out: dict[str, set[str]] = {mid: set() for mid in unique}
         conn = self._conn()
