@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import ctypes.util
+import errno
 import functools
 import hashlib
 import json
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 
 from services.actmem.models import KV, Fingerprint
-from shared.errors import FailedPrecondition, InvalidArgument
+from shared.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 TORCH_TO_ST = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
@@ -531,14 +532,59 @@ def _read_fully(readinto: Callable[[memoryview], int | None], into: memoryview) 
     return got
 
 
+# Errors of a disk (or a quota on it) that has no room left for a file.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+# What posix_fallocate answers where a filesystem cannot reserve blocks ahead: the file is
+# then simply written (ENOSYS/EOPNOTSUPP: not supported; EINVAL: e.g. some FUSE filesystems).
+_NO_FALLOCATE = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS})
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserves ``size`` bytes of disk for the file ahead of writing them, where the filesystem can.
+
+    A file that cannot fit then fails here, before anything is written, instead of after
+    filling the disk; and writing into reserved extents is faster (ext4 takes the pages
+    without allocating blocks write by write)."""
+    if size <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in _NO_FALLOCATE:
+            raise
+
+
+def no_space_error(exc: OSError, path: Path, size: int) -> ResourceExhausted | None:
+    """The error to report for ``exc`` if it says that the disk has no room for ``path``."""
+    if exc.errno not in _NO_SPACE:
+        return None
+    return ResourceExhausted(
+        f"no space left on the disk for {path.name} ({size} bytes): {exc.strerror}",
+        reason="DISK_FULL",
+        metadata={"file": path.name, "size_bytes": str(size)},
+    )
+
+
 def write_file(path: Path, kv: KV, chunk_bytes: int = 8 * 1024 * 1024) -> None:
-    """Writes atomically: a crash leaves the old file or none, never half of one."""
+    """Writes atomically: a crash leaves the old file or none, never half of one.
+
+    The file's space is reserved first (:func:`_preallocate`); a disk without room for it
+    fails with RESOURCE_EXHAUSTED (reason DISK_FULL), and whatever failure leaves no
+    partial file behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        # Written from the tensors' memory: the only copy is the kernel's, into the page cache.
-        for view in iter_views(kv, chunk_bytes):
-            f.write(view)
-    tmp.replace(path)
+    size = payload_size(specs_of(kv))
+    try:
+        with open(tmp, "wb") as f:
+            _preallocate(f.fileno(), size)
+            # Written from the tensors' memory: the only copy is the kernel's, into the page cache.
+            for view in iter_views(kv, chunk_bytes):
+                f.write(view)
+        tmp.replace(path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and (full := no_space_error(exc, path, size)) is not None:
+            raise full from None
+        raise
 
 
 def read_file(path: Path, expected: list[TensorSpec], checksum: str, device: str = "cpu") -> KV:

@@ -358,9 +358,18 @@ class ActMemory:
             meta, kv = self.store.get(cube_id, meta.cache_id)
             self.checksum(meta, kv)
             codec.write_file(target / f"{meta.cache_id}.safetensors", kv)
+            manifest = json.dumps(self._manifest(meta), ensure_ascii=False, indent=1).encode()
             tmp = target / f"{meta.cache_id}.json.tmp"
-            tmp.write_text(json.dumps(self._manifest(meta), ensure_ascii=False, indent=1), encoding="utf-8")
-            tmp.replace(target / f"{meta.cache_id}.json")
+            try:
+                tmp.write_bytes(manifest)
+                tmp.replace(target / f"{meta.cache_id}.json")
+            except OSError as exc:
+                # Like the tensors' file: no partial file, and a full disk said as such.
+                tmp.unlink(missing_ok=True)
+                full = codec.no_space_error(exc, target / f"{meta.cache_id}.json", len(manifest))
+                if full is not None:
+                    raise full from None
+                raise
             n += 1
         log.info("caches dumped", extra={"cube_id": cube_id, "directory": str(target), "count": n})
         return n
