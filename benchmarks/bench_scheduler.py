@@ -17,6 +17,11 @@
    starts it (one process per service, on loopback); the LLM is the loopback OpenAI-protocol
    fake (answers at once, so this measures the pipeline, not a model).
 
+Each throughput run also records the CPU time per message (µs) of every process it involves:
+``cpu_us_per_msg`` of the scheduler (ours only), redis-server (ours on Redis and raw) and this
+process (the producer and the worker, or the raw client), over the timed window: on a machine with
+few cores their sum, not one process, bounds the throughput.
+
 Prints a table and writes ``benchmarks/results/scheduler_latest.json``; it never fails on a
 target. redis-server runs with persistence off for both ours and raw (same conditions).
 """
@@ -54,6 +59,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int | None) -> float:
+    """CPU time (user + system) of process ``pid`` so far, in seconds; None: this process."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15 of stat)
+
+
+class CpuMeter:
+    """CPU time per message of named processes over a window (``start`` .. ``stop``)."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self._pids = pids
+        self._start: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = {name: cpu_s(pid) for name, pid in self._pids.items()}
+
+    def stop(self, n: int) -> dict[str, float]:
+        return {name: round((cpu_s(pid) - self._start[name]) / n * 1e6, 1) for name, pid in self._pids.items()}
+
+
 def messages(n: int, user: str) -> list[dict]:
     return [
         {
@@ -67,7 +97,7 @@ def messages(n: int, user: str) -> list[dict]:
     ]
 
 
-def bench_ours(backend: str, n: int, in_flight: int, redis_url: str, workdir: Path) -> dict:
+def bench_ours(backend: str, n: int, in_flight: int, redis_url: str, redis_pid: int, workdir: Path) -> dict:
     from memos.client.scheduler import ScheduledMessage, SchedulerClient
 
     settings = {"poll_interval_s": "0.2", "queue_max_pending": str(max(n, 100_000))}
@@ -87,6 +117,9 @@ def bench_ours(backend: str, n: int, in_flight: int, redis_url: str, workdir: Pa
 
             user = f"bench-{backend}"
             msgs = [ScheduledMessage(**m) for m in messages(n, user)]
+            pids = {"scheduler": proc.pid, "bench": None} | ({"redis": redis_pid} if backend == "redis" else {})
+            cpu = CpuMeter(pids)
+            cpu.start()
             start = time.perf_counter()
             submit_done = [0.0]
 
@@ -100,6 +133,7 @@ def bench_ours(backend: str, n: int, in_flight: int, redis_url: str, workdir: Pa
             t.join()
             assert client.wait_for_tasks(user, timeout_s=600)
             elapsed = time.perf_counter() - start
+            cpu_us = cpu.stop(n)
             client.stop()
     finally:
         procs.stop(proc)
@@ -108,16 +142,19 @@ def bench_ours(backend: str, n: int, in_flight: int, redis_url: str, workdir: Pa
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(n / elapsed, 1),
         "submit_s": round(submit_done[0], 3),
+        "cpu_us_per_msg": cpu_us,
     }
 
 
-def bench_raw(n: int, in_flight: int, redis_url: str, pipelined_acks: bool) -> dict:
+def bench_raw(n: int, in_flight: int, redis_url: str, redis_pid: int, pipelined_acks: bool) -> dict:
     import redis
 
     r = redis.Redis.from_url(redis_url)
     stream, group = f"raw-{uuid.uuid4().hex[:8]}", "g"
     r.xgroup_create(stream, group, id="0", mkstream=True)
     bodies = [json.dumps(m) for m in messages(n, "raw")]
+    cpu = CpuMeter({"redis": redis_pid, "bench": None})
+    cpu.start()
     start = time.perf_counter()
 
     def produce() -> None:
@@ -148,11 +185,17 @@ def bench_raw(n: int, in_flight: int, redis_url: str, pipelined_acks: bool) -> d
                 pipe.execute()
             handled += len(entries)
     elapsed = time.perf_counter() - start
+    cpu_us = cpu.stop(n)
     t.join()
     assert r.xpending(stream, group)["pending"] == 0
     r.delete(stream)
     r.close()
-    return {"messages": n, "seconds": round(elapsed, 3), "msgs_per_s": round(n / elapsed, 1)}
+    return {
+        "messages": n,
+        "seconds": round(elapsed, 3),
+        "msgs_per_s": round(n / elapsed, 1),
+        "cpu_us_per_msg": cpu_us,
+    }
 
 
 def extraction_reply(body: dict) -> str:
@@ -264,11 +307,15 @@ def main() -> int:
         rounds: list[dict] = []
         for _ in range(max(1, args.rounds)):
             one = {
-                "raw_redis_pipelined_acks": bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=True),
-                "raw_redis_ack_per_message": bench_raw(args.messages, args.in_flight, server.url, pipelined_acks=False),
+                "raw_redis_pipelined_acks": bench_raw(
+                    args.messages, args.in_flight, server.url, server.process.pid, pipelined_acks=True
+                ),
+                "raw_redis_ack_per_message": bench_raw(
+                    args.messages, args.in_flight, server.url, server.process.pid, pipelined_acks=False
+                ),
             }
             for backend in backends:
-                ours = bench_ours(backend, args.messages, args.in_flight, server.url, workdir)
+                ours = bench_ours(backend, args.messages, args.in_flight, server.url, server.process.pid, workdir)
                 ours["ratio_to_raw"] = round(ours["msgs_per_s"] / one["raw_redis_pipelined_acks"]["msgs_per_s"], 3)
                 ours["ratio_to_raw_ack_per_message"] = round(
                     ours["msgs_per_s"] / one["raw_redis_ack_per_message"]["msgs_per_s"], 3
@@ -279,8 +326,14 @@ def main() -> int:
             results[key] = {
                 field: statistics.median(r[key][field] for r in rounds)
                 for field in rounds[0][key]
-                if field != "messages"
-            } | {"messages": args.messages}
+                if field not in ("messages", "cpu_us_per_msg")
+            } | {
+                "messages": args.messages,
+                "cpu_us_per_msg": {
+                    name: statistics.median(r[key]["cpu_us_per_msg"][name] for r in rounds)
+                    for name in rounds[0][key]["cpu_us_per_msg"]
+                },
+            }
         results["rounds"] = rounds
         raw, raw_each = results["raw_redis_pipelined_acks"], results["raw_redis_ack_per_message"]
         if args.async_adds:
@@ -302,6 +355,8 @@ def main() -> int:
         ratio = f"{r['ratio_to_raw']:.3f}" if b else ""
         ratio2 = f"{r['ratio_to_raw_ack_per_message']:.3f}" if b else ""
         print(f"{name:<40}{r['msgs_per_s']:>12.1f}{r['seconds']:>10.2f}{ratio:>10}{ratio2:>12}")
+    for name, r, _b in rows:
+        print(f"  CPU µs per message, {name}: " + ", ".join(f"{k} {v}" for k, v in r["cpu_us_per_msg"].items()))
     for b in args.backends.split(","):
         print(f"{b} vs raw, per round: {[r[f'scheduler_{b}']['ratio_to_raw'] for r in results['rounds']]}")
     print("target: scheduler >= 0.5 of raw (not enforced)")
