@@ -255,6 +255,21 @@ def _machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / _CLK_TCK
 
 
+async def settle(suite: Suite, max_s: float = 120.0, window_s: float = 1.0, busy_below: float = 0.03) -> float:
+    """Waits until the suite's processes use under ``busy_below`` of a core over ``window_s``
+    (at most ``max_s``); returns the seconds waited. After a bulk load textmem still has work
+    of its own (Milvus Lite seals what was written, the per-cube copies catch up): searches
+    measured during it would time that work, not a search."""
+    started = time.perf_counter()
+    while True:
+        before = sum(_proc_cpu_s(p) for p in suite.pids())
+        await asyncio.sleep(window_s)
+        used = sum(_proc_cpu_s(p) for p in suite.pids()) - before
+        waited = time.perf_counter() - started
+        if used / window_s < busy_below or waited >= max_s:
+            return waited
+
+
 class CpuMeter:
     """How much CPU the machine spent outside this benchmark (the suite, its children and this process)."""
 
@@ -1090,6 +1105,8 @@ async def run(args: argparse.Namespace, corpus: Corpus, suite: Suite, res: dict[
         res["loads"].append({**load, "via": via})
         res["memory"].append({"when": f"after loading {load['memories']:,} memories", **suite.memory()})
         log(f"suite RSS after the main load: {res['memory'][-1]['total_rss_mib']:.0f} MiB")
+        res["settled_s"] = {"after main load": round(await settle(suite), 1)}
+        log(f"suite idle {res['settled_s']['after main load']} s after the load")
 
         log("search latency on the main cube")
         main = [MAIN_CUBE]
@@ -1106,6 +1123,8 @@ async def run(args: argparse.Namespace, corpus: Corpus, suite: Suite, res: dict[
         for c in cubes:
             load = await bench.load_cube(c, args.fanout_memories, f"load {c}")
             res["loads"].append({**load, "via": via})
+        res["settled_s"]["after fan-out loads"] = round(await settle(suite), 1)
+        log(f"suite idle {res['settled_s']['after fan-out loads']} s after the loads")
 
         log("fan-out")
         per = args.fanout_memories
