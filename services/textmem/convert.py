@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import OrderedDict
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
@@ -228,6 +229,39 @@ def status_name(value: int) -> str:
 
 def scored_to_proto(memory: Memory, score: float) -> memory_pb2.ScoredMemory:
     return memory_pb2.ScoredMemory(item=memory_to_proto(memory), score=score)
+
+
+class SearchHitProtos:
+    """Search hits as ``ScoredMemory`` messages, each memory's ``MemoryItem`` built once.
+
+    Searches answer with the graph store's shared memory objects (``GraphStore.get_memories``
+    with ``shared=True``): a memory keeps its object until it changes, and nobody changes a
+    shared object. The same memories come back search after search, and building a
+    ``MemoryItem`` costs ~21 µs where copying a built one costs ~3.5 µs: ~1.4 ms of an 8-cube
+    search's 80 hits. Entries are keyed by the object's identity and hold the object, so that
+    its id cannot be reused by another object while the entry lives. Least recently used
+    entries go first past ``capacity``. Not thread-safe: the servicer converts on its event
+    loop's thread."""
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[int, tuple[Memory, memory_pb2.MemoryItem]] = OrderedDict()
+
+    def scored(self, memory: Memory, score: float) -> memory_pb2.ScoredMemory:
+        key = id(memory)
+        held = self._items.get(key)
+        if held is not None and held[0] is memory:
+            self._items.move_to_end(key)
+            item = held[1]
+        else:
+            item = memory_to_proto(memory)
+            self._items[key] = (memory, item)
+            if len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return memory_pb2.ScoredMemory(item=item, score=score)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def filter_from_proto(pb: memory_pb2.MemoryFilter) -> MemoryFilter:

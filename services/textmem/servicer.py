@@ -28,7 +28,9 @@ BATCH_RESERVE_SHARE = 0.1
 BATCH_RESERVE_MAX_S = 0.5
 
 
-def _cube_result(cube_id: str, job: asyncio.Future) -> textmem_pb2.CubeSearchResult:
+def _cube_result(
+    cube_id: str, job: asyncio.Future, hits_to_proto: convert.SearchHitProtos
+) -> textmem_pb2.CubeSearchResult:
     if not job.done():
         job.cancel()  # the worker thread finishes on its own; its result is dropped
         err: MemosError = DeadlineExceeded(
@@ -44,7 +46,7 @@ def _cube_result(cube_id: str, job: asyncio.Future) -> textmem_pb2.CubeSearchRes
     hits, total = job.result()
     return textmem_pb2.CubeSearchResult(
         cube_id=cube_id,
-        memories=[convert.scored_to_proto(m, s) for m, s in hits],
+        memories=[hits_to_proto.scored(m, s) for m, s in hits],
         total=total,
         status=ok_status_proto(),
     )
@@ -68,6 +70,7 @@ def _require(value: str, field: str) -> None:
 class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
     def __init__(self, memory: TextMemory) -> None:
         self._mem = memory
+        self._hits = convert.SearchHitProtos()
 
     async def AddMemories(self, request, context):  # type: ignore[no-untyped-def]
         messages = convert.messages_from_proto(request.messages)
@@ -114,7 +117,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         flt = convert.filter_from_proto(request.filter)
         hits, total = await asyncio.to_thread(self._mem.search, request.cube_id, request.query, request.top_k, flt)
         return textmem_pb2.SearchMemoriesResponse(
-            memories=[convert.scored_to_proto(m, s) for m, s in hits],
+            memories=[self._hits.scored(m, s) for m, s in hits],
             total=total,
         )
 
@@ -135,7 +138,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
             [only] = cube_ids
             job = asyncio.ensure_future(asyncio.to_thread(self._mem.search, only, request.query, top_k, flt))
             await asyncio.wait([job], timeout=_batch_timeout(context))
-            return textmem_pb2.BatchSearchMemoriesResponse(results=[_cube_result(only, job)])
+            return textmem_pb2.BatchSearchMemoriesResponse(results=[_cube_result(only, job, self._hits)])
         # One embedding and one grouped vector search, the cubes' full-text candidates read
         # meanwhile; each cube then ranked on its own, with its own outcome.
         answers = await asyncio.to_thread(self._mem.search_cubes, cube_ids, request.query, top_k, flt)
@@ -143,7 +146,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         await asyncio.wait(jobs.values(), timeout=_batch_timeout(context))
         results = []
         for cube_id, job in jobs.items():
-            results.append(_cube_result(cube_id, job))
+            results.append(_cube_result(cube_id, job, self._hits))
         return textmem_pb2.BatchSearchMemoriesResponse(results=results)
 
     async def GetMemory(self, request, context):  # type: ignore[no-untyped-def]

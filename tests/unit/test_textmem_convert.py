@@ -284,3 +284,24 @@ def test_cube_to_proto() -> None:
         ("carol", textmem_pb2.CUBE_ROLE_WRITER),
     ]
     assert pb.created_at.seconds == 1_700_000_000
+
+
+def test_search_hits_are_converted_once_per_memory_object(monkeypatch) -> None:
+    hits = convert.SearchHitProtos(capacity=2)
+    a = Memory(id="a", cube_id="c", memory="lake trip", sources=[Source(type="chat", role="user", content="hi")])
+    built: list[str] = []
+    real = convert.memory_to_proto
+    monkeypatch.setattr(convert, "memory_to_proto", lambda m: built.append(m.id) or real(m))
+    first = hits.scored(a, 0.5)
+    again = hits.scored(a, 0.25)
+    assert built == ["a"]
+    assert first.item == again.item == real(a)
+    assert (first.score, again.score) == (0.5, 0.25)
+    # Another object is converted on its own, even with the same id and text (it may differ).
+    twin = Memory(id="a", cube_id="c", memory="lake trip", tags=["new"])
+    assert list(hits.scored(twin, 0.5).item.metadata.tags) == ["new"]
+    # Past the capacity the least recently used object is dropped, and converted again if it returns.
+    hits.scored(Memory(id="b", cube_id="c", memory="tea"), 0.1)
+    assert len(hits) == 2
+    hits.scored(a, 0.5)
+    assert built == ["a", "a", "b", "a"]
