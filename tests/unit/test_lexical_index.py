@@ -5,6 +5,7 @@ process) wrote it or pruned the change log."""
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from pathlib import Path
 
@@ -292,3 +293,41 @@ def test_links_for_search_are_kept_by_the_copy_and_follow_links_made_alone(
     assert links()[y.id] == [z.id]
     for store in (indexed, writer, plain):
         store.close()
+
+
+def test_a_copy_nothing_was_committed_since_is_not_refreshed(path: Path) -> None:
+    store = SqliteGraphStore(path)
+    store.insert_memories("c", [mem("c", "concert ticket for friday")])
+    search(store, "c", "concert")  # the copy is loaded
+    statements: list[str] = []
+    conn = store._conn()
+    conn.set_trace_callback(statements.append)
+    try:
+        assert len(search(store, "c", "concert")) == 1
+        # One look at the database's commit counter; none of the refresh's reads of the log.
+        assert statements == ["PRAGMA data_version"]
+        statements.clear()
+        store.insert_memories("c", [mem("c", "concert in the park")])
+        statements.clear()
+        assert len(search(store, "c", "concert")) == 2
+        assert any("memory_changes" in s for s in statements)
+    finally:
+        conn.set_trace_callback(None)
+    store.close()
+
+
+def test_writes_through_another_thread_of_the_same_store_are_seen(path: Path) -> None:
+    store = SqliteGraphStore(path)
+    store.insert_memories("c", [mem("c", "concert ticket for friday")])
+    assert len(search(store, "c", "concert")) == 1
+    late = mem("c", "concert in the park")
+    # Another thread commits through its own connection of the same store object.
+    writer = threading.Thread(target=store.insert_memories, args=("c", [late]))
+    writer.start()
+    writer.join()
+    assert late.id in {i for i, _ in search(store, "c", "concert")}
+    deleter = threading.Thread(target=store.delete_memories, args=("c", [late.id]))
+    deleter.start()
+    deleter.join()
+    assert late.id not in {i for i, _ in search(store, "c", "concert")}
+    store.close()

@@ -204,13 +204,17 @@ class SqliteGraphStore:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        # Write transactions committed through this object, bumped after each commit: with
+        # PRAGMA data_version (other connections' commits), tells the full-text copies when
+        # nothing changed (LexicalIndex._stamp).
+        self._commits = 0
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         with self._write_lock:
             self._conn().executescript(_SCHEMA)
             _migrate(self._conn())
             self._conn().executescript(CHANGE_LOG_SCHEMA)
-        self._lexicon = LexicalIndex(self._conn, self._tx) if lexical_index else None
+        self._lexicon = LexicalIndex(self._conn, self._tx, lambda: self._commits) if lexical_index else None
 
     # connections ----------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -240,7 +244,12 @@ class SqliteGraphStore:
                 conn.execute("ROLLBACK")
                 raise
             else:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                finally:
+                    # Even after a failed COMMIT: a spurious bump costs one refresh, a missed one
+                    # a stale copy.
+                    self._commits += 1
 
     def start_lexical_prewarm(self, cube_ids: Callable[[], Iterable[str]]) -> None:
         """Loads these cubes' full-text copies in the background (no-op without the index)."""
