@@ -86,14 +86,15 @@ CREATE TABLE IF NOT EXISTS tasks (
   updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(state, label, priority DESC, ord) WHERE state IN ({P}, {R});
--- With state in it, the order check of a receive and the counts of WaitForTasks read the index
--- alone (tasks_group, its predecessor, sent them to the table for each row's state).
-CREATE INDEX IF NOT EXISTS tasks_group_open ON tasks(grp, ord, state) WHERE state IN ({P}, {R});
+-- A group's tasks in submission order, finished ones too: the order check of a receive reads a
+-- task's predecessor in it. Its entries never change with a task's state, so a lease or an ack
+-- writes nothing here (tasks_group_open, its predecessor, had state in it: every lease and ack
+-- rewrote an entry of every group it touched, most of the pages a worker exchange wrote).
+CREATE INDEX IF NOT EXISTS tasks_group_ord ON tasks(grp, ord);
+DROP INDEX IF EXISTS tasks_group_open;
 DROP INDEX IF EXISTS tasks_group;
 -- MAX(ord) on every submit: without it a scan of every task ever submitted.
 CREATE INDEX IF NOT EXISTS tasks_ord ON tasks(ord);
--- Open tasks of a user (and cube) are a range of tasks_group_open (a group key starts with the
--- user, then the cube): a separate index on them cost every state change one more index update.
 DROP INDEX IF EXISTS tasks_user;
 CREATE INDEX IF NOT EXISTS tasks_dead ON tasks(dead_seq) WHERE state = {X};
 -- Finished tasks by when they finished: what retention purges.
@@ -102,6 +103,15 @@ CREATE TABLE IF NOT EXISTS labels (label TEXT PRIMARY KEY);
 -- "open": the tasks pending or running (the bound of a submit), kept by every transaction that
 -- changes it, and counted afresh whenever the queue is opened.
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Open tasks per (user, cube), for WaitForTasks: kept with "open", counted afresh on open too
+-- (so a file last written by an earlier version, which did not keep it, is right from the start).
+-- Rows that reach 0 are deleted by the retention rounds.
+CREATE TABLE IF NOT EXISTS open_counts (
+  user_id TEXT NOT NULL,
+  cube_id TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (user_id, cube_id)
+) WITHOUT ROWID;
 """
 
 
@@ -127,6 +137,11 @@ class SqliteTaskQueue(TaskQueue):
         with self._tx():
             self._db.execute(
                 f"INSERT OR REPLACE INTO counters(name, value) SELECT 'open', COUNT(*) FROM tasks WHERE {_OPEN}"
+            )
+            self._db.execute("DELETE FROM open_counts")
+            self._db.execute(
+                "INSERT INTO open_counts(user_id, cube_id, n)"
+                f" SELECT user_id, cube_id, COUNT(*) FROM tasks WHERE {_OPEN} GROUP BY user_id, cube_id"
             )
         self._labels = {r[0] for r in self._db.execute("SELECT label FROM labels")}
         self._closed = threading.Event()
@@ -173,6 +188,9 @@ class SqliteTaskQueue(TaskQueue):
                 total += n
                 if n < _PURGE_BATCH:
                     break
+        if not self._closed.is_set():
+            with self._lock, self._tx():
+                self._db.execute("DELETE FROM open_counts WHERE n <= 0")
         return total
 
     # -- labels ---------------------------------------------------------------
@@ -193,11 +211,20 @@ class SqliteTaskQueue(TaskQueue):
         item_id, body, state, attempts, last_error, updated_at = row
         return Task(item_id, codec.decode(body), TaskState(state), attempts, last_error, updated_at)
 
-    def _count_open(self, delta: int) -> None:
+    def _count_open(self, changes: dict[tuple[str, str], int]) -> None:
+        """Adds ``changes`` (open tasks gained, or lost when below 0, per (user, cube)) to the counts."""
+        delta = sum(changes.values())
         if delta:
             self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'open'", (delta,))
+        self._db.executemany(
+            "INSERT INTO open_counts(user_id, cube_id, n) VALUES (?, ?, ?)"
+            " ON CONFLICT(user_id, cube_id) DO UPDATE SET n = n + excluded.n",
+            [(user, cube, n) for (user, cube), n in changes.items() if n],
+        )
 
-    def _fail_locked(self, item_id: str, attempts: int, error: str, retry: bool, now: float) -> TaskState:
+    def _fail_locked(
+        self, item_id: str, user_cube: tuple[str, str], attempts: int, error: str, retry: bool, now: float
+    ) -> TaskState:
         if not retry:
             state = F
         elif attempts >= self.limits.max_attempts:
@@ -215,7 +242,7 @@ class SqliteTaskQueue(TaskQueue):
             (state, error, dead_seq, now, item_id),
         )
         if state != P:
-            self._count_open(-1)
+            self._count_open({user_cube: -1})
         return TaskState(state)
 
     def _next_ord(self) -> int:
@@ -223,10 +250,11 @@ class SqliteTaskQueue(TaskQueue):
 
     def _expire_locked(self, now: float) -> None:
         rows = self._db.execute(
-            f"SELECT item_id, attempts FROM tasks WHERE state={R} AND {_OPEN} AND lease_until <= ?", (now,)
+            f"SELECT item_id, user_id, cube_id, attempts FROM tasks WHERE state={R} AND {_OPEN} AND lease_until <= ?",
+            (now,),
         ).fetchall()
-        for item_id, attempts in rows:
-            self._fail_locked(item_id, attempts, "visibility timeout: no ack or nack in time", True, now)
+        for item_id, user, cube, attempts in rows:
+            self._fail_locked(item_id, (user, cube), attempts, "visibility timeout: no ack or nack in time", True, now)
 
     # -- operations -----------------------------------------------------------
     def submit(self, messages: Sequence[Message], bodies: Sequence[bytes] | None = None) -> list[str]:
@@ -270,7 +298,11 @@ class SqliteTaskQueue(TaskQueue):
                     for i, (m, body) in enumerate(new)
                 ],
             )
-            self._count_open(len(new))
+            added: dict[tuple[str, str], int] = {}
+            for m, _ in new:
+                key = (m.user_id, m.cube_id)
+                added[key] = added.get(key, 0) + 1
+            self._count_open(added)
         return [m.item_id for m in batch]
 
     def receive(
@@ -287,7 +319,11 @@ class SqliteTaskQueue(TaskQueue):
         rows = self._db.execute(
             f"SELECT t.seq, t.item_id, t.body, t.attempts FROM tasks t WHERE t.state={P} AND t.{_OPEN}"
             f" AND t.label IN ({','.join('?' * len(labels))})"
-            f" AND NOT EXISTS (SELECT 1 FROM tasks u WHERE u.grp=t.grp AND u.ord<t.ord AND u.state IN ({P}, {R}))"
+            # The order check: the task just before this one in its group (tasks_group_ord) is
+            # finished, or there is none. A task finishes only as its group's first open one, and a
+            # replayed one goes to the end: a group's finished tasks all come before its open ones.
+            f" AND COALESCE((SELECT u.state FROM tasks u WHERE u.grp=t.grp AND u.ord<t.ord"
+            f" ORDER BY u.ord DESC LIMIT 1), {D}) NOT IN ({P}, {R})"
             " ORDER BY t.priority DESC, t.ord LIMIT ?",
             [*labels, max_count],
         ).fetchall()
@@ -307,14 +343,16 @@ class SqliteTaskQueue(TaskQueue):
             for _, item_id, body, attempts in rows
         ]
 
-    def _leased(self, delivery_id: str) -> tuple[str, int]:
+    def _leased(self, delivery_id: str) -> tuple[str, tuple[str, str], int]:
+        """The item id, (user, cube) and attempts of the task leased as ``delivery_id``."""
         item_id, _ = split_delivery_id(delivery_id)
         row = self._db.execute(
-            f"SELECT attempts FROM tasks WHERE item_id=? AND state={R} AND lease=?", (item_id, delivery_id)
+            f"SELECT user_id, cube_id, attempts FROM tasks WHERE item_id=? AND state={R} AND lease=?",
+            (item_id, delivery_id),
         ).fetchone()
         if row is None:
             raise not_in_flight(delivery_id)
-        return item_id, row[0]
+        return item_id, (row[0], row[1]), row[2]
 
     def ack(self, delivery_id: str) -> None:
         split_delivery_id(delivery_id)  # InvalidArgument when malformed
@@ -347,19 +385,20 @@ class SqliteTaskQueue(TaskQueue):
             # the items whose lease it was.
             chunk = items[k : k + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            done = {
-                r[0]
-                for r in self._db.execute(
-                    f"UPDATE tasks SET state={D}, lease='', lease_until=0, updated_at=?"
-                    f" WHERE item_id IN ({marks}) AND state={R} AND lease IN ({marks}) RETURNING item_id",
-                    [now, *chunk, *(acks[item][0] for item in chunk)],
-                )
-            }
+            done = set()
+            closed: dict[tuple[str, str], int] = {}
+            for item_id, user, cube in self._db.execute(
+                f"UPDATE tasks SET state={D}, lease='', lease_until=0, updated_at=?"
+                f" WHERE item_id IN ({marks}) AND state={R} AND lease IN ({marks}) RETURNING item_id, user_id, cube_id",
+                [now, *chunk, *(acks[item][0] for item in chunk)],
+            ):
+                done.add(item_id)
+                closed[user, cube] = closed.get((user, cube), 0) - 1
             bad.update(acks[item][1] for item in chunk if item not in done)
-            self._count_open(-len(done))
+            self._count_open(closed)
         for i, item_id, v in others:
             try:
-                _, attempts = self._leased(v.delivery_id)
+                _, user_cube, attempts = self._leased(v.delivery_id)
             except NotFound:
                 bad.add(i)
                 continue
@@ -368,9 +407,9 @@ class SqliteTaskQueue(TaskQueue):
                     f"UPDATE tasks SET state={D}, lease='', lease_until=0, updated_at=? WHERE item_id=?",
                     (now, item_id),
                 )
-                self._count_open(-1)
+                self._count_open({user_cube: -1})
             else:
-                self._fail_locked(item_id, attempts, v.error, v.retry, now)
+                self._fail_locked(item_id, user_cube, attempts, v.error, v.retry, now)
         return [v.delivery_id for i, v in enumerate(verdicts) if i in bad]
 
     def answer_many(self, verdicts: Sequence[Verdict]) -> list[str]:
@@ -398,12 +437,12 @@ class SqliteTaskQueue(TaskQueue):
 
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
         with self._lock, self._tx():
-            item_id, attempts = self._leased(delivery_id)
-            return self._fail_locked(item_id, attempts, error, retry, time.time())
+            item_id, user_cube, attempts = self._leased(delivery_id)
+            return self._fail_locked(item_id, user_cube, attempts, error, retry, time.time())
 
     def release(self, delivery_id: str, delivered: bool = True) -> None:
         with self._lock, self._tx():
-            item_id, _ = self._leased(delivery_id)
+            item_id, _, _ = self._leased(delivery_id)
             self._db.execute(
                 f"UPDATE tasks SET state={P}, lease='', lease_until=0, attempts=attempts-?, updated_at=?"
                 " WHERE item_id=?",
@@ -420,31 +459,21 @@ class SqliteTaskQueue(TaskQueue):
             raise task_not_found(item_id)
         return self._task(row)
 
-    @staticmethod
-    def _user_range(user_id: str, cube_id: str) -> tuple[str, str]:
-        # Message.group starts "{len(user)}:{user}|{len(cube)}:{cube}|": the user's (cube's) open
-        # tasks are the keys from that prefix up to the prefix with its last "|" turned into "}".
-        prefix = f"{len(user_id)}:{user_id}|" + (f"{len(cube_id)}:{cube_id}|" if cube_id else "")
-        return prefix, prefix[:-1] + "}"
-
     def unfinished_count(self, user_id: str, cube_id: str = "") -> int:
         with self._lock:
-            return self._db.execute(
-                f"SELECT COUNT(*) FROM tasks INDEXED BY tasks_group_open WHERE grp >= ? AND grp < ?"
-                f" AND state IN ({P}, {R})",
-                self._user_range(user_id, cube_id),
-            ).fetchone()[0]
+            if cube_id:
+                row = self._db.execute(
+                    "SELECT n FROM open_counts WHERE user_id = ? AND cube_id = ?", (user_id, cube_id)
+                ).fetchone()
+                return max(row[0], 0) if row else 0
+            return int(
+                self._db.execute(
+                    "SELECT COALESCE(SUM(n), 0) FROM open_counts WHERE user_id = ?", (user_id,)
+                ).fetchone()[0]
+            )
 
     def has_unfinished(self, user_id: str, cube_id: str = "") -> bool:
-        with self._lock:
-            return (
-                self._db.execute(
-                    f"SELECT 1 FROM tasks INDEXED BY tasks_group_open WHERE grp >= ? AND grp < ?"
-                    f" AND state IN ({P}, {R}) LIMIT 1",
-                    self._user_range(user_id, cube_id),
-                ).fetchone()
-                is not None
-            )
+        return self.unfinished_count(user_id, cube_id) > 0
 
     def depth(self) -> dict[str, tuple[int, int]]:
         out: dict[str, list[int]] = {label: [0, 0] for label in self.known_labels()}
@@ -487,18 +516,21 @@ class SqliteTaskQueue(TaskQueue):
             return 0
         with self._lock, self._tx():
             cur = self._db.execute(
-                f"SELECT item_id FROM tasks WHERE state={X} AND item_id IN ({','.join('?' * len(ids))}) ORDER BY dead_seq",
+                f"SELECT item_id, user_id, cube_id FROM tasks WHERE state={X} AND item_id IN ({','.join('?' * len(ids))})"
+                " ORDER BY dead_seq",
                 ids,
             ).fetchall()
             base = self._next_ord()
             now = time.time()
+            added: dict[tuple[str, str], int] = {}
             # A replayed message goes behind its group's open messages.
-            for i, (item_id,) in enumerate(cur):
+            for i, (item_id, user, cube) in enumerate(cur):
                 self._db.execute(
                     f"UPDATE tasks SET state={P}, attempts=0, dead_seq=0, ord=?, updated_at=? WHERE item_id=?",
                     (base + i, now, item_id),
                 )
-            self._count_open(len(cur))
+                added[user, cube] = added.get((user, cube), 0) + 1
+            self._count_open(added)
             return len(cur)
 
     def purge_tasks(self, user_id: str = "", cube_id: str = "") -> PurgeCounts:
@@ -528,16 +560,20 @@ class SqliteTaskQueue(TaskQueue):
                     break
                 end = min(end, top)
                 rows = self._db.execute(
-                    f"SELECT seq, state FROM tasks WHERE seq > ? AND seq <= ? AND {cond}", (after, end, *args)
+                    f"SELECT seq, state, user_id, cube_id FROM tasks WHERE seq > ? AND seq <= ? AND {cond}",
+                    (after, end, *args),
                 ).fetchall()
                 for k in range(0, len(rows), _CHUNK):
                     chunk = rows[k : k + _CHUNK]
                     self._db.execute(
                         f"DELETE FROM tasks WHERE seq IN ({','.join('?' * len(chunk))})", [r[0] for r in chunk]
                     )
-                for _, state in rows:
+                closed: dict[tuple[str, str], int] = {}
+                for _, state, user, cube in rows:
                     counts.count(state)
-                self._count_open(-sum(1 for _, state in rows if state in (P, R)))
+                    if state in (P, R):
+                        closed[user, cube] = closed.get((user, cube), 0) - 1
+                self._count_open(closed)
             after = end
         return counts
 
