@@ -331,3 +331,30 @@ def test_writes_through_another_thread_of_the_same_store_are_seen(path: Path) ->
     deleter.join()
     assert late.id not in {i for i, _ in search(store, "c", "concert")}
     store.close()
+
+
+def test_full_reads_past_the_bound_drop_the_least_recently_read(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lexical_index, "FULL_CACHE_MEMORIES", 2)
+    store = SqliteGraphStore(path)
+    a, b, c = (mem("c", f"lake note {w}", sources=[Source(type="chat", content=w)]) for w in ("one", "two", "three"))
+    store.insert_memories("c", [a, b, c])
+    search(store, "c", "lake")  # the copy is loaded
+    read: list[str] = []
+    real = store._read_memories
+    monkeypatch.setattr(
+        store, "_read_memories", lambda cube, ids, *x, **k: read.extend(ids) or real(cube, ids, *x, **k)
+    )
+
+    def get(m: Memory) -> None:
+        assert store.get_memories("c", [m.id], shared=True)[m.id].sources[0].content == m.sources[0].content
+
+    get(a)
+    get(b)
+    get(a)  # a is now the most recently read
+    get(c)  # past the bound: b goes, not a
+    assert read == [a.id, b.id, c.id]
+    get(a)
+    assert read == [a.id, b.id, c.id]
+    get(b)
+    assert read == [a.id, b.id, c.id, b.id]
+    store.close()
