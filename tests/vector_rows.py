@@ -68,7 +68,13 @@ class RowsStore:
     def scan(self, cube_id: str):  # type: ignore[no-untyped-def]
         return iter(self.scanned)
 
+    def count(self, cube_id: str) -> int:
+        return len(self.scanned)
+
     def delete(self, cube_id: str, ids: list[str]) -> None:
+        pass
+
+    def delete_ids(self, ids: list[str]) -> None:
         pass
 
     def close(self) -> None:

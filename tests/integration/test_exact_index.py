@@ -215,3 +215,69 @@ class ScanCounter:
 
     def __getattr__(self, name):  # type: ignore[no-untyped-def]
         return getattr(self._inner, name)
+
+
+class CallCounter:
+    """The durable store, counting the calls a test names."""
+
+    def __init__(self, inner: MilvusVectorStore, *names: str) -> None:
+        self._inner = inner
+        self.calls: dict[str, list[tuple]] = {name: [] for name in names}
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        attr = getattr(self._inner, name)
+        if name not in self.calls:
+            return attr
+
+        def counted(*args):  # type: ignore[no-untyped-def]
+            self.calls[name].append(args)
+            return attr(*args)
+
+        return counted
+
+
+EVERYTHING = MemoryFilter(include_archived=True, memory_types=tuple(TYPES))
+
+
+def test_a_cube_with_no_rows_is_searched_without_a_scan(milvus: MilvusVectorStore) -> None:
+    durable = CallCounter(milvus, "scan", "count")
+    exact = ExactIndexVectorStore(durable)  # type: ignore[arg-type]
+    cube = f"empty-{uuid.uuid4().hex}"
+    probe = np.random.default_rng(7).standard_normal(DIM).astype(np.float32)
+    assert exact.search(cube, probe, EVERYTHING, 5) == []
+    assert len(durable.calls["count"]) == 1 and durable.calls["scan"] == []
+    # The empty copy is the cube's from then on: a write lands in it, no scan, no second count.
+    recs = records(cube, 4, np.random.default_rng(8))
+    exact.upsert(recs)
+    assert {i for i, _ in exact.search(cube, recs[0].vector, EVERYTHING, 10)} == {r.id for r in recs}
+    assert len(durable.calls["count"]) == 1 and durable.calls["scan"] == []
+    # A cube that holds rows is still read by a scan on its first use.
+    old = f"held-{uuid.uuid4().hex}"
+    held = records(old, 3, np.random.default_rng(9))
+    milvus.upsert(held)
+    assert {i for i, _ in exact.search(old, held[1].vector, EVERYTHING, 10)} == {r.id for r in held}
+    assert len(durable.calls["scan"]) == 1
+
+
+def test_a_delete_never_reaches_another_cubes_rows(milvus: MilvusVectorStore) -> None:
+    durable = CallCounter(milvus, "delete", "delete_ids")
+    exact = ExactIndexVectorStore(durable)  # type: ignore[arg-type]
+    mine, theirs, unloaded = (f"{n}-{uuid.uuid4().hex}" for n in ("mine", "theirs", "unloaded"))
+    rng = np.random.default_rng(10)
+    my_recs, their_recs = records(mine, 3, rng), records(theirs, 3, rng)
+    exact.upsert(my_recs + their_recs)  # both cubes loaded (new cubes are copied on write)
+    # One of mine and one of theirs, named as mine: only mine goes, by primary key.
+    exact.delete(mine, [my_recs[0].id, their_recs[0].id])
+    assert durable.calls["delete_ids"] == [([my_recs[0].id],)] and durable.calls["delete"] == []
+    assert milvus.count(mine) == 2 and milvus.count(theirs) == 3
+    assert exact.count(mine) == 2 and exact.count(theirs) == 3
+    assert set(milvus.get_vectors(theirs, [r.id for r in their_recs])) == {r.id for r in their_recs}
+    # Only ids of other cubes: nothing to send.
+    exact.delete(mine, [their_recs[1].id])
+    assert len(durable.calls["delete_ids"]) == 1 and durable.calls["delete"] == []
+    # A cube with no copy loaded: the delete goes scoped by Milvus, still never across cubes.
+    exact.delete(unloaded, [their_recs[2].id])
+    assert durable.calls["delete"] == [(unloaded, [their_recs[2].id])]
+    assert milvus.count(theirs) == 3
+    # A second store object (a restart) sees the same rows.
+    assert ExactIndexVectorStore(milvus).count(mine) == 2
