@@ -111,6 +111,11 @@ class RefusingStore:
             raise Unavailable("injected", reason="INJECTED")
         return self._inner.delete(cube_id, ids)
 
+    def delete_ids(self, ids):  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise Unavailable("injected", reason="INJECTED")
+        return self._inner.delete_ids(ids)
+
     def __getattr__(self, name):  # type: ignore[no-untyped-def]
         return getattr(self._inner, name)
 
@@ -275,9 +280,16 @@ def test_a_delete_never_reaches_another_cubes_rows(milvus: MilvusVectorStore) ->
     # Only ids of other cubes: nothing to send.
     exact.delete(mine, [their_recs[1].id])
     assert len(durable.calls["delete_ids"]) == 1 and durable.calls["delete"] == []
-    # A cube with no copy loaded: the delete goes scoped by Milvus, still never across cubes.
+    # A cube with no copy loaded is loaded first (here: counted, none) and holds none of them.
     exact.delete(unloaded, [their_recs[2].id])
-    assert durable.calls["delete"] == [(unloaded, [their_recs[2].id])]
-    assert milvus.count(theirs) == 3
+    assert len(durable.calls["delete_ids"]) == 1 and milvus.count(theirs) == 3
+    # One that holds rows written before (by another process) is read, then deleted from by key.
+    cold = f"cold-{uuid.uuid4().hex}"
+    cold_recs = records(cold, 3, rng)
+    milvus.upsert(cold_recs)
+    exact.delete(cold, [cold_recs[0].id, their_recs[2].id])
+    assert durable.calls["delete_ids"][-1] == ([cold_recs[0].id],)
+    assert milvus.count(cold) == 2 and milvus.count(theirs) == 3
+    assert durable.calls["delete"] == []  # never the filtered delete
     # A second store object (a restart) sees the same rows.
     assert ExactIndexVectorStore(milvus).count(mine) == 2

@@ -146,8 +146,6 @@ class ScannableVectorStore(Protocol):
 
     def get_vectors(self, cube_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
 
-    def delete(self, cube_id: str, ids: Sequence[str]) -> None: ...
-
     def delete_ids(self, ids: Sequence[str]) -> None: ...
 
     def delete_cube(self, cube_id: str) -> None: ...
@@ -900,16 +898,13 @@ class ExactIndexVectorStore:
         if not ids:
             return
         with self._lock(cube_id):
-            index = self._cubes.get(cube_id)
-            if index is None:
-                # No copy to say which ids are the cube's: Milvus scopes the delete to the cube.
-                self._durable.delete(cube_id, ids)
-                return
-            # A loaded copy holds what the durable store holds for the cube, so the ids it holds
-            # are exactly those to delete: by primary key, which Milvus Lite finds without the
-            # filter pass over every row of the collection a scoped delete costs. An id it does
-            # not hold is not the cube's (maybe another cube's): never sent. None held (each
-            # write a RoutedVectorStore clears from its other store): no round trip at all.
+            # The copy holds what the durable store holds for the cube, so the ids it holds are
+            # exactly those to delete: by primary key, which Milvus Lite finds without the filter
+            # pass over every row of the collection a scoped delete costs (a cube not loaded yet
+            # is loaded first, once, as by any other use). An id it does not hold is not the
+            # cube's (maybe another cube's): never sent. None held (each write a RoutedVectorStore
+            # clears from its other store): no round trip at all.
+            index = self._cube(cube_id)
             held = [mid for mid in dict.fromkeys(ids) if mid in index.pos]
             if not held:
                 return
