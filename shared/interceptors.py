@@ -104,8 +104,14 @@ class ServerCallInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     await call.begin(unary_response=False)
                     self._check_token(method, metadata)
-                    async for response in behavior(_decoded(request_or_iterator, decode, streaming), context):
-                        yield response
+                    responses = behavior(_decoded(request_or_iterator, decode, streaming), context)
+                    if hasattr(responses, "__aiter__"):
+                        async for response in responses:
+                            yield response
+                    else:
+                        # A handler that writes its responses with context.write() and returns
+                        # nothing (grpc's own HealthServicer.Watch does): a coroutine to await.
+                        await responses
                 except GeneratorExit:
                     # The client went away mid-stream and gRPC closed this generator: nothing
                     # to tell anyone, and awaiting on the torn-down call is not allowed.

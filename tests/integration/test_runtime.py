@@ -23,6 +23,11 @@ async def test_health_and_reflection_are_served(suite) -> None:  # type: ignore[
         for name in ("", "memos.gateway.v1.GatewayService"):
             resp = await health.Check(health_pb2.HealthCheckRequest(service=name))
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        # Watch too: grpc's servicer writes it with context.write() instead of yielding, and the
+        # runtime's interceptor must pass such a handler through (it answered INTERNAL once).
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="memos.gateway.v1.GatewayService"))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)
 
         async def one():  # type: ignore[no-untyped-def]
