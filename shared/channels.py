@@ -41,6 +41,14 @@ def _service_config(idempotent_methods: Iterable[str], max_attempts: int) -> str
     return json.dumps(config)
 
 
+# How often a channel pings its server while a call is open, so that a dead peer or a dropped
+# connection ends a long call (a worker's idle Subscribe, a slow Chat) instead of hanging it.
+# Servers accept pings this often (shared/server.py): gRPC's default server policy allows one per
+# 5 minutes when it sends nothing, and answers more with GOAWAY "too_many_pings", which ended every
+# idle stream with UNAVAILABLE after two minutes.
+KEEPALIVE_TIME_MS = 30_000
+
+
 def channel_options(
     settings: ClientSettings, idempotent_methods: Iterable[str], max_message_bytes: int = 64 * 1024 * 1024
 ) -> list[tuple[str, object]]:
@@ -50,7 +58,7 @@ def channel_options(
         ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_permit_without_calls", 0),
     ]
 

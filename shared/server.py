@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shared import channels
 from shared.interceptors import ServerCallInterceptor
 from shared.metrics import serve_metrics
 from shared.settings import ServerSettings
@@ -94,6 +95,9 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", s.max_request_bytes),
                 ("grpc.max_send_message_length", s.max_response_bytes),
                 ("grpc.so_reuseport", 0),
+                # Our channels ping every KEEPALIVE_TIME_MS during a call; a stream that sends
+                # nothing for a while must not count those as abuse (see shared/channels.py).
+                ("grpc.http2.min_ping_interval_without_data_ms", channels.KEEPALIVE_TIME_MS // 2),
             ],
         )
         for svc in self.services:

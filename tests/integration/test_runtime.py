@@ -11,8 +11,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from memos.client import AsyncMemosClient
+from shared import channels
 from shared.channels import _service_config
 from shared.context import REQUEST_ID_HEADER
+from shared.server import GrpcServer
+from shared.settings import ClientSettings, ServerSettings
 from shared.telemetry import setup_tracing
 from tests.conftest import FaultInjectingTextMemory, start_suite, stop_suite
 
@@ -132,3 +135,27 @@ def test_textmem_caps_the_blas_threads_of_its_process(tmp_path, embedder) -> Non
             assert blas_threads() == {1}
         finally:
             mem.close()
+
+
+async def test_an_idle_stream_outlives_the_channels_keepalive_pings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A stream that sends nothing for a while (a worker's Subscribe with no work, a Watch) stays
+    open while our channels ping it: gRPC's default server policy answered the third ping with
+    GOAWAY "too_many_pings", ending such streams with UNAVAILABLE after two minutes. Both sides
+    read the interval at start, so a short one makes that wait seconds; the client here also
+    lifts its own limit on pings without data, which in production spreads the same pings over
+    those two minutes."""
+    monkeypatch.setattr(channels, "KEEPALIVE_TIME_MS", 500)
+    server = GrpcServer("keepalive", ServerSettings(), services=[])
+    await server.start()
+    try:
+        options = [*channels.channel_options(ClientSettings(), []), ("grpc.http2.max_pings_without_data", 0)]
+        async with grpc.aio.insecure_channel(server.address, options=options) as ch:
+            watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            # Ten pings' worth of silence: the read waits (no news), the stream does not end.
+            pending = asyncio.ensure_future(watch.read())
+            await asyncio.sleep(5.0)
+            assert not pending.done() and not watch.done()
+            watch.cancel()
+    finally:
+        await server.stop(grace=0)
