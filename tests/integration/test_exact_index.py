@@ -293,3 +293,17 @@ def test_a_delete_never_reaches_another_cubes_rows(milvus: MilvusVectorStore) ->
     assert durable.calls["delete"] == []  # never the filtered delete
     # A second store object (a restart) sees the same rows.
     assert ExactIndexVectorStore(milvus).count(mine) == 2
+
+
+def test_writes_to_a_cube_not_searched_yet_read_it_once(milvus: MilvusVectorStore) -> None:
+    # A cube that held rows before this process (a restart), written to without a search first
+    # (dedupe off): read once, then every write lands in the copy without asking Milvus again.
+    cold = f"cold-writes-{uuid.uuid4().hex}"
+    rng = np.random.default_rng(11)
+    milvus.upsert(records(cold, 4, rng))
+    durable = CallCounter(milvus, "scan", "count")
+    exact = ExactIndexVectorStore(durable)  # type: ignore[arg-type]
+    for _ in range(3):
+        exact.upsert(records(cold, 2, rng))
+    assert len(durable.calls["count"]) == 1 and len(durable.calls["scan"]) == 1
+    assert exact.count(cold) == milvus.count(cold) == 10

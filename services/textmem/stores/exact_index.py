@@ -822,34 +822,32 @@ class ExactIndexVectorStore:
             by_cube.setdefault(r.cube_id, []).append(r)
         for cube_id, recs in by_cube.items():
             with self._lock(cube_id):
+                # Loaded first like by any other use: a new cube's copy starts empty (counted, no
+                # scan) and takes these rows below; a cube that held rows is read once, not
+                # counted again by every later write as long as nothing searched it.
+                index = self._cube(cube_id)
                 try:
                     self._durable.upsert(recs)
                 except Exception:
                     self._cubes.pop(cube_id, None)
                     raise
-                index = self._cubes.get(cube_id)
-                if index is None and self._durable.count(cube_id) == len({r.id for r in recs}):
-                    # The cube holds exactly what was just written (a new cube): start its copy
-                    # from these rows instead of scanning them back on its first search.
-                    index = self._cubes[cube_id] = _CubeIndex(self.dim)
-                if index is not None:
-                    key = self._durable.key_of
-                    self._put(
-                        cube_id,
-                        index,
-                        [
-                            ScannedRow(
-                                id=r.id,
-                                user_key=key(r.user_id),
-                                session_key=key(r.session_id),
-                                memory_type=r.memory_type,
-                                status=r.status,
-                                created_us=_micros(r.created_at),
-                                vector=r.vector,
-                            )
-                            for r in recs
-                        ],
-                    )
+                key = self._durable.key_of
+                self._put(
+                    cube_id,
+                    index,
+                    [
+                        ScannedRow(
+                            id=r.id,
+                            user_key=key(r.user_id),
+                            session_key=key(r.session_id),
+                            memory_type=r.memory_type,
+                            status=r.status,
+                            created_us=_micros(r.created_at),
+                            vector=r.vector,
+                        )
+                        for r in recs
+                    ],
+                )
 
     def _put(self, cube_id: str, index: _CubeIndex, rows: list[ScannedRow]) -> None:
         index.put(rows)
