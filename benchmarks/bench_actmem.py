@@ -371,9 +371,15 @@ def _transfer(client: ActMemClient, parts: list, rounds: int, dump_root: Path, w
     as right after a dump) and cold (its pages dropped first: the device's read speed).
 
     ``warmup`` download and upload rounds go first, apart: the first transfers of a process
-    fault in the memory they receive into (and its allocator grows its heap), which on this
-    VM makes them run at a third of the speed of the ones after; the rounds measure a warm
-    client and service, as they are in production, and the warm-up figures are kept."""
+    fault in the memory they receive into (and its allocator grows its heap); the rounds
+    measure a warm client and service, as they are in production, and the warm-up figures
+    are kept.
+
+    On the VMs this runs on, memory makes the figures swing more than code does: the balloon
+    returns freed guest memory to the host within seconds (free page reporting), and a page
+    touched again after that is backed anew at ~0.5 GB/s against 5-10 GB/s for one still
+    backed. Every transfer receives into new memory, so a round (or a whole run, on a fresh
+    VM) that lands on such pages runs at a third of its speed. Compare runs of one boot."""
     big = client.merge("bench", [p.cache_id for p in parts], store=True)
     _, kv_local = client.get("bench", big.cache_id)  # warm-up (and the stored checksum)
     nbytes = big.size_bytes
