@@ -53,7 +53,7 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
                 SERVICE_NAME, lambda s: scheduler_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, s)
             )
         ],
-        on_stop=[queue.close],
+        on_stop=[queue.aclose],
     )
     if settings.metrics_addr:
         _observe_queue(server, queue)

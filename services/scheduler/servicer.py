@@ -215,7 +215,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
 
     async def SubmitMessages(self, request, context):  # type: ignore[no-untyped-def]
         messages, bodies = messages_from_request(request.messages, time.time())
-        ids = await _in_thread(self._q.submit, messages, bodies)
+        ids = await self._q.submit_async(messages, bodies)
         self._wake.notify()
         return scheduler_pb2.SubmitMessagesResponse(item_ids=ids)
 
@@ -323,7 +323,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def _exchange(self, verdicts: list[Verdict], labels: list[str], count: int) -> tuple[list[str], list]:
         """Applies verdicts and leases work in one queue call; if the stream is cancelled meanwhile,
         the verdicts still count and what the lease got goes back."""
-        job = _in_thread(self._q.answer_and_receive, verdicts, labels, count, self._vt)
+        job = self._q.answer_and_receive_async(verdicts, labels, count, self._vt)
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
-from services.scheduler.queue import BUILTIN_LABELS, Message, QueueLimits, TaskState
+from services.scheduler.queue import BUILTIN_LABELS, Message, QueueLimits, TaskState, Verdict
 from shared.errors import InvalidArgument, NotFound, ResourceExhausted
 
 
@@ -249,3 +250,29 @@ def test_ack_many_applies_what_it_can_and_names_the_rest(open_queue) -> None:
     assert failed == [deliveries[0].delivery_id, "nope/unknown", "malformed"]
     assert all(q.get_task(i).state == TaskState.DONE for i in ids)
     assert q.ack_many([]) == []
+
+
+def test_the_event_loop_methods_match_the_blocking_ones(open_queue) -> None:
+    """submit_async and answer_and_receive_async (the service's hot path: Redis answers them on
+    the event loop, SQLite in a thread) store, lease, refuse and answer as their blocking twins."""
+    q = open_queue(QueueLimits(max_pending=3))
+
+    async def scenario() -> None:
+        ids = await q.submit_async([msg(cube="a", content="one"), msg(cube="a", content="two"), msg(cube="b")])
+        with pytest.raises(ResourceExhausted):
+            await q.submit_async([msg()])
+        with pytest.raises(InvalidArgument):
+            await q.submit_async([msg("no_such_label")])
+        failed, got = await q.answer_and_receive_async([], ["add"], 10)
+        # Order per group: cube a's second message waits for the first's ack.
+        assert failed == [] and sorted(d.message.item_id for d in got) == sorted([ids[0], ids[2]])
+        first = next(d for d in got if d.message.item_id == ids[0])
+        failed, got = await q.answer_and_receive_async(
+            [Verdict(first.delivery_id), Verdict(first.delivery_id), Verdict("no/such")], ["add"], 10
+        )
+        assert failed == [first.delivery_id, "no/such"]  # answered twice in one call; never leased
+        assert [d.message.content for d in got] == ["two"]
+        assert q.get_task(ids[0]).state == TaskState.DONE and q.get_task(ids[1]).state == TaskState.RUNNING
+        await q.aclose()
+
+    asyncio.run(scenario())
