@@ -405,7 +405,7 @@ class TaskQueue(ABC):
         self, messages: Sequence[Message], bodies: Sequence[bytes] | None = None
     ) -> asyncio.Future[list[str]]:
         """:meth:`submit`, under way on the running event loop once this returns."""
-        return _in_executor(self.submit, messages, bodies)
+        return in_executor(self.submit, messages, bodies)
 
     def answer_and_receive_async(
         self,
@@ -416,7 +416,7 @@ class TaskQueue(ABC):
     ) -> asyncio.Future[tuple[list[str], list[Delivery]]]:
         """:meth:`answer_and_receive`, under way on the running event loop once this returns (a
         caller that stops waiting still gets its outcome from the future)."""
-        return _in_executor(self.answer_and_receive, verdicts, labels, max_count, visibility_timeout_s)
+        return in_executor(self.answer_and_receive, verdicts, labels, max_count, visibility_timeout_s)
 
     @abstractmethod
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
@@ -491,7 +491,7 @@ class TaskQueue(ABC):
         return self.limits.visibility_timeout_s if visibility_timeout_s is None else visibility_timeout_s
 
 
-def _in_executor(fn: Any, *args: Any) -> asyncio.Future[Any]:
+def in_executor(fn: Any, *args: Any) -> asyncio.Future[Any]:
     """``fn(*args)`` in the running loop's default executor, with the caller's context variables
     (request id, trace)."""
     return asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, fn, *args)

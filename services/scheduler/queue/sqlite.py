@@ -17,12 +17,14 @@ reused by new ones: the file stops growing once submissions and purges balance.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from services.scheduler.queue import codec
 from services.scheduler.queue.base import (
@@ -34,6 +36,7 @@ from services.scheduler.queue.base import (
     TaskQueue,
     TaskState,
     Verdict,
+    in_executor,
     new_delivery_id,
     not_in_flight,
     split_delivery_id,
@@ -42,6 +45,7 @@ from services.scheduler.queue.base import (
 from shared.errors import InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 P, R, D, F, X = (
     int(s) for s in (TaskState.PENDING, TaskState.RUNNING, TaskState.DONE, TaskState.FAILED, TaskState.DEAD_LETTERED)
@@ -120,7 +124,8 @@ class SqliteTaskQueue(TaskQueue):
         super().__init__(limits)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        # Reentrant: the event loop's calls take it first, without waiting (see _from_loop).
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         # WAL with synchronous=NORMAL: a commit is in the WAL file (the OS's page cache) when
         # COMMIT returns, and only checkpoints fsync. That is durable against a crash or kill -9 of
@@ -434,6 +439,39 @@ class SqliteTaskQueue(TaskQueue):
             failed = self._answer_locked(verdicts, now) if verdicts else []
             out = self._receive_locked(labels, max_count, self._vt(visibility_timeout_s), now) if receiving else []
         return failed, out
+
+    # -- from an event loop ---------------------------------------------------
+    def _from_loop(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` on the event loop's own thread when the queue is free, else in the
+        executor. A submit or a worker exchange is one short transaction (~0.5 ms for 32
+        messages); running it on the loop saves the two thread hand-offs of an executor call and
+        the GIL's back and forth between the threads (bench_scheduler: 0.45-0.51 -> 0.54-0.58 of
+        raw). While another thread holds the queue (a purge, a retention round) the call waits
+        in the executor, never on the loop."""
+        if not self._lock.acquire(blocking=False):
+            return in_executor(fn, *args)
+        done = asyncio.get_running_loop().create_future()
+        try:
+            done.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - the caller's to await
+            done.set_exception(exc)
+        finally:
+            self._lock.release()
+        return done
+
+    def submit_async(
+        self, messages: Sequence[Message], bodies: Sequence[bytes] | None = None
+    ) -> asyncio.Future[list[str]]:
+        return self._from_loop(self.submit, messages, bodies)
+
+    def answer_and_receive_async(
+        self,
+        verdicts: Sequence[Verdict],
+        labels: Iterable[str],
+        max_count: int,
+        visibility_timeout_s: float | None = None,
+    ) -> asyncio.Future[tuple[list[str], list[Delivery]]]:
+        return self._from_loop(self.answer_and_receive, verdicts, labels, max_count, visibility_timeout_s)
 
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:
         with self._lock, self._tx():
