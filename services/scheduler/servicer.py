@@ -1,6 +1,8 @@
 """gRPC servicer of the scheduler: submits, worker streams, task status, dead letters.
 
-Queue calls block (SQLite, Redis), so they run in threads. A subscription stream
+Queue calls block (SQLite, Redis), so they run in threads, except the hot path's two (a submit,
+a worker stream's exchange), which the queue runs on the event loop where it can
+(:meth:`TaskQueue.submit_async`, :meth:`TaskQueue.answer_and_receive_async`). A subscription stream
 keeps up to ``max_in_flight`` deliveries out at once (the worker's credit: a delivery
 takes one, a verdict gives it back); it is woken by every submit, verdict and replay
 of this replica and polls every ``poll_interval_s`` for the rest. Each turn of a
@@ -14,25 +16,22 @@ When a worker's stream ends, whatever it still held is handed back at once.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 from google.protobuf import json_format, timestamp_pb2
 
 from memos.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.scheduler.queue import Delivery, Message, Task, TaskQueue, Verdict
-from services.scheduler.queue.base import check_label_name
+from services.scheduler.queue.base import check_label_name, in_executor
 from shared.errors import InvalidArgument, MemosError
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 MAX_WAIT_S = 3600.0
 # WaitForTasks answers a tenth of the call's remaining time before its deadline (at least
 # 50 ms, at most 1 s), so the answer arrives in time even on a busy machine.
@@ -169,12 +168,6 @@ def task_to_proto(t: Task) -> scheduler_pb2.Task:
     )
 
 
-def _in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """``asyncio.to_thread`` without its task: the call's future itself (a worker stream makes one
-    such call per batch, and every step on the event loop counts)."""
-    return asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, fn, *args)
-
-
 class _Wakeup:
     """Wakes every waiter (of this replica) at once: WaitForTasks calls wait on :meth:`current`;
     a subscription that can take work puts its own event in :attr:`hungry`."""
@@ -222,7 +215,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def GetTask(self, request, context):  # type: ignore[no-untyped-def]
         if not request.item_id:
             raise InvalidArgument("item_id is required", reason="MISSING_ITEM_ID", metadata={"field": "item_id"})
-        task = await _in_thread(self._q.get_task, request.item_id)
+        task = await in_executor(self._q.get_task, request.item_id)
         return scheduler_pb2.GetTaskResponse(task=task_to_proto(task))
 
     async def WaitForTasks(self, request, context):  # type: ignore[no-untyped-def]
@@ -249,10 +242,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             checked = time.monotonic()
             # Woken by every submit and verdict: while waiting, ask only whether any is left
             # (no count of every open task of the user each time); count when answering.
-            busy = await _in_thread(self._q.has_unfinished, request.user_id, request.cube_id)
+            busy = await in_executor(self._q.has_unfinished, request.user_id, request.cube_id)
             left = deadline - time.monotonic()
             if not busy or left <= 0:
-                pending = await _in_thread(self._q.unfinished_count, request.user_id, request.cube_id)
+                pending = await in_executor(self._q.unfinished_count, request.user_id, request.cube_id)
                 if pending == 0 or left <= 0:
                     return scheduler_pb2.WaitForTasksResponse(
                         all_done=pending == 0, pending_count=pending, capped=capped and pending > 0
@@ -268,13 +261,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def ListDeadLetters(self, request, context):  # type: ignore[no-untyped-def]
         if request.page_size < 0:
             raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE", metadata={"field": "page_size"})
-        tasks, token = await _in_thread(self._q.list_dead_letters, request.label, request.page_size, request.page_token)
+        tasks, token = await in_executor(
+            self._q.list_dead_letters, request.label, request.page_size, request.page_token
+        )
         return scheduler_pb2.ListDeadLettersResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
 
     async def ReplayDeadLetters(self, request, context):  # type: ignore[no-untyped-def]
         if not request.item_ids:
             raise InvalidArgument("item_ids is required", reason="MISSING_ITEM_IDS", metadata={"field": "item_ids"})
-        n = await _in_thread(self._q.replay_dead_letters, list(request.item_ids))
+        n = await in_executor(self._q.replay_dead_letters, list(request.item_ids))
         self._wake.notify()
         return scheduler_pb2.ReplayDeadLettersResponse(replayed_count=n)
 
@@ -283,7 +278,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgument(
                 "user_id or cube_id is required", reason="MISSING_SELECTOR", metadata={"field": "user_id"}
             )
-        counts = await _in_thread(self._q.purge_tasks, request.user_id, request.cube_id)
+        counts = await in_executor(self._q.purge_tasks, request.user_id, request.cube_id)
         self._wake.notify()  # WaitForTasks of the user may be done now; their groups' next messages are free
         log.info(
             "tasks purged",
@@ -307,14 +302,16 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgument("user_id is required", reason="MISSING_USER_ID", metadata={"field": "user_id"})
         if request.page_size < 0:
             raise InvalidArgument("page_size must be >= 0", reason="BAD_PAGE_SIZE", metadata={"field": "page_size"})
-        tasks, token = await _in_thread(self._q.list_user_tasks, request.user_id, request.page_size, request.page_token)
+        tasks, token = await in_executor(
+            self._q.list_user_tasks, request.user_id, request.page_size, request.page_token
+        )
         return scheduler_pb2.ListUserTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
 
     async def _rejection_reasons(self, failed: list[str]) -> dict[str, str]:
         """Why verdicts this stream held were not applied: PURGED when their task is gone, else
         LEASE_LOST (their lease ran out). Asked only when some failed."""
         try:
-            gone = await _in_thread(self._q.missing, list({d.rpartition("/")[0] for d in failed}))
+            gone = await in_executor(self._q.missing, list({d.rpartition("/")[0] for d in failed}))
         except MemosError:
             gone = set()
         return {d: "PURGED" if d.rpartition("/")[0] in gone else "LEASE_LOST" for d in failed}
@@ -355,7 +352,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         for label in labels:
             check_label_name(label)
         for label in labels:
-            await _in_thread(self._q.register_label, label)
+            await in_executor(self._q.register_label, label)
         max_in_flight = min(sub.max_in_flight or 1, self._max_in_flight)
         batch_mode = sub.max_batch > 1
         max_batch = min(sub.max_batch, max_in_flight) if batch_mode else 1
@@ -378,7 +375,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 batch = verdicts[:]
                 del verdicts[:]
                 try:
-                    failed = await _in_thread(self._q.answer_many, batch)
+                    failed = await in_executor(self._q.answer_many, batch)
                 except MemosError as exc:  # the queue is down: the leases run out, redelivered
                     log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
                     return

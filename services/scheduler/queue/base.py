@@ -270,7 +270,8 @@ def _refuse(m: Message, i: int, known: set[str], max_content: int) -> NoReturn:
 
 
 class TaskQueue(ABC):
-    """A durable task queue. Methods block (I/O); async callers run them in threads."""
+    """A durable task queue. Methods block (I/O); async callers run them in threads, or call the
+    ``*_async`` methods of the hot path."""
 
     def __init__(self, limits: QueueLimits | None = None) -> None:
         self.limits = limits or QueueLimits()
@@ -399,8 +400,9 @@ class TaskQueue(ABC):
 
     # -- from an event loop ---------------------------------------------------
     # The service's hot path (every submit, every worker exchange). These run the blocking
-    # methods in the loop's default executor; a backend with an asyncio client overrides them and
-    # saves the two thread hand-offs of each call (see RedisTaskQueue).
+    # methods in the loop's default executor; backends override them to save the two thread
+    # hand-offs of each call: Redis with an asyncio client, SQLite by running the transaction on
+    # the loop's thread while nobody else holds the queue.
     def submit_async(
         self, messages: Sequence[Message], bodies: Sequence[bytes] | None = None
     ) -> asyncio.Future[list[str]]:
