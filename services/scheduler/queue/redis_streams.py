@@ -45,7 +45,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -79,12 +79,39 @@ _FUNCS = """
 -- Arguments of redis.call are passed as strings wherever they can be: a Lua number is formatted
 -- with printf("%.17g") on every call, and string.format too cost more than the command itself.
 -- seq is stored as 16 digits (pad_seq); earlier versions stored it unpadded: padded here.
-local function ready_add(pfx, label, prio, seq, item)
+local function ready_entry(prio, seq, item)
   if #seq < 16 then seq=string.rep('0', 16-#seq)..seq end
   -- -priority, written as a string: "5" -> "-5", "-5" -> "5", "0" -> "-0" (0 to ZADD).
   local score
   if string.byte(prio, 1)==45 then score=string.sub(prio, 2) else score='-'..prio end
-  redis.call('ZADD', pfx..':r:'..label, score, seq..'|'..item)
+  return score, seq..'|'..item
+end
+local function ready_add(pfx, label, prio, seq, item)
+  local score, member=ready_entry(prio, seq, item)
+  redis.call('ZADD', pfx..':r:'..label, score, member)
+end
+-- Adds (sign 1) or takes (-1) counts {user -> {cube -> n}} to the users' open counters u:{user}:
+-- one HINCRBY for a user's only cube, else one HMGET and one HSET for all of them (a batch spans
+-- many cubes: a call per cube cost more than the rest of a worker exchange's bookkeeping).
+local function add_counts(pfx, users, sign)
+  for user,cubes in pairs(users) do
+    local key=pfx..':u:'..user
+    local names={}
+    for cube in pairs(cubes) do names[#names+1]=cube end
+    if #names==1 then
+      redis.call('HINCRBY', key, names[1], tostring(sign*cubes[names[1]]))
+    else
+      for j=1,#names,500 do
+        local part={unpack(names, j, math.min(j+499, #names))}
+        local cur=redis.call('HMGET', key, unpack(part))
+        local kv={}
+        for i,cube in ipairs(part) do
+          kv[#kv+1]=cube; kv[#kv+1]=tostring((tonumber(cur[i]) or 0)+sign*cubes[cube])
+        end
+        redis.call('HSET', key, unpack(kv))
+      end
+    end
+  end
 end
 local function pad_seq(n)
   -- tostring writes 14 significant digits ("%.14g"): past those, the exact (slower) format.
@@ -96,6 +123,21 @@ local STATE={[1]='1', [2]='2', [3]='3', [4]='4', [5]='5'}
 local function promote(pfx, item)
   local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
   if st[1]=='1' then ready_add(pfx, st[2], st[3], st[4], item) end
+end
+-- promote, with the ready set's entry kept in adds {label -> {score, member, ...}} for one ZADD
+-- per label afterwards (add_ready).
+local function promote_into(pfx, item, adds)
+  local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
+  if st[1]=='1' then
+    local l=adds[st[2]]; if not l then l={}; adds[st[2]]=l end
+    local score, member=ready_entry(st[3], st[4], item)
+    l[#l+1]=score; l[#l+1]=member
+  end
+end
+local function add_ready(pfx, adds)
+  for label,l in pairs(adds) do
+    for j=1,#l,1000 do redis.call('ZADD', pfx..':r:'..label, unpack(l, j, math.min(j+999, #l))) end
+  end
 end
 -- Dead letters whose hash expired (dead_letter_retention_s), from the oldest end of 'dead'.
 local function sweep_dead(pfx, limit)
@@ -176,9 +218,7 @@ end
 for label,k in pairs(labels) do
   redis.call('XREADGROUP', 'GROUP', 'scheduler', 'scheduler', 'COUNT', k, 'STREAMS', pfx..':s:'..label, '>')
 end
-for user,cubes in pairs(users) do
-  for cube,k in pairs(cubes) do redis.call('HINCRBY', pfx..':u:'..user, cube, k) end
-end
+add_counts(pfx, users, 1)
 redis.call('INCRBY', pfx..':open', #new)
 return {0, #new}
 """
@@ -198,7 +238,7 @@ local pfx=ARGV[1]; local now=ARGV[2]; local untl=ARGV[3]; local count=tonumber(A
 local rnd=ARGV[6]; local labels=cjson.decode(ARGV[7]); local acks=cjson.decode(ARGV[8])
 local nacks=cjson.decode(ARGV[9]); local keep={ARGV[10], ARGV[11]}
 local bad_acks={}; local bad_nacks={}
-local done={}; local sids={}; local users={}
+local done={}; local sids={}; local users={}; local adds={}
 for i,d in ipairs(acks) do
   local item=string.match(d, '^(.*)/')
   local k=pfx..':t:'..item
@@ -216,9 +256,10 @@ for i,d in ipairs(acks) do
     local g=pfx..':g:'..st[3]
     redis.call('LREM', g, 1, item)
     local nxt=redis.call('LINDEX', g, 0)
-    if nxt then promote(pfx, nxt) end
+    if nxt then promote_into(pfx, nxt, adds) end
   end
 end
+add_ready(pfx, adds)
 if #done > 0 then
   for j=1,#done,1000 do redis.call('ZREM', pfx..':running', unpack(done, j, math.min(j+999, #done))) end
   for label,l in pairs(sids) do
@@ -230,9 +271,7 @@ if #done > 0 then
     if pel[1]==0 then redis.call('XTRIM', s, 'MAXLEN', 0) else redis.call('XTRIM', s, 'MINID', '~', pel[2]) end
   end
   redis.call('DECRBY', pfx..':open', #done)
-  for user,cubes in pairs(users) do
-    for cube,k in pairs(cubes) do redis.call('HINCRBY', pfx..':u:'..user, cube, -k) end
-  end
+  add_counts(pfx, users, -1)
 end
 for i,n in ipairs(nacks) do
   if finish(pfx, n[1], n[2], n[3], n[4], now, max, keep) < 0 then table.insert(bad_nacks, i) end
@@ -377,11 +416,38 @@ def _unavailable_error(exc: Exception) -> Unavailable:
     )
 
 
-async def _async_unavailable(call: Awaitable[T]) -> T:
-    """The reply of an asyncio client's call; UNAVAILABLE when Redis cannot be reached."""
+async def _run_script_async(client: redis.asyncio.Redis, script: Any, args: Sequence[Any]) -> Any:
+    """``script(args=args)`` on one of ``client``'s pooled connections, directly; UNAVAILABLE when
+    Redis cannot be reached.
+
+    The service's hot path (every submit, every worker exchange) comes here. redis-py's command
+    path (pool and retry wrappers, per-command dispatch, metrics hooks) cost ~110 µs of latency a
+    call, about a tenth of a worker exchange's round trip (bench_scheduler). The connection keeps
+    redis-py's own handling: authentication, TLS, reconnecting, and dropping itself when a call
+    fails or is cancelled between request and reply (so it never goes back with a reply pending).
+    """
+
+    async def evalsha(conn: Any) -> Any:
+        try:
+            await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
+            return await conn.read_response()
+        except redis.exceptions.NoScriptError:
+            # Redis restarted, or SCRIPT FLUSH: loaded again (on this connection), then run as asked.
+            await conn.send_command("SCRIPT", "LOAD", script.script)
+            script.sha = (await conn.read_response()).decode()
+            await conn.send_packed_command(conn.pack_command("EVALSHA", script.sha, 0, *args))
+            return await conn.read_response()
+
+    pool = client.connection_pool
     try:
-        return await call
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        conn = await pool.get_connection()
+        try:
+            # The client's own retry policy, as its commands have it: a pooled connection that
+            # Redis closed meanwhile (a restart) is connected again and the call sent again.
+            return await conn.retry.call_with_retry(lambda: evalsha(conn), lambda _error: conn.disconnect())
+        finally:
+            await pool.release(conn)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise _unavailable_error(exc) from None
 
 
@@ -509,7 +575,7 @@ class RedisTaskQueue(TaskQueue):
         args, ids = self._submit_args(messages, bodies)  # a bad batch raises here, at once
 
         async def run() -> list[str]:
-            return self._submit_result(await _async_unavailable(self._submit_async(args=args)), ids)
+            return self._submit_result(await _run_script_async(self._arb, self._submit_async, args), ids)
 
         return asyncio.ensure_future(run())
 
@@ -592,7 +658,7 @@ class RedisTaskQueue(TaskQueue):
         args, count, bad, placed = self._exchange_args(verdicts, labels, max_count, visibility_timeout_s)
 
         async def run() -> tuple[list[str], list[Delivery]]:
-            reply = await _async_unavailable(self._answer_receive_async(args=args)) if args is not None else None
+            reply = await _run_script_async(self._arb, self._answer_receive_async, args) if args is not None else None
             return self._exchange_result(verdicts, reply, count, bad, placed)
 
         return asyncio.ensure_future(run())
