@@ -42,6 +42,9 @@ DEADLINE_MARGIN_MAX_S = 1.0
 WAIT_RECHECK_S = 0.01
 # A worker stream held this long in sending a response applies the verdicts that arrive apart.
 STALLED_S = 0.05
+# Lookahead: how often (at most) a worker stream looks for messages it leased ahead that waited
+# too long behind their heads (more often with a visibility timeout under 4 s: a quarter of it).
+HELD_CHECK_S = 1.0
 # Batch mode: a response's deliveries stop growing past this size (one message may be up to
 # max_content_bytes on its own); a worker's default receive limit is 4 MiB.
 MAX_BATCH_BYTES = 1024 * 1024
@@ -317,25 +320,45 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         return {d: "PURGED" if d.rpartition("/")[0] in gone else "LEASE_LOST" for d in failed}
 
     # -- the worker stream ----------------------------------------------------
-    async def _exchange(self, verdicts: list[Verdict], labels: list[str], count: int) -> tuple[list[str], list]:
-        """Applies verdicts and leases work in one queue call; if the stream is cancelled meanwhile,
-        the verdicts still count and what the lease got goes back."""
-        job = self._q.answer_and_receive_async(verdicts, labels, count, self._vt)
+    def _exchange_job(
+        self, verdicts: list[Verdict], labels: list[str], count: int, unlease: list[str] | None = None
+    ) -> asyncio.Future:
+        """The queue call that applies verdicts and leases work, under way once this returns;
+        with lookahead (``unlease`` not None) it also leases groups' next messages ahead. Its
+        result is (failed, deliveries), or (failed, deliveries, held) with lookahead."""
+        if unlease is None:
+            return self._q.answer_and_receive_async(verdicts, labels, count, self._vt)
+        return self._q.answer_and_receive_ahead_async(verdicts, labels, count, self._vt, unlease=unlease)
+
+    async def _exchange(self, job: asyncio.Future) -> tuple[list[str], list, list]:
+        """The outcome of an _exchange_job; if the stream is cancelled meanwhile, the verdicts
+        still count and what it leased goes back."""
         try:
-            return await asyncio.shield(job)
+            result = await asyncio.shield(job)
         except asyncio.CancelledError:
             job.add_done_callback(self._release_all)
             raise
+        return result if len(result) == 3 else (*result, [])
 
     def _release_all(self, job: asyncio.Future) -> None:
         if job.cancelled() or job.exception() is not None:
             return
-        for d in job.result()[1]:
+        result = job.result()
+        leased = [*result[1], *(h.delivery for h in (result[2] if len(result) == 3 else ()))]
+        for d in leased:
             try:
                 self._q.release(d.delivery_id, delivered=False)
             except MemosError:
                 pass
         self._wake.notify()
+
+    def _unlease(self, delivery_ids: list[str]) -> None:
+        """Gives back messages leased ahead that were never sent (blocking: from a thread)."""
+        for delivery_id in delivery_ids:
+            try:
+                self._q.release(delivery_id, delivered=False)
+            except MemosError:
+                pass
 
     async def Subscribe(self, request_iterator, context) -> AsyncIterator[scheduler_pb2.SubscribeResponse]:  # type: ignore[no-untyped-def,override]
         first = await anext(aiter(request_iterator), None)
@@ -360,11 +383,23 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         # Delivered to this stream and not answered (the credit taken): whether it was handed to
         # the stream yet.
         in_flight: dict[str, bool] = {}
+        # Lookahead (batch mode, on a queue that leases ahead): each group's next message, leased
+        # behind the head this stream holds, and sent the moment the worker acks that head (the
+        # exchange that applies the ack runs meanwhile). held: head's delivery id -> (the message
+        # behind it, when leased); leased: when each delivery in flight was leased. Only leases
+        # younger than half the visibility timeout are acted on: an older head may have run out
+        # and gone to another worker, and a message sent behind it would overtake its redelivery.
+        lookahead = batch_mode and self._q.supports_lookahead
+        held: dict[str, tuple[Delivery, float]] = {}
+        leased: dict[str, float] = {}
+        fresh_for = self._vt / 2
+        check_held_every = min(HELD_CHECK_S, self._vt / 4)
         verdicts: list[Verdict] = []  # received, not yet applied to the queue
         rejected: list[scheduler_pb2.RejectedAck] = []  # batch mode: to tell the worker
         kick = asyncio.Event()  # a verdict arrived, or the worker's side ended
         ended = asyncio.Event()
         loop = asyncio.get_running_loop()
+        held_checked = loop.time()
         # While the loop below is held in a yield (a worker that reads slowly: HTTP/2 flow
         # control holds the write), verdicts that wait longer than STALLED_S are applied apart.
         sending_since: float | None = None
@@ -379,6 +414,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 except MemosError as exc:  # the queue is down: the leases run out, redelivered
                     log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
                     return
+                # What was leased behind them goes back unsent (the loop is held in a yield).
+                behind = [held.pop(v.delivery_id)[0].delivery_id for v in batch if v.delivery_id in held]
+                if behind:
+                    await in_executor(self._unlease, behind)
                 self._wake.notify()
                 if failed and batch_mode:
                     for delivery_id, reason in (await self._rejection_reasons(failed)).items():
@@ -472,6 +511,18 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             if resp.deliveries or resp.rejected_acks:
                 yield resp
 
+        def send(deliveries: list) -> Iterator[scheduler_pb2.SubscribeResponse]:
+            nonlocal sending_since
+            if not (deliveries or rejected):
+                return
+            sending_since = loop.time()
+            timer = loop.call_later(STALLED_S, stalled)
+            try:
+                yield from responses(deliveries)
+            finally:
+                sending_since = None
+                timer.cancel()
+
         fallback = sub.fallback
         if not fallback:
             self._ordinary.update(labels)
@@ -483,6 +534,30 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             reader = asyncio.create_task(read_verdicts())
             while not ended.is_set():
                 kick.clear()
+                answering = verdicts[:]
+                del verdicts[:]
+                ahead_now: list[Delivery] = []  # sent now, on their heads' acks
+                unlease: list[str] = []  # leased ahead, going back unsent
+                if lookahead and (answering or held):
+                    now = loop.time()
+                    young = now - fresh_for
+                    for v in answering:
+                        since = leased.pop(v.delivery_id, 0.0)
+                        behind = held.pop(v.delivery_id, None)
+                        if behind is not None:
+                            if v.success and since > young:
+                                ahead_now.append(behind[0])
+                                leased[behind[0].delivery_id] = behind[1]
+                            else:
+                                unlease.append(behind[0].delivery_id)
+                    if held and now - held_checked >= check_held_every:
+                        held_checked = now  # heads out for long (slow handlers): give back what waits behind
+                        for head, (d, since) in list(held.items()):
+                            if since <= young:
+                                del held[head]
+                                unlease.append(d.delivery_id)
+                    for d in ahead_now:
+                        in_flight[d.delivery_id] = False
                 free = max_in_flight - len(in_flight)
                 serving = [label for label in labels if not self._ordinary[label]] if fallback else labels
                 has_credit = free > 0 and (not in_flight or free >= refill_at)
@@ -494,11 +569,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     self._wake.hungry.add(kick)
                 else:
                     self._wake.hungry.discard(kick)
-                answering = verdicts[:]
-                del verdicts[:]
                 deliveries: list = []
-                if answering or want:
-                    failed, deliveries = await self._exchange(answering, serving if want else [], want)
+                if answering or want or unlease:
+                    started = loop.time()
+                    job = self._exchange_job(answering, serving if want else [], want, unlease if lookahead else None)
+                    # The worker works on these while the exchange applies their heads' acks.
+                    for resp in send(ahead_now):
+                        yield resp
+                    failed, deliveries, new_held = await self._exchange(job)
                     if answering:
                         self._wake.notify()  # WaitForTasks, and fallback streams blocked by an order group
                     if failed:  # e.g. their lease ran out and they went to another worker
@@ -508,20 +586,21 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                                 reject(delivery_id, reason)
                     for d in deliveries:
                         in_flight[d.delivery_id] = False
-                if deliveries or rejected:
-                    sending_since = loop.time()
-                    timer = loop.call_later(STALLED_S, stalled)
-                    try:
-                        for resp in responses(deliveries):
-                            yield resp
-                    finally:
-                        sending_since = None
-                        timer.cancel()
+                    if lookahead:
+                        for d in deliveries:
+                            leased[d.delivery_id] = started
+                        for h in new_held:
+                            held[h.behind] = (h.delivery, started)
+                for resp in send(deliveries):
+                    yield resp
                 if deliveries or verdicts or ended.is_set():
                     continue  # more credit may be back already
                 # Wait for a kick: a verdict (credit back), the end, or (with credit to spare) new
-                # work or the next poll.
-                poll = loop.call_later(self._poll, kick.set) if has_credit else None
+                # work or the next poll; while messages wait leased ahead, their next check too.
+                if has_credit:
+                    poll = loop.call_later(min(self._poll, check_held_every) if held else self._poll, kick.set)
+                else:
+                    poll = loop.call_later(check_held_every, kick.set) if held else None
                 try:
                     await kick.wait()
                 finally:
@@ -541,6 +620,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     self._q.answer_many(verdicts)
                 except MemosError as exc:
                     log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
+            if held:  # leased ahead, never sent
+                self._unlease([d.delivery_id for d, _ in held.values()])
             # The worker went away: what it held goes back to the queue at once.
             for delivery_id, sent in list(in_flight.items()):
                 try:

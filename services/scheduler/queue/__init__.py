@@ -3,6 +3,7 @@
 from services.scheduler.queue.base import (
     BUILTIN_LABELS,
     Delivery,
+    HeldDelivery,
     Message,
     PurgeCounts,
     QueueLimits,
@@ -16,6 +17,7 @@ from services.scheduler.queue.sqlite import SqliteTaskQueue
 __all__ = [
     "BUILTIN_LABELS",
     "Delivery",
+    "HeldDelivery",
     "Message",
     "PurgeCounts",
     "QueueLimits",

@@ -151,6 +151,15 @@ class Delivery:
         return f"Delivery({self.delivery_id!r}, attempt={self.attempt})"
 
 
+class HeldDelivery(NamedTuple):
+    """A message leased ahead (:meth:`TaskQueue.answer_and_receive_ahead_async`): the next of its
+    group, to send once the delivery ``behind`` (its group's head, in flight) is acked, or to
+    give back unsent (``unlease``) otherwise."""
+
+    behind: str
+    delivery: Delivery
+
+
 class Verdict(NamedTuple):
     """A worker's answer to a delivery: an ack (``success``), or a nack with its error (a named
     tuple: one is made per message, and a frozen dataclass costs several times more to make)."""
@@ -419,6 +428,30 @@ class TaskQueue(ABC):
         """:meth:`answer_and_receive`, under way on the running event loop once this returns (a
         caller that stops waiting still gets its outcome from the future)."""
         return in_executor(self.answer_and_receive, verdicts, labels, max_count, visibility_timeout_s)
+
+    supports_lookahead = False
+    """Whether :meth:`answer_and_receive_ahead_async` is available."""
+
+    def answer_and_receive_ahead_async(
+        self,
+        verdicts: Sequence[Verdict],
+        labels: Iterable[str],
+        max_count: int,
+        visibility_timeout_s: float | None = None,
+        *,
+        unlease: Sequence[str] = (),
+    ) -> asyncio.Future[tuple[list[str], list[Delivery], list[HeldDelivery]]]:
+        """:meth:`answer_and_receive_async` with lookahead: a worker stream's exchange that also
+        leases, behind each group head it leases, the group's next message, unless a message of a
+        higher priority waits (to send the moment the head is acked, without waiting for the queue
+        in between; the message behind that one waits its turn in the queue's order). Returns the
+        verdicts not applied, the deliveries, and the messages leased ahead.
+
+        ``unlease``: messages leased ahead that go back unsent (their head was nacked, or they
+        waited too long), first, without counting the attempt; they stay behind their heads.
+
+        Only for backends with :attr:`supports_lookahead`."""
+        raise NotImplementedError(f"{type(self).__name__} does not lease ahead")
 
     @abstractmethod
     def nack(self, delivery_id: str, error: str, retry: bool = True) -> TaskState:

@@ -55,6 +55,7 @@ from services.scheduler.queue import codec
 from services.scheduler.queue.base import (
     BUILTIN_LABELS,
     Delivery,
+    HeldDelivery,
     Message,
     PurgeCounts,
     QueueLimits,
@@ -124,16 +125,7 @@ local function promote(pfx, item)
   local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
   if st[1]=='1' then ready_add(pfx, st[2], st[3], st[4], item) end
 end
--- promote, with the ready set's entry kept in adds {label -> {score, member, ...}} for one ZADD
--- per label afterwards (add_ready).
-local function promote_into(pfx, item, adds)
-  local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
-  if st[1]=='1' then
-    local l=adds[st[2]]; if not l then l={}; adds[st[2]]=l end
-    local score, member=ready_entry(st[3], st[4], item)
-    l[#l+1]=score; l[#l+1]=member
-  end
-end
+-- Adds the ready-set entries {label -> {score, member, ...}}: one ZADD per label.
 local function add_ready(pfx, adds)
   for label,l in pairs(adds) do
     for j=1,#l,1000 do redis.call('ZADD', pfx..':r:'..label, unpack(l, j, math.min(j+999, #l))) end
@@ -165,7 +157,8 @@ local function finish(pfx, item, lease, action, err, now, max, keep)
   redis.call('HSET', k, 'state', STATE[new], 'lease', '', 'lease_until', '0', 'updated_at', now)
   if action=='nack' or action=='fail' or action=='expire' then redis.call('HSET', k, 'last_error', err) end
   if new==1 then
-    ready_add(pfx, st[6], st[10], st[11], item)  -- still the head of its group: deliverable again
+    -- Deliverable again if it heads its group (one leased ahead waits behind its head).
+    if redis.call('LINDEX', pfx..':g:'..st[5], 0)==item then ready_add(pfx, st[6], st[10], st[11], item) end
   else
     redis.call('XACK', pfx..':s:'..st[6], 'scheduler', st[7])
     redis.call('XDEL', pfx..':s:'..st[6], st[7])
@@ -228,16 +221,50 @@ return {0, #new}
 # The acks are one batch: one ZREM, XACK, XTRIM per label and counter update for all of them.
 # ARGV: pfx, now, lease_until, count, max_attempts, lease_prefix, then JSON arrays: labels, acks
 # (delivery ids), nacks ([item, delivery id, "nack" or "fail", error]), then the retention of done
-# tasks and of failed or dead-lettered ones (milliseconds).
-# Returns: the (1-based) positions of the acks and of the nacks not applied, and the deliveries
-# as one string: for each, a header (struct ">HII": the delivery id's length, the attempt, the body's
-# length), the delivery id, the stored body. One bulk reply instead of three per delivery: redis-py
-# parses replies in Python, element by element, and that cost more than the script's share.
+# tasks and of failed or dead-lettered ones (milliseconds); then (optional, for lookahead) a JSON
+# array of the delivery ids leased ahead and given back unsent, and "1" to lease ahead.
+#
+# Lookahead: a group's messages go out one at a time (the next only once the previous is acked).
+# With it, when this exchange leases a group's head it also leases the message behind it, and
+# the stream holds that one until the worker acks the head, then sends it at once, while the next
+# exchange applies the ack: the worker does not wait for Redis between the two. One message per
+# group is leased ahead, and only when no message of a higher priority waits: the one behind it
+# goes back to the queue's order (priority, then submission), so a group with many messages does
+# not keep the worker from the others. A message leased ahead is running but not its group's
+# head; it is never in the ready set, and when it comes back unsent (unlease, expiry) it stays
+# behind its head (finish adds a message to the ready set only when it heads its group).
+#
+# Returns: the (1-based) positions of the acks and of the nacks not applied, the deliveries as one
+# string: for each, a header (struct ">HII": the delivery id's length, the attempt, the body's
+# length), the delivery id, the stored body; and the same for the messages leased ahead, each with
+# the delivery id it waits behind (">HHII": that id's length first, the id before the rest). One
+# bulk reply instead of three per delivery: redis-py parses replies in Python, element by element,
+# and that cost more than the script's share.
 _ANSWER_RECEIVE = """
 local pfx=ARGV[1]; local now=ARGV[2]; local untl=ARGV[3]; local count=tonumber(ARGV[4]); local max=tonumber(ARGV[5])
 local rnd=ARGV[6]; local labels=cjson.decode(ARGV[7]); local acks=cjson.decode(ARGV[8])
 local nacks=cjson.decode(ARGV[9]); local keep={ARGV[10], ARGV[11]}
+local look=ARGV[13]=='1'
 local bad_acks={}; local bad_nacks={}
+local nl=0; local running={}; local held={}
+-- Leases the pending message item, unless its priority's score is above best (a message of a
+-- higher priority waits); returns its lease, attempt, body and group, or nil.
+local function lease_one(item, best)
+  local k=pfx..':t:'..item
+  local st=redis.call('HMGET', k, 'state', 'body', 'attempts', 'grp', 'prio')
+  if st[1]~='1' or (best and -tonumber(st[5]) > best) then return nil end
+  nl=nl+1
+  local lease=item..'/'..rnd..string.format('%04x', nl)
+  local a=(tonumber(st[3]) or 0)+1
+  redis.call('HSET', k, 'state', '2', 'attempts', a, 'lease', lease, 'lease_until', untl, 'updated_at', now)
+  running[#running+1]=untl; running[#running+1]=item
+  return lease, a, st[2], st[4]
+end
+if ARGV[12] then
+  for _,d in ipairs(cjson.decode(ARGV[12])) do
+    finish(pfx, string.match(d, '^(.*)/'), d, 'unlease', '', now, max, keep)
+  end
+end
 local done={}; local sids={}; local users={}; local adds={}
 for i,d in ipairs(acks) do
   local item=string.match(d, '^(.*)/')
@@ -256,7 +283,14 @@ for i,d in ipairs(acks) do
     local g=pfx..':g:'..st[3]
     redis.call('LREM', g, 1, item)
     local nxt=redis.call('LINDEX', g, 0)
-    if nxt then promote_into(pfx, nxt, adds) end
+    if nxt then
+      local nt=redis.call('HMGET', pfx..':t:'..nxt, 'state', 'label', 'prio', 'seq')
+      if nt[1]=='1' then
+        local l2=adds[nt[2]]; if not l2 then l2={}; adds[nt[2]]=l2 end
+        local score, member=ready_entry(nt[3], nt[4], nxt)
+        l2[#l2+1]=score; l2[#l2+1]=member
+      end
+    end
   end
 end
 add_ready(pfx, adds)
@@ -276,41 +310,52 @@ end
 for i,n in ipairs(nacks) do
   if finish(pfx, n[1], n[2], n[3], n[4], now, max, keep) < 0 then table.insert(bad_nacks, i) end
 end
-if count <= 0 then return {bad_acks, bad_nacks, ''} end
-for _,item in ipairs(redis.call('ZRANGEBYSCORE', pfx..':running', '-inf', now, 'LIMIT', 0, 1000)) do
-  finish(pfx, item, '', 'expire', 'visibility timeout: no ack or nack in time', now, max, keep)
-end
-sweep_dead(pfx, 100)
-local members={}
-if #labels==1 then
-  local rows=redis.call('ZPOPMIN', pfx..':r:'..labels[1], count)
-  for j=1,#rows,2 do members[#members+1]=rows[j] end
-else
-  local cands={}
-  for _,label in ipairs(labels) do
-    local rows=redis.call('ZRANGE', pfx..':r:'..label, 0, count-1, 'WITHSCORES')
-    for j=1,#rows,2 do table.insert(cands, {tonumber(rows[j+1]), rows[j], label}) end
+local out={}
+if count > 0 then
+  for _,item in ipairs(redis.call('ZRANGEBYSCORE', pfx..':running', '-inf', now, 'LIMIT', 0, 1000)) do
+    finish(pfx, item, '', 'expire', 'visibility timeout: no ack or nack in time', now, max, keep)
   end
-  table.sort(cands, function(a, b) if a[1]~=b[1] then return a[1]<b[1] end return a[2]<b[2] end)
-  for j=1,math.min(count, #cands) do
-    redis.call('ZREM', pfx..':r:'..cands[j][3], cands[j][2])
-    members[j]=cands[j][2]
+  sweep_dead(pfx, 100)
+  local members={}
+  if #labels==1 then
+    local rows=redis.call('ZPOPMIN', pfx..':r:'..labels[1], count)
+    for j=1,#rows,2 do members[#members+1]=rows[j] end
+  else
+    local cands={}
+    for _,label in ipairs(labels) do
+      local rows=redis.call('ZRANGE', pfx..':r:'..label, 0, count-1, 'WITHSCORES')
+      for j=1,#rows,2 do table.insert(cands, {tonumber(rows[j+1]), rows[j], label}) end
+    end
+    table.sort(cands, function(a, b) if a[1]~=b[1] then return a[1]<b[1] end return a[2]<b[2] end)
+    for j=1,math.min(count, #cands) do
+      redis.call('ZREM', pfx..':r:'..cands[j][3], cands[j][2])
+      members[j]=cands[j][2]
+    end
   end
-end
-local out={}; local running={}
-for j,member in ipairs(members) do
-  local item=string.sub(member, 18); local k=pfx..':t:'..item
-  local st=redis.call('HMGET', k, 'state', 'body', 'attempts')
-  if st[1]=='1' then
-    local lease=item..'/'..rnd..string.format('%04x', j)
-    local a=(tonumber(st[3]) or 0)+1
-    redis.call('HSET', k, 'state', '2', 'attempts', a, 'lease', lease, 'lease_until', untl, 'updated_at', now)
-    running[#running+1]=untl; running[#running+1]=item
-    out[#out+1]=struct.pack('>HII', #lease, a, #st[2])..lease..st[2]
+  -- The best score still waiting in the labels' ready sets: what is leased ahead must not pass it.
+  local best
+  if look then
+    for _,label in ipairs(labels) do
+      local top=redis.call('ZRANGE', pfx..':r:'..label, 0, 0, 'WITHSCORES')
+      if top[2] and (not best or tonumber(top[2]) < best) then best=tonumber(top[2]) end
+    end
+  end
+  for _,member in ipairs(members) do
+    local lease, a, body, grp=lease_one(string.sub(member, 18))
+    if lease then
+      out[#out+1]=struct.pack('>HII', #lease, a, #body)..lease..body
+      if look then
+        local nxt=redis.call('LINDEX', pfx..':g:'..grp, 1)
+        if nxt then
+          local l2, a2, b2=lease_one(nxt, best)
+          if l2 then held[#held+1]=struct.pack('>HHII', #lease, #l2, a2, #b2)..lease..l2..b2 end
+        end
+      end
+    end
   end
 end
 for j=1,#running,1000 do redis.call('ZADD', pfx..':running', unpack(running, j, math.min(j+999, #running))) end
-return {bad_acks, bad_nacks, table.concat(out)}
+return {bad_acks, bad_nacks, table.concat(out), table.concat(held)}
 """
 
 _FINISH = """
@@ -403,6 +448,28 @@ def _unpack_deliveries(out: bytes) -> list[Delivery]:
         pos += n_body
         deliveries.append(Delivery(lease, codec.normalize(body) if codec.is_legacy(body) else body, attempt))
     return deliveries
+
+
+_HELD_HEADER = struct.Struct(">HHII")
+
+
+def _unpack_held(out: bytes) -> list[HeldDelivery]:
+    """The messages leased ahead of _ANSWER_RECEIVE's reply (see there)."""
+    held = []
+    pos, end, unpack, size = 0, len(out), _HELD_HEADER.unpack_from, _HELD_HEADER.size
+    while pos < end:
+        n_behind, n_lease, attempt, n_body = unpack(out, pos)
+        pos += size
+        behind = out[pos : pos + n_behind].decode()
+        pos += n_behind
+        lease = out[pos : pos + n_lease].decode()
+        pos += n_lease
+        body = out[pos : pos + n_body]
+        pos += n_body
+        held.append(
+            HeldDelivery(behind, Delivery(lease, codec.normalize(body) if codec.is_legacy(body) else body, attempt))
+        )
+    return held
 
 
 def _json(value: Any) -> str:
@@ -593,7 +660,13 @@ class RedisTaskQueue(TaskQueue):
         return self.answer_and_receive(verdicts, (), 0)[0] if verdicts else []
 
     def _exchange_args(
-        self, verdicts: Sequence[Verdict], labels: Iterable[str], max_count: int, visibility_timeout_s: float | None
+        self,
+        verdicts: Sequence[Verdict],
+        labels: Iterable[str],
+        max_count: int,
+        visibility_timeout_s: float | None,
+        unlease: Sequence[str] = (),
+        lookahead: bool = False,
     ) -> tuple[list[Any] | None, int, list[bool], tuple[list[int], list[int]]]:
         labels = list(dict.fromkeys(labels))
         count = max(max_count, 0) if labels else 0
@@ -614,27 +687,33 @@ class RedisTaskQueue(TaskQueue):
             else:
                 nacks.append([item_id, v.delivery_id, "nack" if v.retry else "fail", v.error])
                 placed[1].append(i)
-        if not (acks or nacks or count):
+        unlease = [d for d in unlease if "/" in d[1:-1]]
+        if not (acks or nacks or count or unlease):
             return None, count, bad, placed
         now = time.time()
         # Each lease is this random prefix and the delivery's position: 16 hex digits, as new_delivery_id.
         args = [self.prefix, now, now + self._vt(visibility_timeout_s), count, self.limits.max_attempts]
         args += [os.urandom(6).hex(), _json(labels), _json(acks), _json(nacks), *self._keep()]
+        if unlease or lookahead:
+            args += [_json(unlease), "1" if lookahead else "0"]
         return args, count, bad, placed
 
     @staticmethod
     def _exchange_result(
         verdicts: Sequence[Verdict], reply: Any, count: int, bad: list[bool], placed: tuple[list[int], list[int]]
-    ) -> tuple[list[str], list[Delivery]]:
+    ) -> tuple[list[str], list[Delivery], list[HeldDelivery]]:
         deliveries: list[Delivery] = []
+        held: list[HeldDelivery] = []
         if reply is not None:
-            bad_acks, bad_nacks, out = reply
+            bad_acks, bad_nacks, out, held_out = reply
             for positions, failed in zip(placed, (bad_acks, bad_nacks), strict=True):
                 for pos in failed:
                     bad[positions[int(pos) - 1]] = True
             if count:
                 deliveries = _unpack_deliveries(out)
-        return [v.delivery_id for v, b in zip(verdicts, bad, strict=True) if b], deliveries
+            if held_out:
+                held = _unpack_held(held_out)
+        return [v.delivery_id for v, b in zip(verdicts, bad, strict=True) if b], deliveries, held
 
     @_unavailable
     def answer_and_receive(
@@ -646,7 +725,8 @@ class RedisTaskQueue(TaskQueue):
     ) -> tuple[list[str], list[Delivery]]:
         args, count, bad, placed = self._exchange_args(verdicts, labels, max_count, visibility_timeout_s)
         reply = self._answer_receive(args=args) if args is not None else None
-        return self._exchange_result(verdicts, reply, count, bad, placed)
+        failed, deliveries, _ = self._exchange_result(verdicts, reply, count, bad, placed)
+        return failed, deliveries
 
     def answer_and_receive_async(
         self,
@@ -658,6 +738,28 @@ class RedisTaskQueue(TaskQueue):
         args, count, bad, placed = self._exchange_args(verdicts, labels, max_count, visibility_timeout_s)
 
         async def run() -> tuple[list[str], list[Delivery]]:
+            reply = await _run_script_async(self._arb, self._answer_receive_async, args) if args is not None else None
+            failed, deliveries, _ = self._exchange_result(verdicts, reply, count, bad, placed)
+            return failed, deliveries
+
+        return asyncio.ensure_future(run())
+
+    supports_lookahead = True
+
+    def answer_and_receive_ahead_async(
+        self,
+        verdicts: Sequence[Verdict],
+        labels: Iterable[str],
+        max_count: int,
+        visibility_timeout_s: float | None = None,
+        *,
+        unlease: Sequence[str] = (),
+    ) -> asyncio.Future[tuple[list[str], list[Delivery], list[HeldDelivery]]]:
+        args, count, bad, placed = self._exchange_args(
+            verdicts, labels, max_count, visibility_timeout_s, unlease, lookahead=True
+        )
+
+        async def run() -> tuple[list[str], list[Delivery], list[HeldDelivery]]:
             reply = await _run_script_async(self._arb, self._answer_receive_async, args) if args is not None else None
             return self._exchange_result(verdicts, reply, count, bad, placed)
 
