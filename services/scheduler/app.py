@@ -44,6 +44,7 @@ def build_server(settings: SchedulerSettings, queue: TaskQueue | None = None) ->
         max_in_flight=settings.max_in_flight_per_worker,
         visibility_timeout_s=settings.visibility_timeout_s,
         max_wait_s=settings.wait_for_tasks_max_s,
+        lookahead=settings.queue_lookahead,
     )
     server = GrpcServer(
         name="scheduler",

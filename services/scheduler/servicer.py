@@ -198,8 +198,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         max_in_flight: int = 256,
         visibility_timeout_s: float,
         max_wait_s: float = MAX_WAIT_S,
+        lookahead: bool = True,
     ) -> None:
         self._q = queue
+        self._lookahead = lookahead and queue.supports_lookahead
         self._max_wait = max_wait_s
         self._poll = poll_interval_s
         self._max_in_flight = max_in_flight
@@ -389,7 +391,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         # behind it, when leased); leased: when each delivery in flight was leased. Only leases
         # younger than half the visibility timeout are acted on: an older head may have run out
         # and gone to another worker, and a message sent behind it would overtake its redelivery.
-        lookahead = batch_mode and self._q.supports_lookahead
+        lookahead = batch_mode and self._lookahead
         held: dict[str, tuple[Delivery, float]] = {}
         leased: dict[str, float] = {}
         fresh_for = self._vt / 2

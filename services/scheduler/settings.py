@@ -28,6 +28,12 @@ class SchedulerSettings(ServerSettings, ClientSettings):
     queue_max_attempts: int = Field(default=5, ge=1, le=1000)
     """Deliveries of a failing message before it is dead-lettered."""
 
+    queue_lookahead: bool = True
+    """Redis queue: when a worker stream gets a group's head, also lease the group's next message and
+    send it the moment the head is acked (the worker does not wait for Redis in between). One
+    message per group goes ahead of the queue's order, never past a waiting message of higher
+    priority. False: strict queue order (priority, then submission) across groups."""
+
     visibility_timeout_s: float = Field(default=60.0, gt=0.0)
     """How long a worker may hold a message without ack or nack before it is redelivered."""
 

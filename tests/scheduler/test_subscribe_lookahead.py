@@ -128,3 +128,26 @@ async def test_a_head_whose_lease_ran_out_is_not_overtaken(start_scheduler, stub
         p.cancel()
     await w1.close()
     await w2.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("lookahead", [True, False])
+async def test_queue_lookahead_says_whether_the_next_message_is_leased_ahead(
+    start_scheduler,
+    stub_for,  # noqa: F811
+    lookahead: bool,
+) -> None:
+    server = start_scheduler(queue_lookahead=lookahead)
+    stub = stub_for(server.address)
+    x = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(content=f"x{i}") for i in range(2)]))).item_ids
+    w = BatchWorker(stub, ["add"], max_in_flight=4)
+    await w.subscribed()
+    [d0] = await w.deliveries(1)
+    # Leased ahead (running, not sent) only on a queue that does it (Redis), when asked to.
+    ahead = lookahead and bool(server.settings.redis_url)
+    t1 = await task(stub, x[1])
+    assert (t1.state, t1.attempts) == ((pb.TASK_STATE_RUNNING, 1) if ahead else (PENDING, 0))
+    await w.answer(ok(d0))
+    [d1] = await w.deliveries(1)
+    assert (d1.message.item_id, d1.attempt) == (x[1], 1)
+    await w.close()
