@@ -417,6 +417,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
                     return
                 # What was leased behind them goes back unsent (the loop is held in a yield).
+                for v in batch:
+                    leased.pop(v.delivery_id, None)
                 behind = [held.pop(v.delivery_id)[0].delivery_id for v in batch if v.delivery_id in held]
                 if behind:
                     await in_executor(self._unlease, behind)

@@ -245,12 +245,14 @@ async def test_order_per_group_holds_under_batching(start_scheduler, stub_for) -
 @pytest.mark.timeout(60)
 async def test_verdicts_are_applied_while_the_worker_reads_slowly(start_scheduler, stub_for) -> None:  # noqa: F811
     """The scheduler is stuck sending a response (the worker does not read: HTTP/2 flow control
-    holds the write); the verdicts that arrive meanwhile are applied all the same."""
+    holds the write); the verdicts that arrive meanwhile are applied all the same, and a message
+    leased ahead behind an acked one (Redis) goes back to the queue rather than wait for the write."""
     stub = stub_for(start_scheduler(max_content_bytes=2_000_000, visibility_timeout_s=60.0).address)
     big = "x" * 1_000_000
     ids = []
     for i in range(16):
         ids += (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(cube=f"c{i}", content=big)]))).item_ids
+    [behind] = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(cube="c0")]))).item_ids
     requests: asyncio.Queue[pb.SubscribeRequest | None] = asyncio.Queue()
     sub = pb.Subscription(worker_id="slow-reader", labels=["add"], max_in_flight=16, max_batch=16)
     requests.put_nowait(pb.SubscribeRequest(subscription=sub))
@@ -269,5 +271,12 @@ async def test_verdicts_are_applied_while_the_worker_reads_slowly(start_schedule
             break
         await asyncio.sleep(0.02)
     assert await state(stub, d.message.item_id) == DONE, "the verdict waited for the worker to read"
+    assert d.message.cube_id == "c0"
+    for _ in range(150):
+        t = (await stub.GetTask(pb.GetTaskRequest(item_id=behind))).task
+        if t.state == PENDING:
+            break
+        await asyncio.sleep(0.02)
+    assert (t.state, t.attempts) == (PENDING, 0)
     await requests.put(None)
     call.cancel()
