@@ -245,18 +245,17 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         while True:
             event = self._wake.current()
             checked = time.monotonic()
-            # Woken by every submit and verdict: while waiting, ask only whether any is left
-            # (no count of every open task of the user each time); count when answering.
-            busy = await in_executor(self._q.has_unfinished, request.user_id, request.cube_id)
+            # Woken by every submit and verdict; the count is one read of the user's counters (on
+            # Redis from the event loop itself: no thread hand-off every few milliseconds).
+            pending = await self._q.unfinished_count_async(request.user_id, request.cube_id)
             left = deadline - time.monotonic()
-            if not busy or left <= 0:
-                pending = await in_executor(self._q.unfinished_count, request.user_id, request.cube_id)
-                if pending == 0 or left <= 0:
-                    return scheduler_pb2.WaitForTasksResponse(
-                        all_done=pending == 0, pending_count=pending, capped=capped and pending > 0
-                    )
+            if pending == 0 or left <= 0:
+                return scheduler_pb2.WaitForTasksResponse(
+                    all_done=pending == 0, pending_count=pending, capped=capped and pending > 0
+                )
             try:
-                await asyncio.wait_for(event.wait(), timeout=min(self._poll, left))
+                async with asyncio.timeout(min(self._poll, left)):
+                    await event.wait()
             except TimeoutError:
                 continue
             # Under load the wakeups come every few milliseconds (each worker's batch of
@@ -527,6 +526,51 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 sending_since = None
                 timer.cancel()
 
+        closed = False
+
+        def close_stream() -> None:
+            """This stream's end: what it received is applied, what it leased goes back. From the
+            generator's finally, and from the call's done callback: gRPC may tear a call down while
+            the generator sits in a yield, and close the generator only when it is garbage collected
+            (its leases would wait for the visibility timeout meanwhile). Safe to run twice: the
+            second run gives back what came in since (an exchange that finished in between)."""
+            nonlocal closed
+            if not closed:
+                closed = True
+                self._wake.hungry.discard(kick)
+                if not fallback:
+                    self._ordinary.subtract(labels)
+                    self._wake.notify()  # fallback workers may take these labels again
+                if reader is not None:
+                    reader.cancel()
+                if applier is not None:
+                    applier.cancel()  # what it took is applied by its thread all the same
+            answered, leased_ahead, holding = (
+                verdicts[:],
+                [d.delivery_id for d, _ in held.values()],
+                list(in_flight.items()),
+            )
+            del verdicts[:]
+            held.clear()
+            in_flight.clear()
+            if answered:  # received but not yet applied: apply them, or they would be redelivered
+                try:
+                    self._q.answer_many(answered)
+                except MemosError as exc:
+                    log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
+            if leased_ahead:  # never sent
+                self._unlease(leased_ahead)
+            # The worker went away: what it held goes back to the queue at once.
+            for delivery_id, sent in holding:
+                try:
+                    self._q.release(delivery_id, delivered=sent)
+                except MemosError:
+                    pass
+                except Exception:  # noqa: BLE001 - never mask the stream's own outcome
+                    log.exception("could not release a delivery")
+            if holding or answered:
+                self._wake.notify()
+
         fallback = sub.fallback
         if not fallback:
             self._ordinary.update(labels)
@@ -534,6 +578,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         # Refill once half the credit is back: one receive of many rather than one per verdict.
         refill_at = max(1, max_in_flight // 2)
         try:
+            context.add_done_callback(lambda _: close_stream())
             yield scheduler_pb2.SubscribeResponse()  # subscribed: the labels are registered
             reader = asyncio.create_task(read_verdicts())
             while not ended.is_set():
@@ -611,28 +656,4 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     if poll is not None:
                         poll.cancel()
         finally:
-            self._wake.hungry.discard(kick)
-            if not fallback:
-                self._ordinary.subtract(labels)
-                self._wake.notify()  # fallback workers may take these labels again
-            if reader is not None:
-                reader.cancel()
-            if applier is not None:
-                applier.cancel()  # what it took is applied by its thread all the same
-            if verdicts:  # received but not yet applied: apply them, or they would be redelivered
-                try:
-                    self._q.answer_many(verdicts)
-                except MemosError as exc:
-                    log.warning("verdicts not applied: %s", exc, extra={"worker": worker})
-            if held:  # leased ahead, never sent
-                self._unlease([d.delivery_id for d, _ in held.values()])
-            # The worker went away: what it held goes back to the queue at once.
-            for delivery_id, sent in list(in_flight.items()):
-                try:
-                    self._q.release(delivery_id, delivered=sent)
-                except MemosError:
-                    pass
-                except Exception:  # noqa: BLE001 - never mask the stream's own outcome
-                    log.exception("could not release a delivery")
-            if in_flight or verdicts:
-                self._wake.notify()
+            close_stream()

@@ -253,8 +253,9 @@ def test_ack_many_applies_what_it_can_and_names_the_rest(open_queue) -> None:
 
 
 def test_the_event_loop_methods_match_the_blocking_ones(open_queue) -> None:
-    """submit_async and answer_and_receive_async (the service's hot path: Redis answers them on
-    the event loop, SQLite in a thread) store, lease, refuse and answer as their blocking twins."""
+    """submit_async, answer_and_receive_async and unfinished_count_async (the service's hot path:
+    Redis answers them on the event loop, SQLite in a thread) store, lease, refuse, answer and count
+    as their blocking twins."""
     q = open_queue(QueueLimits(max_pending=3))
 
     async def scenario() -> None:
@@ -273,6 +274,9 @@ def test_the_event_loop_methods_match_the_blocking_ones(open_queue) -> None:
         assert failed == [first.delivery_id, "no/such"]  # answered twice in one call; never leased
         assert [d.message.content for d in got] == ["two"]
         assert q.get_task(ids[0]).state == TaskState.DONE and q.get_task(ids[1]).state == TaskState.RUNNING
+        # The counts WaitForTasks reads: two open (cube a's second, cube b's), one per cube.
+        assert [await q.unfinished_count_async("u", c) for c in ("", "a", "b", "z")] == [2, 1, 1, 0]
+        assert await q.unfinished_count_async("nobody") == 0
         await q.aclose()
 
     asyncio.run(scenario())

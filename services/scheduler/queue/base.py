@@ -475,6 +475,11 @@ class TaskQueue(ABC):
         """Whether :meth:`unfinished_count` is above 0; backends answer it without counting."""
         return self.unfinished_count(user_id, cube_id) > 0
 
+    def unfinished_count_async(self, user_id: str, cube_id: str = "") -> asyncio.Future[int]:
+        """:meth:`unfinished_count`, under way on the running event loop once this returns (what
+        WaitForTasks asks every few milliseconds while a user's messages are worked on)."""
+        return in_executor(self.unfinished_count, user_id, cube_id)
+
     @abstractmethod
     def depth(self) -> dict[str, tuple[int, int]]:
         """Open messages per known label (built-in or registered): (pending, running)."""

@@ -425,6 +425,7 @@ return 1
 # WaitForTasks asks every few milliseconds while a user's messages are worked on, and redis-py
 # parsing a value per cube in Python cost more than the rest of the call.
 _UNFINISHED = """
+if ARGV[2] and ARGV[2]~='' then return tonumber(redis.call('HGET', ARGV[1], ARGV[2]) or '0') end
 local n=0
 for _,v in ipairs(redis.call('HVALS', ARGV[1])) do n=n+tonumber(v) end
 return n
@@ -555,6 +556,7 @@ class RedisTaskQueue(TaskQueue):
         self._sweep_dead = self._r.register_script(_FUNCS + _SWEEP_DEAD)
         self._purge = self._r.register_script(_FUNCS + _PURGE)
         self._unfinished = self._r.register_script(_UNFINISHED)
+        self._unfinished_async = self._arb.register_script(_UNFINISHED)
         self._groups: set[str] = set()
         self._seen_labels: set[str] = set()
 
@@ -812,6 +814,14 @@ class RedisTaskQueue(TaskQueue):
         if cube_id:
             return int(self._r.hget(key, cube_id) or 0)
         return int(self._unfinished(args=[key]))
+
+    def unfinished_count_async(self, user_id: str, cube_id: str = "") -> asyncio.Future[int]:
+        args = [self._k("u", user_id), cube_id]
+
+        async def run() -> int:
+            return int(await _run_script_async(self._arb, self._unfinished_async, args))
+
+        return asyncio.ensure_future(run())
 
     @_unavailable
     def depth(self) -> dict[str, tuple[int, int]]:

@@ -513,6 +513,9 @@ class SqliteTaskQueue(TaskQueue):
     def has_unfinished(self, user_id: str, cube_id: str = "") -> bool:
         return self.unfinished_count(user_id, cube_id) > 0
 
+    def unfinished_count_async(self, user_id: str, cube_id: str = "") -> asyncio.Future[int]:
+        return self._from_loop(self.unfinished_count, user_id, cube_id)
+
     def depth(self) -> dict[str, tuple[int, int]]:
         out: dict[str, list[int]] = {label: [0, 0] for label in self.known_labels()}
         with self._lock:
