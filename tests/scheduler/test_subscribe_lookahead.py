@@ -24,13 +24,24 @@ async def task(stub, item_id: str) -> pb.Task:  # type: ignore[no-untyped-def]
     return (await stub.GetTask(pb.GetTaskRequest(item_id=item_id))).task
 
 
+async def group(stub, n: int, cube: str = "c") -> list[str]:  # type: ignore[no-untyped-def]
+    """n messages of one (user, cube, label) group: x0, x1, ..."""
+    msgs = [m(cube=cube, content=f"x{i}") for i in range(n)]
+    return list((await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=msgs))).item_ids)
+
+
+async def worker(stub, max_in_flight: int = 4, max_batch: int | None = None) -> BatchWorker:  # type: ignore[no-untyped-def]
+    w = BatchWorker(stub, ["add"], max_in_flight=max_in_flight, max_batch=max_batch)
+    await w.subscribed()
+    return w
+
+
 @pytest.mark.timeout(30)
 async def test_a_groups_next_message_comes_on_its_heads_ack(start_scheduler, stub_for) -> None:  # noqa: F811
     stub = stub_for(start_scheduler().address)
-    x = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(content=f"x{i}") for i in range(3)]))).item_ids
+    x = await group(stub, 3)
     [y] = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(cube="other")]))).item_ids
-    w = BatchWorker(stub, ["add"], max_in_flight=4)
-    await w.subscribed()
+    w = await worker(stub)
     first = await w.deliveries(2)
     assert [d.message.item_id for d in first] == [x[0], y]  # one per group
     with pytest.raises(TimeoutError):  # x1 waits for x0's ack, whatever was leased
@@ -49,9 +60,8 @@ async def test_a_groups_next_message_comes_on_its_heads_ack(start_scheduler, stu
 @pytest.mark.timeout(30)
 async def test_a_nacked_head_comes_back_before_the_message_behind_it(start_scheduler, stub_for) -> None:  # noqa: F811
     stub = stub_for(start_scheduler().address)
-    x = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(content=f"x{i}") for i in range(2)]))).item_ids
-    w = BatchWorker(stub, ["add"], max_in_flight=4)
-    await w.subscribed()
+    x = await group(stub, 2)
+    w = await worker(stub)
     [d0] = await w.deliveries(1)
     await w.answer(nack(d0))
     [again] = await w.deliveries(1)
@@ -69,9 +79,8 @@ async def test_a_nacked_head_comes_back_before_the_message_behind_it(start_sched
 @pytest.mark.timeout(30)
 async def test_what_a_stream_held_goes_back_when_it_ends(start_scheduler, stub_for) -> None:  # noqa: F811
     stub = stub_for(start_scheduler().address)
-    x = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(content=f"x{i}") for i in range(3)]))).item_ids
-    w = BatchWorker(stub, ["add"], max_in_flight=4)
-    await w.subscribed()
+    x = await group(stub, 3)
+    w = await worker(stub)
     await w.deliveries(1)
     await w.close()
     # The next worker gets the head again, then the rest in order, each message behind the head
@@ -82,8 +91,7 @@ async def test_what_a_stream_held_goes_back_when_it_ends(start_scheduler, stub_f
             break
         await asyncio.sleep(0.02)
     assert (t.state, t.attempts) == (PENDING, 0)
-    w2 = BatchWorker(stub, ["add"], max_in_flight=4)
-    await w2.subscribed()
+    w2 = await worker(stub)
     seen = []
     while len(seen) < 3:
         [d] = await w2.deliveries(1)
@@ -100,13 +108,11 @@ async def test_a_head_whose_lease_ran_out_is_not_overtaken(start_scheduler, stub
     # first worker's late ack must not bring it the message behind (that would run before the
     # head's second run). That message comes once the head is done, on its first attempt.
     stub = stub_for(start_scheduler(visibility_timeout_s=0.8).address)
-    x = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(content=f"x{i}") for i in range(2)]))).item_ids
-    w1 = BatchWorker(stub, ["add"], max_in_flight=1, max_batch=2)  # no credit while it holds the head
-    await w1.subscribed()
+    x = await group(stub, 2)
+    w1 = await worker(stub, max_in_flight=1, max_batch=2)  # no credit while it holds the head
     [late] = await w1.deliveries(1)
     await asyncio.sleep(1.0)
-    w2 = BatchWorker(stub, ["add"], max_in_flight=4)
-    await w2.subscribed()
+    w2 = await worker(stub)
     [again] = await w2.deliveries(1)
     assert (again.message.item_id, again.attempt) == (x[0], 2)
     await w1.answer(ok(late))
@@ -139,9 +145,8 @@ async def test_queue_lookahead_says_whether_the_next_message_is_leased_ahead(
 ) -> None:
     server = start_scheduler(queue_lookahead=lookahead)
     stub = stub_for(server.address)
-    x = (await stub.SubmitMessages(pb.SubmitMessagesRequest(messages=[m(content=f"x{i}") for i in range(2)]))).item_ids
-    w = BatchWorker(stub, ["add"], max_in_flight=4)
-    await w.subscribed()
+    x = await group(stub, 2)
+    w = await worker(stub)
     [d0] = await w.deliveries(1)
     # Leased ahead (running, not sent) only on a queue that does it (Redis), when asked to.
     ahead = lookahead and bool(server.settings.redis_url)
