@@ -345,16 +345,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         if job.cancelled() or job.exception() is not None:
             return
         result = job.result()
-        leased = [*result[1], *(h.delivery for h in (result[2] if len(result) == 3 else ()))]
-        for d in leased:
-            try:
-                self._q.release(d.delivery_id, delivered=False)
-            except MemosError:
-                pass
+        held = result[2] if len(result) == 3 else ()
+        self._unlease([d.delivery_id for d in (*result[1], *(h.delivery for h in held))])
         self._wake.notify()
 
     def _unlease(self, delivery_ids: list[str]) -> None:
-        """Gives back messages leased ahead that were never sent (blocking: from a thread)."""
+        """Gives back leased messages that never reached the worker, their attempt uncounted
+        (blocking calls)."""
         for delivery_id in delivery_ids:
             try:
                 self._q.release(delivery_id, delivered=False)

@@ -121,9 +121,15 @@ local function pad_seq(n)
   return string.rep('0', 16-#s)..s
 end
 local STATE={[1]='1', [2]='2', [3]='3', [4]='4', [5]='5'}
-local function promote(pfx, item)
+-- Puts item in its label's ready set if it is pending; with adds {label -> {score, member, ...}},
+-- keeps its entry there instead, for one ZADD per label afterwards (add_ready).
+local function promote(pfx, item, adds)
   local st=redis.call('HMGET', pfx..':t:'..item, 'state', 'label', 'prio', 'seq')
-  if st[1]=='1' then ready_add(pfx, st[2], st[3], st[4], item) end
+  if st[1]~='1' then return end
+  if not adds then return ready_add(pfx, st[2], st[3], st[4], item) end
+  local l=adds[st[2]]; if not l then l={}; adds[st[2]]=l end
+  local score, member=ready_entry(st[3], st[4], item)
+  l[#l+1]=score; l[#l+1]=member
 end
 -- Adds the ready-set entries {label -> {score, member, ...}}: one ZADD per label.
 local function add_ready(pfx, adds)
@@ -283,14 +289,7 @@ for i,d in ipairs(acks) do
     local g=pfx..':g:'..st[3]
     redis.call('LREM', g, 1, item)
     local nxt=redis.call('LINDEX', g, 0)
-    if nxt then
-      local nt=redis.call('HMGET', pfx..':t:'..nxt, 'state', 'label', 'prio', 'seq')
-      if nt[1]=='1' then
-        local l2=adds[nt[2]]; if not l2 then l2={}; adds[nt[2]]=l2 end
-        local score, member=ready_entry(nt[3], nt[4], nxt)
-        l2[#l2+1]=score; l2[#l2+1]=member
-      end
-    end
+    if nxt then promote(pfx, nxt, adds) end
   end
 end
 add_ready(pfx, adds)
