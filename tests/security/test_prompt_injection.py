@@ -97,7 +97,8 @@ async def test_offline_chat_quotes_injected_memories_and_does_nothing_else(
     )
     assert not any(line.startswith("# New instructions") for line in text.splitlines())
     everything = "".join(str(e) for e in events)
-    assert SECRET not in everything and "4321" not in everything
+    # Match the secret's words, never a bare number: a timestamp in the events once read 1795844321.
+    assert SECRET not in everything and "PIN is" not in everything and "X1234567" not in everything
     assert await counts(suite, [cube, victim_cube]) == before
     assert (await client.list_cubes(victim)).cubes  # the other user's cube is still there
 
