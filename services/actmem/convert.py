@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
-
 from memos.actmem.v1 import actmem_pb2
 from memos.common.v1 import message_pb2
 from services.actmem import codec
 from services.actmem.models import CacheMeta, Fingerprint
 from shared.errors import InvalidArgument
+from shared.times import to_timestamp
 
 _ROLES = {
     message_pb2.ROLE_SYSTEM: "system",
@@ -17,12 +16,6 @@ _ROLES = {
     message_pb2.ROLE_TOOL: "tool",
     message_pb2.ROLE_DEVELOPER: "developer",
 }
-
-
-def _ts(value: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(value * 1e9))
-    return ts
 
 
 def fingerprint_to_proto(fp: Fingerprint) -> actmem_pb2.ModelFingerprint:
@@ -61,12 +54,12 @@ def meta_to_proto(meta: CacheMeta, *, with_payload: bool = False) -> actmem_pb2.
         size_bytes=meta.size_bytes,
         model=meta.fingerprint.name,
         dtype=meta.fingerprint.dtype,
-        created_at=_ts(meta.created_at),
+        created_at=to_timestamp(meta.created_at),
         merged_from=meta.merged_from,
         metadata=meta.metadata,
         fingerprint=fingerprint_to_proto(meta.fingerprint),
         checksum=meta.checksum,
-        last_used_at=_ts(meta.last_used_at),
+        last_used_at=to_timestamp(meta.last_used_at),
         resident=meta.resident,
         user_id=meta.user_id,
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, struct_pb2
 
 from memos.common.v1 import memory_pb2, message_pb2
 from memos.ingest.v1 import ingest_pb2
 from services.ingest.models import ChatMessage, Item, Part, PartError, Source, ToolCall
 from shared.errors import InvalidArgument
 from shared.grpc_errors import to_status_proto
+from shared.times import to_timestamp
 
 _ROLES = {
     message_pb2.ROLE_SYSTEM: "system",
@@ -44,14 +45,6 @@ MODES = {
 }
 MODE_VALUES = {"fast": ingest_pb2.EXTRACTION_MODE_FAST, "fine": ingest_pb2.EXTRACTION_MODE_FINE}
 _FILE_FIELDS = {"file_id", "filename", "url", "chunk_index", "chunk_total", "media_type"}
-
-
-def _ts(value: float | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(value * 1e9))
-    return ts
 
 
 def mode_from_proto(value: int) -> str:
@@ -117,7 +110,7 @@ def source_to_proto(s: Source) -> memory_pb2.Source:
         tool_name=s.tool_name,
     )
     if s.chat_time is not None:
-        pb.chat_time.CopyFrom(_ts(s.chat_time))
+        pb.chat_time.CopyFrom(to_timestamp(s.chat_time))
     if s.file:
         pb.file.CopyFrom(memory_pb2.FileReference(**{k: v for k, v in s.file.items() if k in _FILE_FIELDS}))
     return pb
@@ -141,7 +134,7 @@ def item_to_candidate(item: Item, user_id: str = "", session_id: str = "", cube_
         info=info,
     )
     if item.event_time is not None:
-        meta.event_time.CopyFrom(_ts(item.event_time))
+        meta.event_time.CopyFrom(to_timestamp(item.event_time))
     return ingest_pb2.Candidate(memory=item.memory, metadata=meta)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from services.ingest.models import ChatMessage, Item, Source
+from shared.times import utc_minute
 
 
 def window_bounds(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
@@ -30,10 +30,6 @@ def window_bounds(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
         if end >= n:
             return bounds
         start += step
-
-
-def _format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def render_message(msg: ChatMessage) -> str:
@@ -53,7 +49,7 @@ def render_message(msg: ChatMessage) -> str:
         pieces.append(f"[tool call {call.name}({call.arguments})]")
     prefix = f"{msg.name or msg.role}: "
     if msg.chat_time is not None:
-        prefix += f"[{_format_time(msg.chat_time)}]: "
+        prefix += f"[{utc_minute(msg.chat_time)}]: "
     return prefix + " ".join(pieces)
 
 

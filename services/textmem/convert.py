@@ -6,12 +6,13 @@ import base64
 import json
 from collections import OrderedDict
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, struct_pb2
 
 from memos.common.v1 import memory_pb2, message_pb2
 from memos.textmem.v1 import textmem_pb2
 from services.textmem.models import ChatMessage, Cube, Memory, MemoryFilter, Part, Source, ToolCall
 from shared.errors import InvalidArgument
+from shared.times import to_timestamp
 
 _TYPE_TO_NAME = {
     memory_pb2.MEMORY_TYPE_WORKING: "WorkingMemory",
@@ -54,14 +55,6 @@ _NAME_TO_CUBE_ROLE = {
     "writer": textmem_pb2.CUBE_ROLE_WRITER,
     "owner": textmem_pb2.CUBE_ROLE_OWNER,
 }
-
-
-def _ts(value: float | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(value * 1e9))
-    return ts
 
 
 def _from_ts(msg, field: str) -> float | None:  # type: ignore[no-untyped-def]
@@ -145,7 +138,7 @@ def source_to_proto(s: Source) -> memory_pb2.Source:
         tool_name=s.tool_name,
     )
     if s.chat_time is not None:
-        pb.chat_time.CopyFrom(_ts(s.chat_time))
+        pb.chat_time.CopyFrom(to_timestamp(s.chat_time))
     if s.file:
         pb.file.CopyFrom(memory_pb2.FileReference(**{k: v for k, v in s.file.items() if k in _FILE_FIELDS}))
     return pb
@@ -187,13 +180,13 @@ def memory_to_proto(m: Memory) -> memory_pb2.MemoryItem:
         user_id=m.user_id,
         session_id=m.session_id,
         cube_id=m.cube_id,
-        created_at=_ts(m.created_at),
-        updated_at=_ts(m.updated_at),
+        created_at=to_timestamp(m.created_at),
+        updated_at=to_timestamp(m.updated_at),
         version=m.version,
         info=info,
     )
     if m.event_time is not None:
-        meta.event_time.CopyFrom(_ts(m.event_time))
+        meta.event_time.CopyFrom(to_timestamp(m.event_time))
     return memory_pb2.MemoryItem(id=m.id, memory=m.memory, metadata=meta)
 
 
@@ -302,5 +295,5 @@ def cube_to_proto(c: Cube) -> textmem_pb2.Cube:
         owner_id=c.owner_id,
         name=c.name,
         members=[textmem_pb2.CubeMember(user_id=u, role=_NAME_TO_CUBE_ROLE[r]) for u, r in sorted(c.members.items())],
-        created_at=_ts(c.created_at),
+        created_at=to_timestamp(c.created_at),
     )

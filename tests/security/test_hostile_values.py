@@ -129,21 +129,19 @@ async def test_non_finite_numbers_in_info_are_refused(stub, client: AsyncMemosCl
     assert got.memory.memory.endswith("keep me as I am") and "x" not in got.memory.metadata.info.fields
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "textmem bug: 9999-12-31T23:59:59.999999999Z is a valid Timestamp, but textmem turns chat_time into a "
-        "float (253402300800.0 after rounding) and services/textmem/windowing.py _format_time calls "
-        "datetime.fromtimestamp on it: ValueError 'year 10000 is out of range' -> INTERNAL. Fix in textmem: "
-        "format from the Timestamp's seconds (floor), or clamp to datetime.max"
-    ),
-)
-async def test_the_last_nanosecond_of_year_9999_is_accepted(stub, unique) -> None:  # type: ignore[no-untyped-def]
+async def test_the_last_nanosecond_of_year_9999_is_accepted(stub, client: AsyncMemosClient, unique) -> None:  # type: ignore[no-untyped-def]
+    """A float rounds this Timestamp up to year 10000: it was INTERNAL until times were clamped."""
     ts = timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999)
+    user, cube = f"u-{unique}", f"edge9-{unique}"
     req = gateway_pb2.AddMemoriesRequest(
-        user_id=f"u-{unique}", writable_cube_ids=[f"edge9-{unique}"], messages=[message("the very end", chat_time=ts)]
+        user_id=user, writable_cube_ids=[cube], messages=[message("the very end", chat_time=ts)]
     )
-    assert (await stub.AddMemories(req)).memories
+    [stored] = (await stub.AddMemories(req)).memories
+    # Written to the minute, like any other time; the source keeps a Timestamp every client can read.
+    assert "[9999-12-31 23:59]: the very end" in stored.memory
+    got = await client.get_memory(user, cube, stored.memory_id)
+    kept = got.memory.metadata.sources[0].chat_time
+    assert (kept.seconds, kept.nanos // 1_000_000) == (253_402_300_799, 999)
 
 
 HUGE_ID = "\U0009dbf7'}) MATCH (n) DETACH DELETE n //" * 3000  # ~110k characters, 4-byte ones among them
