@@ -576,7 +576,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         refill_at = max(1, max_in_flight // 2)
         try:
             context.add_done_callback(lambda _: close_stream())
-            yield scheduler_pb2.SubscribeResponse()  # subscribed: the labels are registered
+            # Subscribed: the labels are registered.
+            yield scheduler_pb2.SubscribeResponse(visibility_timeout_seconds=self._vt)
             reader = asyncio.create_task(read_verdicts())
             while not ended.is_set():
                 kick.clear()

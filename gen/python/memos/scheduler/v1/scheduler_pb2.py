@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"memos/scheduler/v1/scheduler.proto\x12\x12memos.scheduler.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x0fScheduleMessage\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12%\n\x04info\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08priority\x18\n \x01(\x05\"\xd1\x01\n\x04Task\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.memos.scheduler.v1.TaskState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x15SubmitMessagesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x08messages\x18\x02 \x03(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\"*\n\x16SubmitMessagesResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"\xc0\x01\n\x10SubscribeRequest\x12\x38\n\x0csubscription\x18\x01 \x01(\x0b\x32 .memos.scheduler.v1.SubscriptionH\x00\x12\x32\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.AcknowledgementH\x00\x12\x34\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32$.memos.scheduler.v1.AcknowledgementsH\x00\x42\x08\n\x06\x61\x63tion\"E\n\x10\x41\x63knowledgements\x12\x31\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32#.memos.scheduler.v1.Acknowledgement\"m\n\x0cSubscription\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\"W\n\x0f\x41\x63knowledgement\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07give_up\x18\x04 \x01(\x08\"\xd9\x01\n\x11SubscribeResponse\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x30\n\ndeliveries\x18\x04 \x03(\x0b\x32\x1c.memos.scheduler.v1.Delivery\x12\x36\n\rrejected_acks\x18\x05 \x03(\x0b\x32\x1f.memos.scheduler.v1.RejectedAck\"f\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"2\n\x0bRejectedAck\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"9\n\x0fGetTaskResponse\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.memos.scheduler.v1.Task\"P\n\x13WaitForTasksRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"O\n\x14WaitForTasksResponse\x12\x10\n\x08\x61ll_done\x18\x01 \x01(\x08\x12\x15\n\rpending_count\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61pped\x18\x03 \x01(\x08\"N\n\x16ListDeadLettersRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x17ListDeadLettersResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.memos.scheduler.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x18ReplayDeadLettersRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\"3\n\x19ReplayDeadLettersResponse\x12\x16\n\x0ereplayed_count\x18\x01 \x01(\x03\"I\n\x11PurgeTasksRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\"w\n\x12PurgeTasksResponse\x12\x15\n\rpending_count\x18\x01 \x01(\x03\x12\x15\n\rrunning_count\x18\x02 \x01(\x03\x12\x1b\n\x13\x64\x65\x61\x64_lettered_count\x18\x03 \x01(\x03\x12\x16\n\x0e\x66inished_count\x18\x04 \x01(\x03\"N\n\x14ListUserTasksRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListUserTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.memos.scheduler.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa1\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x1c\n\x18TASK_STATE_DEAD_LETTERED\x10\x05\x32\xb1\x06\n\x10SchedulerService\x12g\n\x0eSubmitMessages\x12).memos.scheduler.v1.SubmitMessagesRequest\x1a*.memos.scheduler.v1.SubmitMessagesResponse\x12\\\n\tSubscribe\x12$.memos.scheduler.v1.SubscribeRequest\x1a%.memos.scheduler.v1.SubscribeResponse(\x01\x30\x01\x12R\n\x07GetTask\x12\".memos.scheduler.v1.GetTaskRequest\x1a#.memos.scheduler.v1.GetTaskResponse\x12\x61\n\x0cWaitForTasks\x12\'.memos.scheduler.v1.WaitForTasksRequest\x1a(.memos.scheduler.v1.WaitForTasksResponse\x12j\n\x0fListDeadLetters\x12*.memos.scheduler.v1.ListDeadLettersRequest\x1a+.memos.scheduler.v1.ListDeadLettersResponse\x12p\n\x11ReplayDeadLetters\x12,.memos.scheduler.v1.ReplayDeadLettersRequest\x1a-.memos.scheduler.v1.ReplayDeadLettersResponse\x12[\n\nPurgeTasks\x12%.memos.scheduler.v1.PurgeTasksRequest\x1a&.memos.scheduler.v1.PurgeTasksResponse\x12\x64\n\rListUserTasks\x12(.memos.scheduler.v1.ListUserTasksRequest\x1a).memos.scheduler.v1.ListUserTasksResponseBAZ?github.com/memos-os/memos/gen/go/memos/scheduler/v1;schedulerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"memos/scheduler/v1/scheduler.proto\x12\x12memos.scheduler.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x0fScheduleMessage\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12%\n\x04info\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08priority\x18\n \x01(\x05\"\xd1\x01\n\x04Task\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.memos.scheduler.v1.TaskState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x15SubmitMessagesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x08messages\x18\x02 \x03(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\"*\n\x16SubmitMessagesResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"\xc0\x01\n\x10SubscribeRequest\x12\x38\n\x0csubscription\x18\x01 \x01(\x0b\x32 .memos.scheduler.v1.SubscriptionH\x00\x12\x32\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.AcknowledgementH\x00\x12\x34\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32$.memos.scheduler.v1.AcknowledgementsH\x00\x42\x08\n\x06\x61\x63tion\"E\n\x10\x41\x63knowledgements\x12\x31\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32#.memos.scheduler.v1.Acknowledgement\"m\n\x0cSubscription\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x11\n\tmax_batch\x18\x05 \x01(\x05\"W\n\x0f\x41\x63knowledgement\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07give_up\x18\x04 \x01(\x08\"\xfd\x01\n\x11SubscribeResponse\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x30\n\ndeliveries\x18\x04 \x03(\x0b\x32\x1c.memos.scheduler.v1.Delivery\x12\x36\n\rrejected_acks\x18\x05 \x03(\x0b\x32\x1f.memos.scheduler.v1.RejectedAck\x12\"\n\x1avisibility_timeout_seconds\x18\x06 \x01(\x01\"f\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32#.memos.scheduler.v1.ScheduleMessage\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"2\n\x0bRejectedAck\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"9\n\x0fGetTaskResponse\x12&\n\x04task\x18\x01 \x01(\x0b\x32\x18.memos.scheduler.v1.Task\"P\n\x13WaitForTasksRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x02 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"O\n\x14WaitForTasksResponse\x12\x10\n\x08\x61ll_done\x18\x01 \x01(\x08\x12\x15\n\rpending_count\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61pped\x18\x03 \x01(\x08\"N\n\x16ListDeadLettersRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x17ListDeadLettersResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.memos.scheduler.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x18ReplayDeadLettersRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\"3\n\x19ReplayDeadLettersResponse\x12\x16\n\x0ereplayed_count\x18\x01 \x01(\x03\"I\n\x11PurgeTasksRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ube_id\x18\x03 \x01(\t\"w\n\x12PurgeTasksResponse\x12\x15\n\rpending_count\x18\x01 \x01(\x03\x12\x15\n\rrunning_count\x18\x02 \x01(\x03\x12\x1b\n\x13\x64\x65\x61\x64_lettered_count\x18\x03 \x01(\x03\x12\x16\n\x0e\x66inished_count\x18\x04 \x01(\x03\"N\n\x14ListUserTasksRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListUserTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.memos.scheduler.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa1\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x1c\n\x18TASK_STATE_DEAD_LETTERED\x10\x05\x32\xb1\x06\n\x10SchedulerService\x12g\n\x0eSubmitMessages\x12).memos.scheduler.v1.SubmitMessagesRequest\x1a*.memos.scheduler.v1.SubmitMessagesResponse\x12\\\n\tSubscribe\x12$.memos.scheduler.v1.SubscribeRequest\x1a%.memos.scheduler.v1.SubscribeResponse(\x01\x30\x01\x12R\n\x07GetTask\x12\".memos.scheduler.v1.GetTaskRequest\x1a#.memos.scheduler.v1.GetTaskResponse\x12\x61\n\x0cWaitForTasks\x12\'.memos.scheduler.v1.WaitForTasksRequest\x1a(.memos.scheduler.v1.WaitForTasksResponse\x12j\n\x0fListDeadLetters\x12*.memos.scheduler.v1.ListDeadLettersRequest\x1a+.memos.scheduler.v1.ListDeadLettersResponse\x12p\n\x11ReplayDeadLetters\x12,.memos.scheduler.v1.ReplayDeadLettersRequest\x1a-.memos.scheduler.v1.ReplayDeadLettersResponse\x12[\n\nPurgeTasks\x12%.memos.scheduler.v1.PurgeTasksRequest\x1a&.memos.scheduler.v1.PurgeTasksResponse\x12\x64\n\rListUserTasks\x12(.memos.scheduler.v1.ListUserTasksRequest\x1a).memos.scheduler.v1.ListUserTasksResponseBAZ?github.com/memos-os/memos/gen/go/memos/scheduler/v1;schedulerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'memos.scheduler.v1.schedule
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z?github.com/memos-os/memos/gen/go/memos/scheduler/v1;schedulerv1'
-  _globals['_TASKSTATE']._serialized_start=2481
-  _globals['_TASKSTATE']._serialized_end=2642
+  _globals['_TASKSTATE']._serialized_start=2517
+  _globals['_TASKSTATE']._serialized_end=2678
   _globals['_SCHEDULEMESSAGE']._serialized_start=122
   _globals['_SCHEDULEMESSAGE']._serialized_end=364
   _globals['_TASK']._serialized_start=367
@@ -53,35 +53,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACKNOWLEDGEMENT']._serialized_start=1099
   _globals['_ACKNOWLEDGEMENT']._serialized_end=1186
   _globals['_SUBSCRIBERESPONSE']._serialized_start=1189
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1406
-  _globals['_DELIVERY']._serialized_start=1408
-  _globals['_DELIVERY']._serialized_end=1510
-  _globals['_REJECTEDACK']._serialized_start=1512
-  _globals['_REJECTEDACK']._serialized_end=1562
-  _globals['_GETTASKREQUEST']._serialized_start=1564
-  _globals['_GETTASKREQUEST']._serialized_end=1597
-  _globals['_GETTASKRESPONSE']._serialized_start=1599
-  _globals['_GETTASKRESPONSE']._serialized_end=1656
-  _globals['_WAITFORTASKSREQUEST']._serialized_start=1658
-  _globals['_WAITFORTASKSREQUEST']._serialized_end=1738
-  _globals['_WAITFORTASKSRESPONSE']._serialized_start=1740
-  _globals['_WAITFORTASKSRESPONSE']._serialized_end=1819
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1821
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1899
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1901
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1992
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=1994
-  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=2058
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=2060
-  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=2111
-  _globals['_PURGETASKSREQUEST']._serialized_start=2113
-  _globals['_PURGETASKSREQUEST']._serialized_end=2186
-  _globals['_PURGETASKSRESPONSE']._serialized_start=2188
-  _globals['_PURGETASKSRESPONSE']._serialized_end=2307
-  _globals['_LISTUSERTASKSREQUEST']._serialized_start=2309
-  _globals['_LISTUSERTASKSREQUEST']._serialized_end=2387
-  _globals['_LISTUSERTASKSRESPONSE']._serialized_start=2389
-  _globals['_LISTUSERTASKSRESPONSE']._serialized_end=2478
-  _globals['_SCHEDULERSERVICE']._serialized_start=2645
-  _globals['_SCHEDULERSERVICE']._serialized_end=3462
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1442
+  _globals['_DELIVERY']._serialized_start=1444
+  _globals['_DELIVERY']._serialized_end=1546
+  _globals['_REJECTEDACK']._serialized_start=1548
+  _globals['_REJECTEDACK']._serialized_end=1598
+  _globals['_GETTASKREQUEST']._serialized_start=1600
+  _globals['_GETTASKREQUEST']._serialized_end=1633
+  _globals['_GETTASKRESPONSE']._serialized_start=1635
+  _globals['_GETTASKRESPONSE']._serialized_end=1692
+  _globals['_WAITFORTASKSREQUEST']._serialized_start=1694
+  _globals['_WAITFORTASKSREQUEST']._serialized_end=1774
+  _globals['_WAITFORTASKSRESPONSE']._serialized_start=1776
+  _globals['_WAITFORTASKSRESPONSE']._serialized_end=1855
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1857
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1935
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1937
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2028
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_start=2030
+  _globals['_REPLAYDEADLETTERSREQUEST']._serialized_end=2094
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_start=2096
+  _globals['_REPLAYDEADLETTERSRESPONSE']._serialized_end=2147
+  _globals['_PURGETASKSREQUEST']._serialized_start=2149
+  _globals['_PURGETASKSREQUEST']._serialized_end=2222
+  _globals['_PURGETASKSRESPONSE']._serialized_start=2224
+  _globals['_PURGETASKSRESPONSE']._serialized_end=2343
+  _globals['_LISTUSERTASKSREQUEST']._serialized_start=2345
+  _globals['_LISTUSERTASKSREQUEST']._serialized_end=2423
+  _globals['_LISTUSERTASKSRESPONSE']._serialized_start=2425
+  _globals['_LISTUSERTASKSRESPONSE']._serialized_end=2514
+  _globals['_SCHEDULERSERVICE']._serialized_start=2681
+  _globals['_SCHEDULERSERVICE']._serialized_end=3498
 # @@protoc_insertion_point(module_scope)

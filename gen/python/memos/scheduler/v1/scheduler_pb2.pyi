@@ -123,18 +123,20 @@ class Acknowledgement(_message.Message):
     def __init__(self, delivery_id: _Optional[str] = ..., success: _Optional[bool] = ..., error: _Optional[str] = ..., give_up: _Optional[bool] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("delivery_id", "message", "attempt", "deliveries", "rejected_acks")
+    __slots__ = ("delivery_id", "message", "attempt", "deliveries", "rejected_acks", "visibility_timeout_seconds")
     DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     REJECTED_ACKS_FIELD_NUMBER: _ClassVar[int]
+    VISIBILITY_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     delivery_id: str
     message: ScheduleMessage
     attempt: int
     deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
     rejected_acks: _containers.RepeatedCompositeFieldContainer[RejectedAck]
-    def __init__(self, delivery_id: _Optional[str] = ..., message: _Optional[_Union[ScheduleMessage, _Mapping]] = ..., attempt: _Optional[int] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., rejected_acks: _Optional[_Iterable[_Union[RejectedAck, _Mapping]]] = ...) -> None: ...
+    visibility_timeout_seconds: float
+    def __init__(self, delivery_id: _Optional[str] = ..., message: _Optional[_Union[ScheduleMessage, _Mapping]] = ..., attempt: _Optional[int] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., rejected_acks: _Optional[_Iterable[_Union[RejectedAck, _Mapping]]] = ..., visibility_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("delivery_id", "message", "attempt")

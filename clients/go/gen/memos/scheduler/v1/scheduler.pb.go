@@ -702,9 +702,14 @@ type SubscribeResponse struct {
 	// stops growing at about 1 MiB (one large message may be more).
 	Deliveries []*Delivery `protobuf:"bytes,4,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	// Batch mode: verdicts of this stream that were not applied.
-	RejectedAcks  []*RejectedAck `protobuf:"bytes,5,rep,name=rejected_acks,json=rejectedAcks,proto3" json:"rejected_acks,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RejectedAcks []*RejectedAck `protobuf:"bytes,5,rep,name=rejected_acks,json=rejectedAcks,proto3" json:"rejected_acks,omitempty"`
+	// Set on the first response: how long a delivery's lease lasts. A message not
+	// answered within it is delivered again (the verdict that comes later is
+	// rejected, LEASE_LOST), but its credit stays taken until the worker answers:
+	// a worker should give up on (nack) a handler that runs longer.
+	VisibilityTimeoutSeconds float64 `protobuf:"fixed64,6,opt,name=visibility_timeout_seconds,json=visibilityTimeoutSeconds,proto3" json:"visibility_timeout_seconds,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
@@ -770,6 +775,13 @@ func (x *SubscribeResponse) GetRejectedAcks() []*RejectedAck {
 		return x.RejectedAcks
 	}
 	return nil
+}
+
+func (x *SubscribeResponse) GetVisibilityTimeoutSeconds() float64 {
+	if x != nil {
+		return x.VisibilityTimeoutSeconds
+	}
+	return 0
 }
 
 // One leased message: answer it by delivery_id before its lease runs out.
@@ -1629,7 +1641,7 @@ const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"deliveryId\x12\x18\n" +
 	"\asuccess\x18\x02 \x01(\bR\asuccess\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x17\n" +
-	"\agive_up\x18\x04 \x01(\bR\x06giveUp\"\x91\x02\n" +
+	"\agive_up\x18\x04 \x01(\bR\x06giveUp\"\xcf\x02\n" +
 	"\x11SubscribeResponse\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12=\n" +
@@ -1638,7 +1650,8 @@ const file_memos_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\x04 \x03(\v2\x1c.memos.scheduler.v1.DeliveryR\n" +
 	"deliveries\x12D\n" +
-	"\rrejected_acks\x18\x05 \x03(\v2\x1f.memos.scheduler.v1.RejectedAckR\frejectedAcks\"\x84\x01\n" +
+	"\rrejected_acks\x18\x05 \x03(\v2\x1f.memos.scheduler.v1.RejectedAckR\frejectedAcks\x12<\n" +
+	"\x1avisibility_timeout_seconds\x18\x06 \x01(\x01R\x18visibilityTimeoutSeconds\"\x84\x01\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12=\n" +
