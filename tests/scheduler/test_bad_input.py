@@ -180,10 +180,11 @@ async def test_give_up_fails_the_task_with_its_traceback(start_scheduler, stub_f
             1,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="known limitation: a delivery whose lease ran out keeps its slot in the stream, so a"
-                " worker with max_in_flight=1 that never acks is sent nothing more (not even the redelivery)."
-                " Freeing the slot would instead feed a stuck (e.g. SIGSTOPped) worker message after message:"
-                " test_kill shows the cost; a per-worker health signal is the real fix",
+                reason="by design: a delivery whose lease ran out keeps its credit until the worker answers it,"
+                " so a worker with max_in_flight=1 that never answers is sent nothing more (not even the"
+                " redelivery). Freeing the credit would feed a frozen (SIGSTOPped) worker message after"
+                " message (test_kill shows the cost). The worker must give up on a hung handler itself, as"
+                " the SDK's does (test_sdk.py: test_a_hung_handler_is_abandoned_and_its_message_delivered_again)",
             ),
         ),
         4,

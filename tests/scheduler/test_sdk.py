@@ -48,3 +48,49 @@ def test_register_handlers_runs_a_local_worker(start_scheduler) -> None:
         client.stop()
         with pytest.raises(ResourceExhausted):
             client.submit_messages([{"user_id": "bob", "cube_id": f"c{i}", "label": "add"} for i in range(51)])
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_handler_is_abandoned_and_its_message_delivered_again(start_scheduler) -> None:
+    """With the SDK's default credit of one, a handler that hangs held the worker's only slot, so
+    nothing (not even its own redelivery) was sent to it again. Past the visibility timeout the
+    worker now gives up on it: the message comes back to the same worker, and the rest go on."""
+    server = start_scheduler(visibility_timeout_s=0.5, queue_max_attempts=3)
+    release = threading.Event()
+    calls: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def handle(msg: ScheduledMessage) -> None:
+        with lock:
+            calls.append((msg.content, msg.attempt))
+        if msg.content == "hangs always" or (msg.content == "hangs once" and msg.attempt == 1):
+            release.wait(30)
+
+    try:
+        with SchedulerClient(server.address) as client:
+            worker = client.register_handlers({"query": handle})
+            once, always, after = client.submit_messages(
+                [
+                    ScheduledMessage(user_id="hung", cube_id=cube, label="query", content=content)
+                    for cube, content in (("a", "hangs once"), ("b", "hangs always"), ("c", "after"))
+                ]
+            )
+            assert client.wait_for_tasks("hung", timeout_s=30)
+            assert (client.get_task(once).state, client.get_task(once).attempts) == ("done", 2)
+            assert client.get_task(after).state == "done"
+            dead = client.get_task(always)
+            assert (dead.state, dead.attempts) == ("dead_lettered", 3)
+            assert "visibility timeout" in dead.last_error
+            with lock:
+                assert sorted(calls) == [
+                    ("after", 1),
+                    ("hangs always", 1),
+                    ("hangs always", 2),
+                    ("hangs always", 3),
+                    ("hangs once", 1),
+                    ("hangs once", 2),
+                ]
+            assert worker.abandoned_handlers == 4
+            client.stop()
+    finally:
+        release.set()

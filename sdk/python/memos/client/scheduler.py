@@ -10,7 +10,8 @@
 :meth:`SchedulerClient.register_handlers` runs a worker thread over the scheduler's
 Subscribe stream: each delivered message is passed to the handler of its label; a
 handler that returns acks it, one that raises nacks it with the traceback (the
-scheduler redelivers it until it is dead-lettered). A handler may run more than once
+scheduler redelivers it until it is dead-lettered), one still running after the
+scheduler's visibility timeout is abandoned (see :class:`Worker`). A handler may run more than once
 for one message (at-least-once): make it idempotent. If the stream breaks, the worker
 reconnects, and whatever it held is redelivered.
 
@@ -30,6 +31,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,8 +192,28 @@ class _Verdicts:
                 self._cond.wait(wait)
 
 
+@dataclass
+class _Stream:
+    """One Subscribe call and what its reader carries between responses."""
+
+    call: Any
+    verdicts: _Verdicts
+    # Deliveries of the last response not handled yet; a thread that takes over from an abandoned
+    # handler goes on with them.
+    backlog: deque[scheduler_pb2.SubscribeResponse | scheduler_pb2.Delivery] = field(default_factory=deque)
+
+
 class Worker:
-    """A thread that serves some labels over one Subscribe stream (reconnecting when it breaks)."""
+    """A thread that serves some labels over one Subscribe stream (reconnecting when it breaks).
+
+    Handlers run one at a time on the worker's thread. One still running after the scheduler's
+    visibility timeout is abandoned: Python cannot stop a thread, so it is left to finish (its
+    verdict is dropped), the message is nacked (it is delivered again, to this worker too, until
+    it is dead-lettered) and a new thread goes on with the stream. Without this a worker with
+    ``max_in_flight=1`` whose handler hangs would never be sent anything again. With more credit,
+    the deliveries waiting behind a hung handler keep their leases running and may spend an
+    attempt there too.
+    """
 
     def __init__(
         self,
@@ -213,8 +235,23 @@ class Worker:
         self.error: BaseException | None = None
         self.rejected_acks = 0
         """Verdicts the scheduler reported it did not apply (e.g. sent after the lease ran out)."""
-        self._thread = threading.Thread(target=self._run, name=f"memos-worker-{worker_id}", daemon=True)
-        self._thread.start()
+        self.abandoned_handlers = 0
+        """Handlers left running past the visibility timeout (their threads may still be running)."""
+        # _lock guards the three below. A thread serves the stream while its generation is current;
+        # abandoning the running handler moves the generation on, and that thread then exits.
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._running: tuple[int, float, str, _Stream] | None = None  # (generation, started, delivery id, stream)
+        self._visibility_s = 0.0  # the scheduler's, from the stream's first response (0: not told)
+        self._watchdog: threading.Thread | None = None
+        self._thread = self._start(None)
+
+    def _start(self, resume: _Stream | None) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._run, args=(self._generation, resume), name=f"memos-worker-{self.worker_id}", daemon=True
+        )
+        thread.start()
+        return thread
 
     def _request_stream(self, verdicts: _Verdicts) -> Iterator[scheduler_pb2.SubscribeRequest]:
         yield scheduler_pb2.SubscribeRequest(
@@ -233,35 +270,17 @@ class Worker:
                 for ack in acks:
                     yield scheduler_pb2.SubscribeRequest(ack=ack)
 
-    def _run(self) -> None:
+    def _run(self, generation: int, resume: _Stream | None) -> None:
         while not self._stop.is_set():
-            verdicts = self._verdicts = _Verdicts(max(1, self._max_in_flight // 2))
+            if resume is None:
+                verdicts = self._verdicts = _Verdicts(max(1, self._max_in_flight // 2))
+                stream = _Stream(self._stub.Subscribe(self._request_stream(verdicts)), verdicts)
+                self._call = stream.call
+            else:
+                stream, resume = resume, None
             try:
-                call = self._call = self._stub.Subscribe(self._request_stream(verdicts))
-                for resp in call:
-                    if resp.delivery_id:  # a scheduler without batch mode: one delivery per response
-                        verdicts.batch = False
-                        verdicts.add(self._handle(resp))
-                    elif resp.deliveries:
-                        verdicts.batch = True
-                        checked = time.monotonic()  # the response just arrived: the stream stood
-                        for d in resp.deliveries:
-                            now = time.monotonic()
-                            if now - checked >= _ACTIVE_CHECK_S:
-                                if not call.is_active():
-                                    break  # the stream broke: no verdict could reach the scheduler now
-                                checked = now
-                            verdicts.add(self._handle(d))
-                        verdicts.flush()
-                    elif not resp.rejected_acks:
-                        self.subscribed.set()
-                    if resp.rejected_acks:
-                        self.rejected_acks += len(resp.rejected_acks)
-                        log.warning(
-                            "the scheduler did not apply %d verdicts (%s)",
-                            len(resp.rejected_acks),
-                            ", ".join(sorted({r.reason for r in resp.rejected_acks})),
-                        )
+                if not self._serve(stream, generation):
+                    return  # its handler was abandoned: another thread serves the stream now
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     break
@@ -272,21 +291,102 @@ class Worker:
                     break
                 log.warning("worker stream broke, reconnecting: %s", err)
             finally:
-                verdicts.close()
+                if generation == self._generation:
+                    stream.verdicts.close()
             self._stop.wait(self._reconnect_s)
 
-    def _handle(self, resp: scheduler_pb2.SubscribeResponse | scheduler_pb2.Delivery) -> scheduler_pb2.Acknowledgement:
+    def _serve(self, stream: _Stream, generation: int) -> bool:
+        """Handles the stream's deliveries until it ends (True), or until the handler running on
+        this thread is abandoned (False)."""
+        call, verdicts, backlog = stream.call, stream.verdicts, stream.backlog
+        checked = 0.0  # when the stream was last seen standing
+        while True:
+            if not backlog:
+                resp = next(call, None)
+                if resp is None:
+                    return True
+                checked = time.monotonic()  # a response just arrived: the stream stood
+                if resp.delivery_id:  # a scheduler without batch mode: one delivery per response
+                    verdicts.batch = False
+                    backlog.append(resp)
+                elif resp.deliveries:
+                    verdicts.batch = True
+                    backlog.extend(resp.deliveries)
+                elif not resp.rejected_acks:
+                    self._subscribed(resp)
+                if resp.rejected_acks:
+                    self.rejected_acks += len(resp.rejected_acks)
+                    log.warning(
+                        "the scheduler did not apply %d verdicts (%s)",
+                        len(resp.rejected_acks),
+                        ", ".join(sorted({r.reason for r in resp.rejected_acks})),
+                    )
+                continue
+            now = time.monotonic()
+            if verdicts.batch and now - checked >= _ACTIVE_CHECK_S:
+                if not call.is_active():
+                    backlog.clear()  # the stream broke: no verdict could reach the scheduler now
+                    continue
+                checked = now
+            ack = self._handle(backlog.popleft(), generation, stream)
+            if ack is None:
+                return False
+            verdicts.add(ack)
+            if verdicts.batch and not backlog:
+                verdicts.flush()
+
+    def _subscribed(self, resp: scheduler_pb2.SubscribeResponse) -> None:
+        self._visibility_s = resp.visibility_timeout_seconds
+        if self._visibility_s > 0 and self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name=f"memos-watchdog-{self.worker_id}", daemon=True)
+            self._watchdog.start()
+        self.subscribed.set()
+
+    def _handle(
+        self, resp: scheduler_pb2.SubscribeResponse | scheduler_pb2.Delivery, generation: int, stream: _Stream
+    ) -> scheduler_pb2.Acknowledgement | None:
+        """Runs the delivery's handler: its verdict, or None when it was abandoned meanwhile."""
         msg = ScheduledMessage.from_proto(resp.message, resp.attempt)
         handler = self.handlers.get(msg.label)
         ack = scheduler_pb2.Acknowledgement(delivery_id=resp.delivery_id, success=True)
         if handler is None:
             ack.success, ack.error = False, f"no handler for label {msg.label!r} in worker {self.worker_id}"
-        else:
-            try:
-                handler(msg)
-            except Exception:  # noqa: BLE001 - reported to the scheduler as the task's error
-                ack.success, ack.error = False, traceback.format_exc()[-8000:]
+            return ack
+        self._running = (generation, time.monotonic(), resp.delivery_id, stream)  # one store: no lock
+        try:
+            handler(msg)
+        except Exception:  # noqa: BLE001 - reported to the scheduler as the task's error
+            ack.success, ack.error = False, traceback.format_exc()[-8000:]
+        with self._lock:
+            if generation != self._generation:
+                return None
+            self._running = None
         return ack
+
+    def _watch(self) -> None:
+        """Abandons a handler that runs longer than the visibility timeout (see the class)."""
+        while not self._stop.wait(min(1.0, self._visibility_s / 4)):
+            with self._lock:
+                running = self._running
+                if running is None or running[0] != self._generation:
+                    continue
+                generation, started, delivery_id, stream = running
+                if time.monotonic() - started < self._visibility_s:
+                    continue
+                self._generation += 1
+                self._running = None
+                self.abandoned_handlers += 1
+            log.warning(
+                "a handler ran longer than the visibility timeout (%gs): abandoned, its message is delivered again",
+                self._visibility_s,
+                extra={"delivery_id": delivery_id},
+            )
+            # The credit comes back with the verdict; the scheduler delivers the message again (the
+            # nack, or the lease that ran out, counts the attempt).
+            error = f"handler still running after the visibility timeout ({self._visibility_s:g}s): abandoned by worker {self.worker_id}"
+            stream.verdicts.add(scheduler_pb2.Acknowledgement(delivery_id=delivery_id, success=False, error=error))
+            stream.verdicts.flush()
+            self._thread = self._start(stream)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
