@@ -156,7 +156,9 @@ def test_scheduler_killed_with_1000_queued(request: pytest.FixtureRequest, tmp_p
     """``python -m services.scheduler`` is SIGKILLed with 1,000 messages queued, 100 handled and
     a worker holding some; restarted on the same data, it delivers every one of the rest, and the
     SDK worker reconnects by itself."""
-    settings = service_settings(request, tmp_path, backend, visibility_timeout_s="1.0")
+    # Longer than the wait for the first 100 acks below, or the SDK would give up on the blocked
+    # handler before the kill and go on with the rest of its batch.
+    settings = service_settings(request, tmp_path, backend, visibility_timeout_s="3.0")
     address = f"127.0.0.1:{free_port()}"
     log = tmp_path / "scheduler.log"
     user = "killed"

@@ -94,3 +94,36 @@ def test_a_hung_handler_is_abandoned_and_its_message_delivered_again(start_sched
             client.stop()
     finally:
         release.set()
+
+
+@pytest.mark.timeout(60)
+def test_a_delivery_whose_lease_ran_out_while_it_waited_is_not_run(start_scheduler) -> None:
+    """Credit 3: a, b and c come in one response, and a's handler hangs past the visibility
+    timeout, so the leases of b and c run out while they wait for it. The worker does not run them
+    on those leases (they are delivered again anyway): each runs once, on attempt 2."""
+    server = start_scheduler(visibility_timeout_s=0.5, queue_max_attempts=5)
+    release = threading.Event()
+    calls: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def handle(msg: ScheduledMessage) -> None:
+        with lock:
+            calls.append((msg.content, msg.attempt))
+        if msg.content == "a" and msg.attempt == 1:
+            release.wait(30)
+
+    try:
+        with SchedulerClient(server.address) as client:
+            worker = client.register_handlers({"stale_check": handle}, max_in_flight=3)
+            # One submit: its messages are stored at once, so the worker's next receive leases all three.
+            ids = client.submit_messages(
+                [ScheduledMessage(user_id="stale", cube_id=c, label="stale_check", content=c) for c in "abc"]
+            )
+            assert client.wait_for_tasks("stale", timeout_s=30)
+            assert [client.get_task(i).state for i in ids] == ["done"] * 3
+            with lock:
+                assert sorted(calls) == [("a", 1), ("a", 2), ("b", 2), ("c", 2)]
+            assert worker.abandoned_handlers == 1
+            client.stop()
+    finally:
+        release.set()

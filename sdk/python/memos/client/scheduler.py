@@ -53,6 +53,7 @@ rest of a response)."""
 # A batch-mode worker asks whether its stream still stands before handling a delivery, at most this
 # often (the rest of a response is left to be redelivered once it broke).
 _ACTIVE_CHECK_S = 0.005
+_STALE = "not run: its lease ran out while it waited for this worker's earlier handlers"
 # wait_for_tasks(timeout_s=0): the wire's 0 means "until the deadline", so "no wait" is sent as this.
 _NO_WAIT_S = 0.001
 
@@ -198,9 +199,10 @@ class _Stream:
 
     call: Any
     verdicts: _Verdicts
-    # Deliveries of the last response not handled yet; a thread that takes over from an abandoned
-    # handler goes on with them.
+    # Deliveries of the last response not handled yet, and when it arrived; a thread that takes
+    # over from an abandoned handler goes on with them.
     backlog: deque[scheduler_pb2.SubscribeResponse | scheduler_pb2.Delivery] = field(default_factory=deque)
+    received: float = 0.0
 
 
 class Worker:
@@ -211,8 +213,8 @@ class Worker:
     verdict is dropped), the message is nacked (it is delivered again, to this worker too, until
     it is dead-lettered) and a new thread goes on with the stream. Without this a worker with
     ``max_in_flight=1`` whose handler hangs would never be sent anything again. With more credit,
-    the deliveries waiting behind a hung handler keep their leases running and may spend an
-    attempt there too.
+    the deliveries waiting behind a slow or hung handler keep their leases running: one whose
+    lease ran out before its turn is not run but nacked (it is delivered again, on a new attempt).
     """
 
     def __init__(
@@ -305,7 +307,7 @@ class Worker:
                 resp = next(call, None)
                 if resp is None:
                     return True
-                checked = time.monotonic()  # a response just arrived: the stream stood
+                checked = stream.received = time.monotonic()  # a response just arrived: the stream stood
                 if resp.delivery_id:  # a scheduler without batch mode: one delivery per response
                     verdicts.batch = False
                     backlog.append(resp)
@@ -328,8 +330,12 @@ class Worker:
                     backlog.clear()  # the stream broke: no verdict could reach the scheduler now
                     continue
                 checked = now
-            ack = self._handle(backlog.popleft(), generation, stream)
-            if ack is None:
+            delivery = backlog.popleft()
+            if self._visibility_s and now - stream.received >= self._visibility_s:
+                # Its lease ran out while it waited here (it was leased before it arrived): the
+                # scheduler delivers it again, so running it now would only run it twice.
+                ack = scheduler_pb2.Acknowledgement(delivery_id=delivery.delivery_id, success=False, error=_STALE)
+            elif (ack := self._handle(delivery, generation, stream)) is None:
                 return False
             verdicts.add(ack)
             if verdicts.batch and not backlog:
