@@ -239,7 +239,7 @@ class Worker:
         """Verdicts the scheduler reported it did not apply (e.g. sent after the lease ran out)."""
         self.abandoned_handlers = 0
         """Handlers left running past the visibility timeout (their threads may still be running)."""
-        # _lock guards the three below. A thread serves the stream while its generation is current;
+        # _lock guards the two below. A thread serves the stream while its generation is current;
         # abandoning the running handler moves the generation on, and that thread then exits.
         self._lock = threading.Lock()
         self._generation = 0
