@@ -224,8 +224,10 @@ class TextMemory:
     def close(self) -> None:
         self._fanout_pool.shutdown(wait=True)
         self._lexical_pool.shutdown(wait=True)
-        self.graph.close()
+        # The vectors first: closing them joins their threads, and the index prewarm reads the
+        # graph (closing its SQLite connection under a running query crashed the process).
         self.vectors.close()
+        self.graph.close()
 
     # validation -------------------------------------------------------------
     @staticmethod
