@@ -179,9 +179,14 @@ class RepairLoop:
             self._thread.start()
 
     def stop(self) -> None:
-        # No join: this runs on the event loop, and a repair in progress only needs to notice
-        # the stop (a daemon thread does not hold the process up).
+        # No join here: this runs before the server drains its calls, which need not wait for a
+        # repair. join() runs later, before the stores close.
         self._stop.set()
+
+    def join(self, timeout_s: float = 10.0) -> None:
+        """Waits for a repair in progress: it reads both stores, which must not close under it."""
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -214,6 +219,7 @@ def build_server(settings: TextMemSettings, memory: TextMemory | None = None) ->
     repair = RepairLoop(memory, settings.repair_interval_s, settings.repair_grace_s)
     server.on_start.append(repair.start)
     server.before_stop.append(repair.stop)
+    server.on_stop.insert(0, repair.join)  # before memory.close
     if settings.metrics_addr:
         _observe_memories(server, memory.graph, settings)
     return server

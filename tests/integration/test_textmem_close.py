@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from services.textmem.app import build_memory
+from services.textmem.app import build_memory, build_server
+from services.textmem.memory import TextMemory
 from services.textmem.settings import TextMemSettings
 from services.textmem.stores.sqlite_graph import SqliteGraphStore
 
@@ -42,3 +44,37 @@ def test_close_waits_for_the_prewarm_before_closing_the_graph(
     assert inside.wait(10), "the prewarm did not start"
     memory.close()
     assert outcomes and all(not isinstance(o, Exception) for o in outcomes), outcomes
+
+
+async def test_stop_waits_for_a_repair_in_progress_before_closing_the_stores(
+    tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The repair loop reads both stores from its own thread; the server's stop only told it to
+    stop, and closed the stores under a repair in progress."""
+    events: list[str] = []
+    started = threading.Event()
+    real_repair, real_close = TextMemory.repair_vector_writes, TextMemory.close
+
+    def slow_repair(self: TextMemory, older_than_s: float):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name != "textmem-repair":
+            return real_repair(self, older_than_s=older_than_s)
+        started.set()
+        time.sleep(0.5)
+        result = real_repair(self, older_than_s=older_than_s)
+        events.append("repaired")
+        return result
+
+    def close(self: TextMemory) -> None:
+        events.append("closed")
+        real_close(self)
+
+    monkeypatch.setattr(TextMemory, "repair_vector_writes", slow_repair)
+    monkeypatch.setattr(TextMemory, "close", close)
+    settings = TextMemSettings(
+        listen_addr="127.0.0.1:0", data_dir=tmp_path / "data", repair_interval_s=0.05, milvus_lite_prewarm_cubes=0
+    )
+    server = build_server(settings, build_memory(settings, embedder))
+    await server.start()
+    assert await asyncio.to_thread(started.wait, 10)
+    await server.stop(0.5)
+    assert "repaired" in events and events[-1] == "closed", events
