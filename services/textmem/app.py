@@ -20,6 +20,7 @@ from services.textmem.stores.sqlite_graph import SqliteGraphStore
 from services.textmem.stores.vector import VectorStore
 from shared.llm import ChatClient
 from shared.metrics import TEXTMEM_CUBE_MEMORIES, TEXTMEM_CUBES, TEXTMEM_MEMORIES, Reading
+from shared.offload import Offloader
 from shared.server import GrpcServer, ServiceBinding
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,10 @@ class RepairLoop:
 
 def build_server(settings: TextMemSettings, memory: TextMemory | None = None) -> GrpcServer:
     memory = memory or build_memory(settings)
-    tm = TextMemServicer(memory)
-    cubes = CubeServicer(memory)
+    # The servicers' blocking calls: the stop drains them before the stores close under them.
+    offload = Offloader("textmem")
+    tm = TextMemServicer(memory, offload)
+    cubes = CubeServicer(memory, offload)
     server = GrpcServer(
         name="textmem",
         settings=settings,
@@ -219,7 +222,8 @@ def build_server(settings: TextMemSettings, memory: TextMemory | None = None) ->
     repair = RepairLoop(memory, settings.repair_interval_s, settings.repair_grace_s)
     server.on_start.append(repair.start)
     server.before_stop.append(repair.stop)
-    server.on_stop.insert(0, repair.join)  # before memory.close
+    # Before memory.close, after the calls' grace: threads of calls cut off by it may still run.
+    server.on_stop[:0] = [offload.drain, repair.join]
     if settings.metrics_addr:
         _observe_memories(server, memory.graph, settings)
     return server

@@ -15,6 +15,7 @@ from services.textmem.memory import TextMemory
 from services.textmem.user_export import list_user_memories
 from shared.errors import DeadlineExceeded, Internal, InvalidArgument, MemosError
 from shared.grpc_errors import ok_status_proto, to_status_proto
+from shared.offload import Offloader
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,15 @@ def _require(value: str, field: str) -> None:
 
 
 class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
-    def __init__(self, memory: TextMemory) -> None:
+    def __init__(self, memory: TextMemory, offload: Offloader) -> None:
         self._mem = memory
+        self._offload = offload
         self._hits = convert.SearchHitProtos()
 
     async def AddMemories(self, request, context):  # type: ignore[no-untyped-def]
         messages = convert.messages_from_proto(request.messages)
         window_overlap = request.window.overlap if request.window.HasField("overlap") else None
-        result = await asyncio.to_thread(
+        result = await self._offload.run(
             self._mem.add_messages,
             request.cube_id,
             request.user_id,
@@ -97,7 +99,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
 
     async def WriteMemories(self, request, context):  # type: ignore[no-untyped-def]
         candidates = [convert.memory_from_proto(c) for c in request.candidates]
-        result = await asyncio.to_thread(
+        result = await self._offload.run(
             self._mem.write_memories,
             request.cube_id,
             request.user_id,
@@ -115,7 +117,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
 
     async def SearchMemories(self, request, context):  # type: ignore[no-untyped-def]
         flt = convert.filter_from_proto(request.filter)
-        hits, total = await asyncio.to_thread(self._mem.search, request.cube_id, request.query, request.top_k, flt)
+        hits, total = await self._offload.run(self._mem.search, request.cube_id, request.query, request.top_k, flt)
         return textmem_pb2.SearchMemoriesResponse(
             memories=[self._hits.scored(m, s) for m, s in hits],
             total=total,
@@ -136,12 +138,12 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         if len(cube_ids) == 1:
             # One cube (most searches): the single-cube search, one thread hop instead of three.
             [only] = cube_ids
-            job = asyncio.ensure_future(asyncio.to_thread(self._mem.search, only, request.query, top_k, flt))
+            job = asyncio.ensure_future(self._offload.run(self._mem.search, only, request.query, top_k, flt))
             await asyncio.wait([job], timeout=_batch_timeout(context))
             return textmem_pb2.BatchSearchMemoriesResponse(results=[_cube_result(only, job, self._hits)])
         # One embedding and one grouped vector search, the cubes' full-text candidates read
         # meanwhile; each cube then ranked on its own, with its own outcome.
-        answers = await asyncio.to_thread(self._mem.search_cubes, cube_ids, request.query, top_k, flt)
+        answers = await self._offload.run(self._mem.search_cubes, cube_ids, request.query, top_k, flt)
         jobs = {c: asyncio.wrap_future(f) for c, f in answers.items()}
         await asyncio.wait(jobs.values(), timeout=_batch_timeout(context))
         results = []
@@ -152,9 +154,9 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
     async def GetMemory(self, request, context):  # type: ignore[no-untyped-def]
         _require(request.memory_id, "memory_id")
         if not request.include_history:
-            m = await asyncio.to_thread(self._mem.get, request.cube_id, request.memory_id)
+            m = await self._offload.run(self._mem.get, request.cube_id, request.memory_id)
             return textmem_pb2.GetMemoryResponse(memory=convert.memory_to_proto(m))
-        m, history = await asyncio.to_thread(self._mem.get_with_history, request.cube_id, request.memory_id)
+        m, history = await self._offload.run(self._mem.get_with_history, request.cube_id, request.memory_id)
         return textmem_pb2.GetMemoryResponse(
             memory=convert.memory_to_proto(m), history=[convert.memory_to_proto(v) for v in history]
         )
@@ -162,7 +164,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
     async def ListMemories(self, request, context):  # type: ignore[no-untyped-def]
         after = convert.decode_page_token(request.page_token)
         flt = convert.filter_from_proto(request.filter)
-        items, cursor = await asyncio.to_thread(self._mem.list, request.cube_id, flt, request.page_size, after)
+        items, cursor = await self._offload.run(self._mem.list, request.cube_id, flt, request.page_size, after)
         return textmem_pb2.ListMemoriesResponse(
             memories=[convert.memory_to_proto(m) for m in items], next_page_token=convert.encode_page_token(cursor)
         )
@@ -172,14 +174,14 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         changes = convert.memory_from_proto(request.memory)
         if request.memory.metadata.status:
             changes.status = convert.status_name(request.memory.metadata.status)
-        m = await asyncio.to_thread(
+        m = await self._offload.run(
             self._mem.update_memory, request.cube_id, request.memory.id, changes, list(request.update_mask.paths)
         )
         return textmem_pb2.UpdateMemoryResponse(memory=convert.memory_to_proto(m))
 
     async def DeleteMemories(self, request, context):  # type: ignore[no-untyped-def]
         flt = convert.filter_from_proto(request.filter) if request.HasField("filter") else None
-        n = await asyncio.to_thread(
+        n = await self._offload.run(
             self._mem.delete_selected,
             request.cube_id,
             ids=list(request.memory_ids),
@@ -191,7 +193,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         return textmem_pb2.DeleteMemoriesResponse(deleted_count=n)
 
     async def ReplaceWorkingMemory(self, request, context):  # type: ignore[no-untyped-def]
-        memories, removed = await asyncio.to_thread(
+        memories, removed = await self._offload.run(
             self._mem.replace_working_memory,
             request.cube_id,
             request.user_id,
@@ -203,7 +205,7 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
         )
 
     async def ListUserMemories(self, request, context):  # type: ignore[no-untyped-def]
-        items, token = await asyncio.to_thread(
+        items, token = await self._offload.run(
             list_user_memories, self._mem.graph, request.user_id, request.page_size, request.page_token
         )
         return textmem_pb2.ListUserMemoriesResponse(
@@ -218,24 +220,25 @@ class TextMemServicer(textmem_pb2_grpc.TextMemServiceServicer):
 
 
 class CubeServicer(textmem_pb2_grpc.CubeServiceServicer):
-    def __init__(self, memory: TextMemory) -> None:
+    def __init__(self, memory: TextMemory, offload: Offloader) -> None:
         self._mem = memory
+        self._offload = offload
 
     async def CreateCube(self, request, context):  # type: ignore[no-untyped-def]
-        cube = await asyncio.to_thread(self._mem.create_cube, request.cube_id, request.owner_id, request.name)
+        cube = await self._offload.run(self._mem.create_cube, request.cube_id, request.owner_id, request.name)
         return textmem_pb2.CreateCubeResponse(cube=convert.cube_to_proto(cube))
 
     async def GetCube(self, request, context):  # type: ignore[no-untyped-def]
-        cube = await asyncio.to_thread(self._mem.get_cube, request.cube_id)
+        cube = await self._offload.run(self._mem.get_cube, request.cube_id)
         return textmem_pb2.GetCubeResponse(cube=convert.cube_to_proto(cube))
 
     async def EnsureCube(self, request, context):  # type: ignore[no-untyped-def]
-        cube, created = await asyncio.to_thread(self._mem.ensure_cube, request.cube_id, request.user_id)
+        cube, created = await self._offload.run(self._mem.ensure_cube, request.cube_id, request.user_id)
         return textmem_pb2.EnsureCubeResponse(cube=convert.cube_to_proto(cube), created=created)
 
     async def ListCubes(self, request, context):  # type: ignore[no-untyped-def]
         _require(request.user_id, "user_id")
-        cubes = await asyncio.to_thread(self._mem.graph.list_cubes, request.user_id)
+        cubes = await self._offload.run(self._mem.graph.list_cubes, request.user_id)
         return textmem_pb2.ListCubesResponse(cubes=[convert.cube_to_proto(c) for c in cubes])
 
     async def SetCubeAccess(self, request, context):  # type: ignore[no-untyped-def]
@@ -244,15 +247,15 @@ class CubeServicer(textmem_pb2_grpc.CubeServiceServicer):
         role = convert.CUBE_ROLE_TO_NAME.get(request.role, "")
         if request.role not in (0, *convert.CUBE_ROLE_TO_NAME):
             raise InvalidArgument(f"unknown role {request.role}", reason="UNKNOWN_ROLE")
-        cube = await asyncio.to_thread(self._mem.set_access, request.cube_id, request.owner_id, request.user_id, role)
+        cube = await self._offload.run(self._mem.set_access, request.cube_id, request.owner_id, request.user_id, role)
         return textmem_pb2.SetCubeAccessResponse(cube=convert.cube_to_proto(cube))
 
     async def DeleteCube(self, request, context):  # type: ignore[no-untyped-def]
-        n = await asyncio.to_thread(self._mem.delete_cube, request.cube_id, request.owner_id)
+        n = await self._offload.run(self._mem.delete_cube, request.cube_id, request.owner_id)
         return textmem_pb2.DeleteCubeResponse(deleted_memories=n)
 
     async def DeleteUserData(self, request, context):  # type: ignore[no-untyped-def]
-        done = await asyncio.to_thread(self._mem.delete_user_data, request.user_id)
+        done = await self._offload.run(self._mem.delete_user_data, request.user_id)
         return textmem_pb2.DeleteUserDataResponse(
             deleted_memories=done.deleted_memories,
             deleted_cube_ids=done.deleted_cube_ids,

@@ -7,8 +7,10 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
+from memos.textmem.v1 import textmem_pb2, textmem_pb2_grpc
 from services.textmem.app import build_memory, build_server
 from services.textmem.memory import TextMemory
 from services.textmem.settings import TextMemSettings
@@ -78,3 +80,38 @@ async def test_stop_waits_for_a_repair_in_progress_before_closing_the_stores(
     assert await asyncio.to_thread(started.wait, 10)
     await server.stop(0.5)
     assert "repaired" in events and events[-1] == "closed", events
+
+
+async def test_stop_waits_for_calls_that_outlived_the_grace_before_closing_the_stores(
+    tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A call still running when the grace period ends is cancelled, but its thread runs on: the
+    stores are closed only once it returned."""
+    events: list[str] = []
+    inside = threading.Event()
+    real_search, real_close = TextMemory.search, TextMemory.close
+
+    def slow_search(self: TextMemory, *args, **kwargs):  # type: ignore[no-untyped-def]
+        inside.set()
+        time.sleep(1.0)
+        result = real_search(self, *args, **kwargs)
+        events.append("searched")
+        return result
+
+    def close(self: TextMemory) -> None:
+        events.append("closed")
+        real_close(self)
+
+    monkeypatch.setattr(TextMemory, "search", slow_search)
+    monkeypatch.setattr(TextMemory, "close", close)
+    settings = TextMemSettings(listen_addr="127.0.0.1:0", data_dir=tmp_path / "data", milvus_lite_prewarm_cubes=0)
+    server = build_server(settings, build_memory(settings, embedder))
+    await server.start()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = textmem_pb2_grpc.TextMemServiceStub(channel)
+        call = stub.SearchMemories(textmem_pb2.SearchMemoriesRequest(cube_id="c", query="anything"))
+        assert await asyncio.to_thread(inside.wait, 10)
+        await server.stop(0.1)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call  # cut off by the stop
+    assert events == ["searched", "closed"]
