@@ -48,30 +48,44 @@ def test_close_waits_for_the_prewarm_before_closing_the_graph(
     assert outcomes and all(not isinstance(o, Exception) for o in outcomes), outcomes
 
 
+def slow_down(
+    monkeypatch: pytest.MonkeyPatch, method: str, seconds: float, events: list[str], thread: str | None = None
+) -> threading.Event:
+    """Makes ``TextMemory.<method>`` sleep first (only on the named thread, if one is given), then
+    log its name to ``events`` once it returned; the event is set when a slowed call starts."""
+    started, real = threading.Event(), getattr(TextMemory, method)
+
+    def slow(self: TextMemory, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if thread is not None and threading.current_thread().name != thread:
+            return real(self, *args, **kwargs)
+        started.set()
+        time.sleep(seconds)
+        result = real(self, *args, **kwargs)
+        events.append(method)
+        return result
+
+    monkeypatch.setattr(TextMemory, method, slow)
+    return started
+
+
+def log_close(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
+    real = TextMemory.close
+
+    def close(self: TextMemory) -> None:
+        events.append("close")
+        real(self)
+
+    monkeypatch.setattr(TextMemory, "close", close)
+
+
 async def test_stop_waits_for_a_repair_in_progress_before_closing_the_stores(
     tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """The repair loop reads both stores from its own thread; the server's stop only told it to
     stop, and closed the stores under a repair in progress."""
     events: list[str] = []
-    started = threading.Event()
-    real_repair, real_close = TextMemory.repair_vector_writes, TextMemory.close
-
-    def slow_repair(self: TextMemory, older_than_s: float):  # type: ignore[no-untyped-def]
-        if threading.current_thread().name != "textmem-repair":
-            return real_repair(self, older_than_s=older_than_s)
-        started.set()
-        time.sleep(0.5)
-        result = real_repair(self, older_than_s=older_than_s)
-        events.append("repaired")
-        return result
-
-    def close(self: TextMemory) -> None:
-        events.append("closed")
-        real_close(self)
-
-    monkeypatch.setattr(TextMemory, "repair_vector_writes", slow_repair)
-    monkeypatch.setattr(TextMemory, "close", close)
+    started = slow_down(monkeypatch, "repair_vector_writes", 0.5, events, thread="textmem-repair")
+    log_close(monkeypatch, events)
     settings = TextMemSettings(
         listen_addr="127.0.0.1:0", data_dir=tmp_path / "data", repair_interval_s=0.05, milvus_lite_prewarm_cubes=0
     )
@@ -79,7 +93,7 @@ async def test_stop_waits_for_a_repair_in_progress_before_closing_the_stores(
     await server.start()
     assert await asyncio.to_thread(started.wait, 10)
     await server.stop(0.5)
-    assert "repaired" in events and events[-1] == "closed", events
+    assert "repair_vector_writes" in events and events[-1] == "close", events
 
 
 async def test_stop_waits_for_calls_that_outlived_the_grace_before_closing_the_stores(
@@ -88,30 +102,16 @@ async def test_stop_waits_for_calls_that_outlived_the_grace_before_closing_the_s
     """A call still running when the grace period ends is cancelled, but its thread runs on: the
     stores are closed only once it returned."""
     events: list[str] = []
-    inside = threading.Event()
-    real_search, real_close = TextMemory.search, TextMemory.close
-
-    def slow_search(self: TextMemory, *args, **kwargs):  # type: ignore[no-untyped-def]
-        inside.set()
-        time.sleep(1.0)
-        result = real_search(self, *args, **kwargs)
-        events.append("searched")
-        return result
-
-    def close(self: TextMemory) -> None:
-        events.append("closed")
-        real_close(self)
-
-    monkeypatch.setattr(TextMemory, "search", slow_search)
-    monkeypatch.setattr(TextMemory, "close", close)
+    started = slow_down(monkeypatch, "search", 1.0, events)
+    log_close(monkeypatch, events)
     settings = TextMemSettings(listen_addr="127.0.0.1:0", data_dir=tmp_path / "data", milvus_lite_prewarm_cubes=0)
     server = build_server(settings, build_memory(settings, embedder))
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = textmem_pb2_grpc.TextMemServiceStub(channel)
         call = stub.SearchMemories(textmem_pb2.SearchMemoriesRequest(cube_id="c", query="anything"))
-        assert await asyncio.to_thread(inside.wait, 10)
+        assert await asyncio.to_thread(started.wait, 10)
         await server.stop(0.1)
         with pytest.raises(grpc.aio.AioRpcError):
             await call  # cut off by the stop
-    assert events == ["searched", "closed"]
+    assert events == ["search", "close"]
